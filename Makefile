@@ -1,0 +1,15 @@
+# iterjob: PGXS build
+EXTENSION = iterjob
+MODULE_big = iterjob
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+DATA = $(wildcard sql/iterjob--*.sql)
+PGFILEDESC = "iterjob - parallel, resumable batch-iteration jobs"
+
+REGRESS = $(patsubst sql/%.sql,%,$(sort $(filter-out sql/iterjob--%,$(wildcard sql/*.sql))))
+REGRESS_OPTS = --inputdir=. --outputdir=. --load-extension=iterjob
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+override CFLAGS += -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers $(EXTRA_CFLAGS)

@@ -1,0 +1,125 @@
+/* iterjob--0.1.sql: jobs, their instances (tasks), the functions and views */
+
+\echo Use "CREATE EXTENSION iterjob" to load this file. \quit
+
+CREATE TABLE iterjob.job (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name        text,
+    relation    regclass NOT NULL,
+    key_column  text NOT NULL,
+    key_type    regtype NOT NULL,
+    filter      text,
+    action      text NOT NULL,
+    instances   integer NOT NULL CHECK (instances BETWEEN 1 AND 1024),
+    batch_size  integer NOT NULL CHECK (batch_size BETWEEN 1 AND 1000000),
+    owner       oid NOT NULL,
+    search_path text NOT NULL,
+    state       text NOT NULL DEFAULT 'queued'
+                CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    started_at  timestamptz,
+    finished_at timestamptz,
+    last_error  text
+);
+
+CREATE TABLE iterjob.task (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id       bigint NOT NULL REFERENCES iterjob.job ON DELETE CASCADE,
+    instance     integer NOT NULL,
+    state        text NOT NULL DEFAULT 'queued'
+                 CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+    cursor       jsonb NOT NULL,
+    rows_done    bigint NOT NULL DEFAULT 0,
+    batches_done bigint NOT NULL DEFAULT 0,
+    attempts     integer NOT NULL DEFAULT 0,
+    last_error   text,
+    worker_pid   integer,
+    started_at   timestamptz,
+    finished_at  timestamptz,
+    updated_at   timestamptz,
+    UNIQUE (job_id, instance)
+);
+
+-- Claims look at runnable tasks only, however many finished ones pile up.
+CREATE INDEX task_runnable_idx ON iterjob.task (id)
+    WHERE state IN ('queued', 'running');
+
+REVOKE ALL ON iterjob.job, iterjob.task FROM PUBLIC;
+
+CREATE FUNCTION iterjob.enqueue(
+    relation   regclass,
+    action     text,
+    instances  integer DEFAULT 1,
+    batch_size integer DEFAULT 1000,
+    key        text DEFAULT NULL,
+    filter     text DEFAULT NULL,
+    name       text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'iterjob_enqueue';
+
+COMMENT ON FUNCTION iterjob.enqueue(regclass, text, integer, integer, text, text, text)
+    IS 'create a job that runs action on every batch of keys of relation, in instances parallel instances';
+
+CREATE FUNCTION iterjob.wait(job_id bigint, timeout interval DEFAULT NULL)
+RETURNS text
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'iterjob_wait';
+
+COMMENT ON FUNCTION iterjob.wait(bigint, interval)
+    IS 'wait until the job is succeeded, failed or cancelled (or timeout passes) and return its state';
+
+CREATE FUNCTION iterjob.preloaded()
+RETURNS boolean
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'iterjob_preloaded';
+
+COMMENT ON FUNCTION iterjob.preloaded()
+    IS 'true when iterjob is loaded through shared_preload_libraries, so jobs run';
+
+CREATE VIEW iterjob.task_progress AS
+SELECT t.job_id,
+       t.instance,
+       t.state,
+       t.cursor,
+       t.rows_done,
+       t.batches_done,
+       t.attempts,
+       t.last_error,
+       CASE WHEN t.state = 'running' THEN t.worker_pid END AS worker_pid,
+       t.started_at,
+       t.finished_at,
+       t.updated_at
+  FROM iterjob.task t;
+
+CREATE VIEW iterjob.job_progress AS
+SELECT j.id AS job_id,
+       j.name,
+       j.relation,
+       j.state,
+       j.instances,
+       count(*) FILTER (WHERE t.state IN ('succeeded', 'failed', 'cancelled'))::integer
+           AS instances_done,
+       coalesce(sum(t.rows_done), 0)::bigint AS rows_done,
+       coalesce(sum(t.batches_done), 0)::bigint AS batches_done,
+       j.batch_size,
+       j.key_column,
+       pg_get_userbyid(j.owner) AS owner,
+       j.created_at,
+       j.started_at,
+       j.finished_at,
+       j.last_error
+  FROM iterjob.job j
+  LEFT JOIN iterjob.task t ON t.job_id = j.id
+ GROUP BY j.id;
+
+REVOKE ALL ON iterjob.task_progress, iterjob.job_progress FROM PUBLIC;
+
+DO $$
+BEGIN
+    IF NOT iterjob.preloaded() THEN
+        RAISE WARNING 'iterjob is not loaded through shared_preload_libraries: jobs will not run'
+            USING HINT = 'Add iterjob to shared_preload_libraries in postgresql.conf and restart the server.';
+    END IF;
+END
+$$;

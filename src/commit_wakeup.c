@@ -1,0 +1,52 @@
+/*-------------------------------------------------------------------------
+ *
+ * commit_wakeup.c
+ *	  Wakes the launcher when a transaction that made work runnable
+ *	  (enqueued a job) commits, so the first batch starts promptly; nothing
+ *	  polls.  A rolled-back enqueue wakes nobody.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+
+#include "iterjob.h"
+
+static bool wake_pending = false;
+
+static void
+commit_wakeup_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_pending)
+			{
+				wake_pending = false;
+				iterjob_mark_database_pending(MyDatabaseId);
+				iterjob_wake_launcher();
+			}
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			wake_pending = false;
+			break;
+		default:
+			break;
+	}
+}
+
+void
+iterjob_register_commit_wakeup(void)
+{
+	RegisterXactCallback(commit_wakeup_callback, NULL);
+}
+
+void
+iterjob_wake_at_commit(void)
+{
+	wake_pending = true;
+}

@@ -1,0 +1,65 @@
+/*-------------------------------------------------------------------------
+ *
+ * iterjob.c
+ *	  Module entry point: defines the GUCs and, when loaded through
+ *	  shared_preload_libraries, reserves shared memory and registers the
+ *	  launcher that starts iteration workers.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+
+#include "iterjob.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+request_shmem(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	iterjob_shmem_request();
+}
+
+static void
+startup_shmem(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	iterjob_shmem_startup();
+}
+
+void
+_PG_init(void)
+{
+	iterjob_define_gucs();
+	iterjob_register_commit_wakeup();
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = request_shmem;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = startup_shmem;
+
+	iterjob_register_launcher();
+}
+
+PG_FUNCTION_INFO_V1(iterjob_preloaded);
+
+/* True when shared memory exists, i.e. the library was preloaded. */
+Datum
+iterjob_preloaded(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(iterjob_shared != NULL);
+}

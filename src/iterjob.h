@@ -1,0 +1,97 @@
+/*-------------------------------------------------------------------------
+ *
+ * iterjob.h
+ *	  Declarations shared by the iterjob extension's source files: shared
+ *	  memory layout, GUC variables and the entry points of each module.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ITERJOB_H
+#define ITERJOB_H
+
+#include "postgres.h"
+
+#include "storage/condition_variable.h"
+#include "storage/latch.h"
+#include "storage/lock.h"
+#include "storage/spin.h"
+
+/* Upper bound of worker slots kept in shared memory. */
+#define ITERJOB_MAX_WORKER_SLOTS	64
+/* Databases whose pending flag can be tracked individually. */
+#define ITERJOB_MAX_DATABASES		128
+
+/* field4 of the advisory lock tag that marks a task as being worked on */
+#define ITERJOB_TASK_LOCK_FIELD4	0x4A42
+
+/* One iteration worker process, as the launcher and the views see it. */
+typedef struct IterjobWorkerSlot
+{
+	bool		in_use;			/* slot reserved by the launcher */
+	bool		clean_exit;		/* worker left because it found no work */
+	pid_t		pid;			/* 0 until the worker has started */
+	Oid			dboid;			/* database the worker serves */
+	int64		job_id;			/* task being worked on, or 0 */
+	int32		instance;
+	int64		batches;		/* batches committed in this task */
+	TimestampTz since;			/* when the current task was claimed */
+} IterjobWorkerSlot;
+
+/* A database that may hold runnable tasks. */
+typedef struct IterjobDatabase
+{
+	Oid			dboid;			/* InvalidOid: entry unused */
+	bool		pending;		/* may have unclaimed runnable work */
+	TimestampTz not_before;		/* no new worker before this time */
+	int			retry_delay_ms; /* grows while its workers keep dying */
+} IterjobDatabase;
+
+typedef struct IterjobShared
+{
+	slock_t		mutex;			/* protects everything below but the CV */
+	Latch	   *launcher_latch; /* NULL while no launcher runs */
+	bool		rescan_all;		/* every database must be looked at */
+	IterjobDatabase databases[ITERJOB_MAX_DATABASES];
+	IterjobWorkerSlot workers[ITERJOB_MAX_WORKER_SLOTS];
+	ConditionVariable job_state_cv; /* broadcast when a job may have ended */
+} IterjobShared;
+
+/* shared_state.c */
+extern IterjobShared *iterjob_shared;
+extern void iterjob_shmem_request(void);
+extern void iterjob_shmem_startup(void);
+extern void iterjob_mark_database_pending(Oid dboid);
+extern void iterjob_wake_launcher(void);
+extern void iterjob_notify_job_state(void);
+
+/* gucs.c */
+extern int	iterjob_max_workers;
+extern void iterjob_define_gucs(void);
+
+/* launcher.c */
+extern void iterjob_register_launcher(void);
+extern PGDLLEXPORT void iterjob_launcher_main(Datum main_arg);
+
+/* worker.c */
+extern PGDLLEXPORT void iterjob_worker_main(Datum main_arg);
+extern IterjobWorkerSlot *iterjob_my_slot;
+
+/* task_lock.c */
+extern bool iterjob_try_lock_task(int64 task_id);
+extern void iterjob_unlock_task(int64 task_id);
+
+/* commit_wakeup.c */
+extern void iterjob_register_commit_wakeup(void);
+extern void iterjob_wake_at_commit(void);
+
+/* run_as.c */
+typedef struct IterjobSavedUser
+{
+	Oid			userid;
+	int			sec_context;
+} IterjobSavedUser;
+extern void iterjob_become_superuser(IterjobSavedUser *saved);
+extern void iterjob_become_owner(Oid owner, IterjobSavedUser *saved);
+extern void iterjob_restore_user(const IterjobSavedUser *saved);
+
+#endif							/* ITERJOB_H */

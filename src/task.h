@@ -1,0 +1,37 @@
+/*-------------------------------------------------------------------------
+ *
+ * task.h
+ *	  A claimed task (one instance of a job) as a worker holds it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ITERJOB_TASK_H
+#define ITERJOB_TASK_H
+
+#include "postgres.h"
+
+#include "job_spec.h"
+
+typedef struct IterjobTask
+{
+	MemoryContext cxt;			/* lives as long as the worker holds the task */
+	int64		task_id;
+	int64		job_id;
+	int32		instance;
+	IterjobSpec spec;
+	Oid			owner;			/* role the filter and action run as */
+	char	   *search_path;	/* owner's search_path captured at enqueue */
+	bool		has_cursor;		/* false until the first batch commits */
+	int64		last_key;		/* inner_cursor, when has_cursor */
+	int64		batches_done;
+} IterjobTask;
+
+/* task_claim.c */
+extern IterjobTask *iterjob_claim_task(MemoryContext parent);
+extern void iterjob_finish_task(IterjobTask *task, const char *state,
+								const char *error);
+
+/* task_runner.c */
+extern void iterjob_run_task(IterjobTask *task);
+
+#endif							/* ITERJOB_TASK_H */

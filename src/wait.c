@@ -1,0 +1,158 @@
+/*-------------------------------------------------------------------------
+ *
+ * wait.c
+ *	  iterjob.wait(): blocks until a job reaches a final state, sleeping on
+ *	  a condition variable that workers broadcast when a job may have ended
+ *	  (with a timeout as a safety net), never busy-looping.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/transam.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "datatype/timestamp.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+
+#include "iterjob.h"
+
+PG_FUNCTION_INFO_V1(iterjob_wait);
+
+/* recheck at least this often, whatever the workers signal */
+#define WAIT_RECHECK_MS 1000
+
+static bool
+is_final_state(const char *state)
+{
+	return strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0 ||
+		strcmp(state, "cancelled") == 0;
+}
+
+/*
+ * The job's state, read with a fresh snapshot.  Errors out for an unknown
+ * job, and for one this transaction created (it cannot start before this
+ * transaction commits).
+ */
+static char *
+read_job_state(int64 job_id, MemoryContext cxt)
+{
+	Oid			type = INT8OID;
+	Datum		arg = Int64GetDatum(job_id);
+	IterjobSavedUser saved;
+	char	   *state;
+	char	   *xmin;
+	TransactionId xid;
+	int			nest;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	nest = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	iterjob_become_superuser(&saved);
+	if (SPI_execute_with_args("SELECT state, xmin FROM iterjob.job"
+							  " WHERE id OPERATOR(pg_catalog.=) $1",
+							  1, &type, &arg, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read iterjob job");
+	iterjob_restore_user(&saved);
+	AtEOXact_GUC(true, nest);
+
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("iterjob job " INT64_FORMAT " does not exist", job_id)));
+
+	state = MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[0],
+												  SPI_tuptable->tupdesc, 1));
+	xmin = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	xid = (TransactionId) strtoul(xmin, NULL, 10);
+	SPI_finish();
+
+	if (!is_final_state(state))
+	{
+		if (TransactionIdIsCurrentTransactionId(xid))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("cannot wait for iterjob job " INT64_FORMAT " in the transaction that enqueued it", job_id),
+					 errdetail("The job cannot start before this transaction commits."),
+					 errhint("Commit first, then call iterjob.wait().")));
+		if (IsolationUsesXactSnapshot())
+			ereport(ERROR,
+					(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+					 errmsg("cannot wait for iterjob job " INT64_FORMAT " in a %s transaction", job_id,
+							XactIsoLevel == XACT_SERIALIZABLE ? "SERIALIZABLE" : "REPEATABLE READ"),
+					 errdetail("Its snapshot would never show the job ending."),
+					 errhint("Call iterjob.wait() in a READ COMMITTED transaction.")));
+	}
+	return state;
+}
+
+Datum
+iterjob_wait(PG_FUNCTION_ARGS)
+{
+	int64		job_id;
+	TimestampTz deadline = 0;
+	char	   *state;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("job_id must not be null")));
+	job_id = PG_GETARG_INT64(0);
+	if (!PG_ARGISNULL(1))
+	{
+		Interval   *timeout = PG_GETARG_INTERVAL_P(1);
+		int64		usecs = timeout->time +
+		(int64) timeout->day * USECS_PER_DAY +
+		(int64) timeout->month * DAYS_PER_MONTH * USECS_PER_DAY;
+
+		if (usecs < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("timeout must not be negative")));
+		deadline = GetCurrentTimestamp() + usecs;
+	}
+
+	for (;;)
+	{
+		long		sleep_ms = WAIT_RECHECK_MS;
+
+		CHECK_FOR_INTERRUPTS();
+		if (iterjob_shared != NULL)
+			ConditionVariablePrepareToSleep(&iterjob_shared->job_state_cv);
+
+		state = read_job_state(job_id, CurrentMemoryContext);
+		if (is_final_state(state))
+			break;
+		if (deadline != 0)
+		{
+			TimestampTz now = GetCurrentTimestamp();
+
+			if (now >= deadline)
+				break;
+			sleep_ms = Min(sleep_ms, (long) ((deadline - now) / 1000) + 1);
+		}
+
+		if (iterjob_shared != NULL)
+			(void) ConditionVariableTimedSleep(&iterjob_shared->job_state_cv,
+											   sleep_ms, PG_WAIT_EXTENSION);
+		else
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 sleep_ms, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+	}
+	if (iterjob_shared != NULL)
+		ConditionVariableCancelSleep();
+
+	PG_RETURN_TEXT_P(cstring_to_text(state));
+}

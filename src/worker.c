@@ -1,0 +1,128 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  An iteration worker: connected to one database, it claims runnable
+ *	  tasks one after another and runs them, and exits when none is left.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "iterjob.h"
+#include "task.h"
+
+IterjobWorkerSlot *iterjob_my_slot = NULL;
+
+static void
+set_slot_task(IterjobTask *task)
+{
+	SpinLockAcquire(&iterjob_shared->mutex);
+	iterjob_my_slot->job_id = task ? task->job_id : 0;
+	iterjob_my_slot->instance = task ? task->instance : 0;
+	iterjob_my_slot->batches = task ? task->batches_done : 0;
+	iterjob_my_slot->since = task ? GetCurrentTimestamp() : 0;
+	SpinLockRelease(&iterjob_shared->mutex);
+}
+
+/*
+ * Claim the next runnable task in its own transaction.  Returns NULL when
+ * there is none, or when the extension does not exist in this database.
+ */
+static IterjobTask *
+claim_next_task(MemoryContext cxt)
+{
+	IterjobTask *task = NULL;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "iterjob: claiming a task");
+
+	if (OidIsValid(get_extension_oid("iterjob", true)))
+		task = iterjob_claim_task(cxt);
+
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return task;
+}
+
+void
+iterjob_worker_main(Datum main_arg)
+{
+	int			slotno = DatumGetInt32(main_arg);
+	Oid			dboid;
+	MemoryContext cxt;
+
+	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+
+	iterjob_my_slot = &iterjob_shared->workers[slotno];
+	SpinLockAcquire(&iterjob_shared->mutex);
+	iterjob_my_slot->pid = MyProcPid;
+	SpinLockRelease(&iterjob_shared->mutex);
+
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	pgstat_report_appname("iterjob worker");
+
+	/*
+	 * iterjob's own queries run with a search_path that user objects cannot
+	 * hijack; user SQL gets its owner's search_path per batch.  Parallel
+	 * query and JIT buy nothing for small batches and cost per batch.
+	 */
+	SetConfigOption("search_path", "pg_catalog", PGC_USERSET, PGC_S_SESSION);
+	SetConfigOption("max_parallel_workers_per_gather", "0", PGC_USERSET, PGC_S_SESSION);
+	SetConfigOption("jit", "off", PGC_USERSET, PGC_S_SESSION);
+
+	cxt = AllocSetContextCreate(TopMemoryContext, "iterjob worker",
+								ALLOCSET_DEFAULT_SIZES);
+	for (;;)
+	{
+		IterjobTask *task;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		task = claim_next_task(cxt);
+		if (task == NULL)
+			break;
+
+		/* there may be more runnable tasks: let the launcher add a worker */
+		iterjob_mark_database_pending(MyDatabaseId);
+		iterjob_wake_launcher();
+
+		set_slot_task(task);
+		iterjob_run_task(task);
+		iterjob_unlock_task(task->task_id);
+		set_slot_task(NULL);
+		MemoryContextDelete(task->cxt);
+	}
+
+	SpinLockAcquire(&iterjob_shared->mutex);
+	iterjob_my_slot->clean_exit = true;
+	SpinLockRelease(&iterjob_shared->mutex);
+	proc_exit(0);
+}
