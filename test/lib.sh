@@ -34,6 +34,7 @@ setup_iterjob() {
 	export PG_CONFIG
 	PGBIN=$($PG_CONFIG --bindir)
 	export PATH="$PGBIN:$PATH"
+	if [ -n "${ITERJOB_SKIP_BUILD:-}" ]; then return; fi
 	echo "== building iterjob (-Werror)"
 	make -C "$ITERJOB_ROOT" -s PG_CONFIG=$PG_CONFIG EXTRA_CFLAGS=-Werror >/dev/null
 	as_root make -C "$ITERJOB_ROOT" -s PG_CONFIG=$PG_CONFIG install >/dev/null
