@@ -12,10 +12,13 @@ CREATE TABLE iterjob.job (
     action      text NOT NULL,
     instances   integer NOT NULL CHECK (instances BETWEEN 1 AND 1024),
     batch_size  integer NOT NULL CHECK (batch_size BETWEEN 1 AND 1000000),
+    max_attempts integer NOT NULL CHECK (max_attempts >= 1),
+    statement_timeout interval NOT NULL,
+    lock_timeout interval NOT NULL,
     owner       oid NOT NULL,
     search_path text NOT NULL,
     state       text NOT NULL DEFAULT 'queued'
-                CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+                CHECK (state IN ('queued', 'running', 'paused', 'succeeded', 'failed', 'cancelled')),
     created_at  timestamptz NOT NULL DEFAULT now(),
     started_at  timestamptz,
     finished_at timestamptz,
@@ -27,7 +30,7 @@ CREATE TABLE iterjob.task (
     job_id       bigint NOT NULL REFERENCES iterjob.job ON DELETE CASCADE,
     instance     integer NOT NULL,
     state        text NOT NULL DEFAULT 'queued'
-                 CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+                 CHECK (state IN ('queued', 'running', 'paused', 'succeeded', 'failed', 'cancelled')),
     cursor       jsonb NOT NULL,
     rows_done    bigint NOT NULL DEFAULT 0,
     batches_done bigint NOT NULL DEFAULT 0,
@@ -40,11 +43,27 @@ CREATE TABLE iterjob.task (
     UNIQUE (job_id, instance)
 );
 
+-- One row per failed batch attempt.
+CREATE TABLE iterjob.error_log (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    logged_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    job_id     bigint NOT NULL REFERENCES iterjob.job ON DELETE CASCADE,
+    instance   integer NOT NULL,
+    attempt    integer NOT NULL,
+    cursor     jsonb NOT NULL,
+    sqlstate   text NOT NULL,
+    message    text NOT NULL,
+    detail     text,
+    hint       text,
+    context    text
+);
+CREATE INDEX error_log_job_idx ON iterjob.error_log (job_id);
+
 -- Claims look at runnable tasks only, however many finished ones pile up.
 CREATE INDEX task_runnable_idx ON iterjob.task (id)
     WHERE state IN ('queued', 'running');
 
-REVOKE ALL ON iterjob.job, iterjob.task FROM PUBLIC;
+REVOKE ALL ON iterjob.job, iterjob.task, iterjob.error_log FROM PUBLIC;
 
 CREATE FUNCTION iterjob.enqueue(
     relation   regclass,
@@ -53,12 +72,15 @@ CREATE FUNCTION iterjob.enqueue(
     batch_size integer DEFAULT 1000,
     key        text DEFAULT NULL,
     filter     text DEFAULT NULL,
-    name       text DEFAULT NULL)
+    name       text DEFAULT NULL,
+    max_attempts integer DEFAULT 5,
+    statement_timeout interval DEFAULT '10min',
+    lock_timeout interval DEFAULT '5s')
 RETURNS bigint
 LANGUAGE C VOLATILE
 AS 'MODULE_PATHNAME', 'iterjob_enqueue';
 
-COMMENT ON FUNCTION iterjob.enqueue(regclass, text, integer, integer, text, text, text)
+COMMENT ON FUNCTION iterjob.enqueue(regclass, text, integer, integer, text, text, text, integer, interval, interval)
     IS 'create a job that runs action on every batch of keys of relation, in instances parallel instances';
 
 CREATE FUNCTION iterjob.wait(job_id bigint, timeout interval DEFAULT NULL)
@@ -68,6 +90,30 @@ AS 'MODULE_PATHNAME', 'iterjob_wait';
 
 COMMENT ON FUNCTION iterjob.wait(bigint, interval)
     IS 'wait until the job is succeeded, failed or cancelled (or timeout passes) and return its state';
+
+CREATE FUNCTION iterjob.pause(job_id bigint)
+RETURNS text LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'iterjob_pause';
+COMMENT ON FUNCTION iterjob.pause(bigint)
+    IS 'pause a queued or running job at its next batch boundary; returns the job state';
+
+CREATE FUNCTION iterjob.resume(job_id bigint)
+RETURNS text LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'iterjob_resume';
+COMMENT ON FUNCTION iterjob.resume(bigint)
+    IS 'resume a paused job from its checkpoints; returns the job state';
+
+CREATE FUNCTION iterjob.cancel(job_id bigint)
+RETURNS text LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'iterjob_cancel';
+COMMENT ON FUNCTION iterjob.cancel(bigint)
+    IS 'cancel a job for good at its next batch boundary; returns the job state';
+
+CREATE FUNCTION iterjob.retry(job_id bigint)
+RETURNS text LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'iterjob_retry';
+COMMENT ON FUNCTION iterjob.retry(bigint)
+    IS 'requeue the failed instances of a failed job from their last checkpoints; returns the job state';
 
 CREATE FUNCTION iterjob.preloaded()
 RETURNS boolean
@@ -98,12 +144,13 @@ SELECT j.id AS job_id,
        j.relation,
        j.state,
        j.instances,
-       count(*) FILTER (WHERE t.state IN ('succeeded', 'failed', 'cancelled'))::integer
+       count(t.job_id) FILTER (WHERE t.state IN ('succeeded', 'failed', 'cancelled'))::integer
            AS instances_done,
        coalesce(sum(t.rows_done), 0)::bigint AS rows_done,
        coalesce(sum(t.batches_done), 0)::bigint AS batches_done,
        j.batch_size,
        j.key_column,
+       j.max_attempts,
        pg_get_userbyid(j.owner) AS owner,
        j.created_at,
        j.started_at,

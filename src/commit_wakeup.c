@@ -2,8 +2,10 @@
  *
  * commit_wakeup.c
  *	  Wakes the launcher when a transaction that made work runnable
- *	  (enqueued a job) commits, so the first batch starts promptly; nothing
- *	  polls.  A rolled-back enqueue wakes nobody.
+ *	  (enqueued, resumed or retried a job) commits, so the first batch
+ *	  starts promptly; nothing polls.  Wakes iterjob.wait() callers when a
+ *	  transaction that ended a job commits.  A rolled-back transaction wakes
+ *	  nobody.
  *
  *-------------------------------------------------------------------------
  */
@@ -15,6 +17,7 @@
 #include "iterjob.h"
 
 static bool wake_pending = false;
+static bool notify_pending = false;
 
 static void
 commit_wakeup_callback(XactEvent event, void *arg)
@@ -29,10 +32,16 @@ commit_wakeup_callback(XactEvent event, void *arg)
 				iterjob_mark_database_pending(MyDatabaseId);
 				iterjob_wake_launcher();
 			}
+			if (notify_pending)
+			{
+				notify_pending = false;
+				iterjob_notify_job_state();
+			}
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			wake_pending = false;
+			notify_pending = false;
 			break;
 		default:
 			break;
@@ -49,4 +58,10 @@ void
 iterjob_wake_at_commit(void)
 {
 	wake_pending = true;
+}
+
+void
+iterjob_notify_waiters_at_commit(void)
+{
+	notify_pending = true;
 }

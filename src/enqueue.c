@@ -15,6 +15,7 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/timestamp.h"
 
 #include "iterjob.h"
 #include "job_spec.h"
@@ -24,8 +25,12 @@ PG_FUNCTION_INFO_V1(iterjob_enqueue);
 static const char *const insert_job_sql =
 "WITH j AS ("
 "  INSERT INTO iterjob.job (name, relation, key_column, key_type, filter,"
-"                           action, instances, batch_size, owner, search_path)"
-"  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id),"
+"                           action, instances, batch_size, owner, search_path,"
+"                           max_attempts, statement_timeout, lock_timeout)"
+"  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+"          pg_catalog.make_interval(secs => $12 OPERATOR(pg_catalog./) 1000.0),"
+"          pg_catalog.make_interval(secs => $13 OPERATOR(pg_catalog./) 1000.0))"
+"  RETURNING id),"
 " t AS ("
 "  INSERT INTO iterjob.task (job_id, instance, cursor)"
 "  SELECT j.id, i, pg_catalog.jsonb_build_object('instance', i, 'inner_cursor', NULL)"
@@ -50,10 +55,11 @@ optional_text(FunctionCallInfo fcinfo, int argno)
 static int64
 insert_job(const IterjobSpec *spec, const char *name)
 {
-	Oid			types[10] = {TEXTOID, OIDOID, TEXTOID, OIDOID, TEXTOID,
-	TEXTOID, INT4OID, INT4OID, OIDOID, TEXTOID};
-	Datum		args[10];
-	char		nulls[10];
+	Oid			types[13] = {TEXTOID, OIDOID, TEXTOID, OIDOID, TEXTOID,
+		TEXTOID, INT4OID, INT4OID, OIDOID, TEXTOID,
+	INT4OID, INT4OID, INT4OID};
+	Datum		args[13];
+	char		nulls[13];
 	IterjobSavedUser saved;
 	int			nest;
 	bool		isnull;
@@ -72,6 +78,9 @@ insert_job(const IterjobSpec *spec, const char *name)
 	args[7] = Int32GetDatum(spec->batch_size);
 	args[8] = ObjectIdGetDatum(GetUserId());
 	args[9] = CStringGetTextDatum(GetConfigOption("search_path", false, false));
+	args[10] = Int32GetDatum(spec->max_attempts);
+	args[11] = Int32GetDatum(spec->statement_timeout_ms);
+	args[12] = Int32GetDatum(spec->lock_timeout_ms);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -79,7 +88,7 @@ insert_job(const IterjobSpec *spec, const char *name)
 	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET,
 							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	iterjob_become_superuser(&saved);
-	if (SPI_execute_with_args(insert_job_sql, 10, types, args, nulls,
+	if (SPI_execute_with_args(insert_job_sql, 13, types, args, nulls,
 							  false, 0) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not insert iterjob job");
 	job_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
@@ -102,6 +111,9 @@ iterjob_enqueue(PG_FUNCTION_ARGS)
 	require_arg(fcinfo, 1, "action");
 	require_arg(fcinfo, 2, "instances");
 	require_arg(fcinfo, 3, "batch_size");
+	require_arg(fcinfo, 7, "max_attempts");
+	require_arg(fcinfo, 8, "statement_timeout");
+	require_arg(fcinfo, 9, "lock_timeout");
 
 	memset(&spec, 0, sizeof(spec));
 	spec.relid = PG_GETARG_OID(0);
@@ -111,6 +123,11 @@ iterjob_enqueue(PG_FUNCTION_ARGS)
 	key = optional_text(fcinfo, 4);
 	spec.filter = optional_text(fcinfo, 5);
 	name = optional_text(fcinfo, 6);
+	spec.max_attempts = PG_GETARG_INT32(7);
+	spec.statement_timeout_ms = (int32)
+		iterjob_interval_ms(PG_GETARG_INTERVAL_P(8), "statement_timeout", PG_INT32_MAX);
+	spec.lock_timeout_ms = (int32)
+		iterjob_interval_ms(PG_GETARG_INTERVAL_P(9), "lock_timeout", PG_INT32_MAX);
 
 	if (spec.instances < 1 || spec.instances > ITERJOB_MAX_INSTANCES)
 		ereport(ERROR,
@@ -122,6 +139,12 @@ iterjob_enqueue(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("batch_size must be between 1 and %d", ITERJOB_MAX_BATCH_SIZE),
 				 errdetail("Got %d.", spec.batch_size)));
+
+	if (spec.max_attempts < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_attempts must be at least 1"),
+				 errdetail("Got %d.", spec.max_attempts)));
 
 	iterjob_check_relation(spec.relid);
 	iterjob_resolve_key(spec.relid, key, &spec);

@@ -11,6 +11,7 @@
 
 #include "postgres.h"
 
+#include "datatype/timestamp.h"
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
 #include "storage/lock.h"
@@ -75,6 +76,7 @@ extern PGDLLEXPORT void iterjob_launcher_main(Datum main_arg);
 /* worker.c */
 extern PGDLLEXPORT void iterjob_worker_main(Datum main_arg);
 extern IterjobWorkerSlot *iterjob_my_slot;
+extern void iterjob_worker_exit_clean(void) pg_attribute_noreturn();
 
 /* task_lock.c */
 extern bool iterjob_try_lock_task(int64 task_id);
@@ -83,6 +85,16 @@ extern void iterjob_unlock_task(int64 task_id);
 /* commit_wakeup.c */
 extern void iterjob_register_commit_wakeup(void);
 extern void iterjob_wake_at_commit(void);
+extern void iterjob_notify_waiters_at_commit(void);
+
+/* access.c */
+extern bool iterjob_may_steer(Oid caller, Oid owner);
+extern void iterjob_check_job_access(Oid caller, int64 job_id, Oid owner,
+									 const char *what);
+
+/* intervals.c */
+extern int64 iterjob_interval_ms(const Interval *interval, const char *name,
+								 int64 max_ms);
 
 /* run_as.c */
 typedef struct IterjobSavedUser

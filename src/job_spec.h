@@ -23,6 +23,9 @@ typedef struct IterjobSpec
 	char	   *action;			/* one SQL statement taking $1 */
 	int32		instances;
 	int32		batch_size;
+	int32		max_attempts;	/* failed attempts of a batch before the task fails */
+	int32		statement_timeout_ms;	/* per batch; 0: none */
+	int32		lock_timeout_ms;	/* per lock wait; 0: none */
 } IterjobSpec;
 
 /* validate.c */

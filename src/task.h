@@ -30,6 +30,7 @@ typedef struct IterjobTask
 extern IterjobTask *iterjob_claim_task(MemoryContext parent);
 extern void iterjob_finish_task(IterjobTask *task, const char *state,
 								const char *error);
+extern void iterjob_settle_job(int64 job_id);
 
 /* task_runner.c */
 extern void iterjob_run_task(IterjobTask *task);

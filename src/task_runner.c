@@ -16,14 +16,18 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "utils/array.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timeout.h"
 
 #include "iterjob.h"
 #include "task.h"
@@ -32,8 +36,13 @@ typedef enum BatchOutcome
 {
 	BATCH_MORE,					/* a batch committed; go on */
 	BATCH_LAST,					/* the task ended and that was committed */
-	BATCH_STOPPED				/* the task is no longer ours: rolled back */
+	BATCH_STOPPED,				/* paused, cancelled or gone: leave the task */
+	BATCH_RETRY					/* the batch failed and will be retried */
 } BatchOutcome;
+
+/* backoff before retrying a failed batch: 1 s, doubling, at most 30 s */
+#define RETRY_BASE_MS	1000
+#define RETRY_MAX_MS	30000
 
 typedef struct TaskPlans
 {
@@ -46,15 +55,32 @@ typedef struct TaskPlans
 	char		keyalign;
 } TaskPlans;
 
+/*
+ * The checkpoint.  A task paused or cancelled while its batch ran still
+ * commits that batch (work and cursor agree); the worker then leaves it.
+ */
 static const char *const checkpoint_sql =
 "UPDATE iterjob.task"
 "   SET cursor = pg_catalog.jsonb_build_object('instance', instance,"
 "                                              'inner_cursor', $2),"
 "       rows_done = rows_done OPERATOR(pg_catalog.+) $3,"
 "       batches_done = batches_done OPERATOR(pg_catalog.+) 1,"
-"       updated_at = pg_catalog.now()"
+"       attempts = 0, updated_at = pg_catalog.now()"
 " WHERE id OPERATOR(pg_catalog.=) $1"
-"   AND state OPERATOR(pg_catalog.=) 'running'";
+"   AND state OPERATOR(pg_catalog.=) ANY ('{running,paused,cancelled}'::pg_catalog.text[])"
+" RETURNING state OPERATOR(pg_catalog.=) 'running'";
+
+static const char *const log_error_sql =
+"WITH t AS ("
+"  UPDATE iterjob.task SET attempts = attempts OPERATOR(pg_catalog.+) 1,"
+"         last_error = $2, updated_at = pg_catalog.now()"
+"   WHERE id OPERATOR(pg_catalog.=) $1"
+"  RETURNING job_id, instance, attempts, cursor, state),"
+" e AS ("
+"  INSERT INTO iterjob.error_log (job_id, instance, attempt, cursor, sqlstate,"
+"                                 message, detail, hint, context)"
+"  SELECT job_id, instance, attempts, cursor, $3, $2, $4, $5, $6 FROM t)"
+"SELECT attempts, state FROM t";
 
 /*
  * Run user SQL (a keyset query or the action) in the owner's environment:
@@ -70,6 +96,14 @@ begin_owner_section(IterjobTask *task, bool keyset_planner,
 	(void) set_config_option("search_path", task->search_path,
 							 PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
+	if (task->spec.lock_timeout_ms > 0)
+	{
+		char		value[32];
+
+		snprintf(value, sizeof(value), "%dms", task->spec.lock_timeout_ms);
+		(void) set_config_option("lock_timeout", value, PGC_USERSET,
+								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	}
 	if (keyset_planner)
 	{
 		static const char *const off[] = {"enable_seqscan", "enable_bitmapscan",
@@ -169,9 +203,13 @@ key_value(Oid keytype, Datum d)
 	}
 }
 
-/* The body of one batch, inside its transaction with SPI connected. */
+/*
+ * The body of one batch, inside its transaction with SPI connected.  Sets
+ * *batch_last to the batch's last key; the task's cursor only moves once
+ * the transaction has committed.
+ */
 static BatchOutcome
-do_batch(IterjobTask *task, TaskPlans *plans)
+do_batch(IterjobTask *task, TaskPlans *plans, int64 *batch_last)
 {
 	IterjobSavedUser saved;
 	Oid			keytype = task->spec.key_type;
@@ -211,7 +249,7 @@ do_batch(IterjobTask *task, TaskPlans *plans)
 	}
 	array = construct_array(keys, (int) n, keytype, plans->keylen,
 							plans->keybyval, plans->keyalign);
-	task->last_key = key_value(keytype, keys[n - 1]);
+	*batch_last = key_value(keytype, keys[n - 1]);
 
 	nest = begin_owner_section(task, false, &saved);
 	arg = PointerGetDatum(array);
@@ -221,14 +259,21 @@ do_batch(IterjobTask *task, TaskPlans *plans)
 		elog(ERROR, "action failed: %s", SPI_result_code_string(ret));
 
 	cp_args[0] = Int64GetDatum(task->task_id);
-	cp_args[1] = Int64GetDatum(task->last_key);
+	cp_args[1] = Int64GetDatum(*batch_last);
 	cp_args[2] = Int64GetDatum((int64) n);
 	ret = SPI_execute_plan(plans->checkpoint, cp_args, NULL, false, 0);
-	if (ret != SPI_OK_UPDATE)
+	if (ret != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "checkpoint failed: %s", SPI_result_code_string(ret));
 	if (SPI_processed != 1)
-		return BATCH_STOPPED;
-	return BATCH_MORE;
+		elog(ERROR, "iterjob task " INT64_FORMAT " no longer exists", task->task_id);
+	{
+		bool		isnull;
+		bool		still_running = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+															   SPI_tuptable->tupdesc,
+															   1, &isnull));
+
+		return still_running ? BATCH_MORE : BATCH_STOPPED;
+	}
 }
 
 static void
@@ -244,28 +289,111 @@ report_activity(IterjobTask *task)
 		iterjob_my_slot->batches = task->batches_done;
 }
 
-/* After a failed batch (rolled back already): fail the task. */
 static void
-record_failure(IterjobTask *task, ErrorData *edata)
+set_nullable_text(Datum *arg, char *null, const char *value)
 {
+	*arg = value ? CStringGetTextDatum(value) : (Datum) 0;
+	*null = value ? ' ' : 'n';
+}
+
+/*
+ * After a failed batch (rolled back already): log the error, and either
+ * schedule a retry or, once max_attempts attempts failed, fail the task.
+ * Sets *retry_ms to the backoff before the retry.
+ */
+static BatchOutcome
+record_failure(IterjobTask *task, ErrorData *edata, long *retry_ms)
+{
+	Oid			types[6] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		args[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	BatchOutcome outcome = BATCH_RETRY;
+	int32		attempts;
+	bool		running;
+	bool		isnull;
+
 	StartTransactionCommand();
+	if (!OidIsValid(get_extension_oid("iterjob", true)))
+	{
+		CommitTransactionCommand();
+		ereport(LOG,
+				(errmsg("iterjob: the extension was dropped from database \"%s\"; worker exits",
+						get_database_name(MyDatabaseId))));
+		iterjob_worker_exit_clean();
+	}
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
-	iterjob_finish_task(task, "failed", edata->message);
+
+	args[0] = Int64GetDatum(task->task_id);
+	set_nullable_text(&args[1], &nulls[1], edata->message ? edata->message : "unknown error");
+	set_nullable_text(&args[2], &nulls[2], unpack_sql_state(edata->sqlerrcode));
+	set_nullable_text(&args[3], &nulls[3], edata->detail);
+	set_nullable_text(&args[4], &nulls[4], edata->hint);
+	set_nullable_text(&args[5], &nulls[5], edata->context);
+	if (SPI_execute_with_args(log_error_sql, 6, types, args, nulls,
+							  false, 0) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not record the failure of iterjob task " INT64_FORMAT,
+			 task->task_id);
+	attempts = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1, &isnull));
+	running = strcmp(SPI_getvalue(SPI_tuptable->vals[0],
+								  SPI_tuptable->tupdesc, 2), "running") == 0;
+
+	if (!running)
+		outcome = BATCH_STOPPED;
+	else if (attempts >= task->spec.max_attempts)
+	{
+		iterjob_finish_task(task, "failed", edata->message);
+		outcome = BATCH_LAST;
+	}
+	else
+	{
+		*retry_ms = RETRY_BASE_MS;
+		for (int i = 1; i < attempts && *retry_ms < RETRY_MAX_MS; i++)
+			*retry_ms *= 2;
+		*retry_ms = Min(*retry_ms, RETRY_MAX_MS);
+	}
+
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 
 	ereport(LOG,
-			(errmsg("iterjob: job " INT64_FORMAT " instance %d failed: %s",
-					task->job_id, task->instance, edata->message)));
+			(errmsg("iterjob: job " INT64_FORMAT " instance %d: batch failed (attempt %d of %d): %s",
+					task->job_id, task->instance, attempts,
+					task->spec.max_attempts, edata->message),
+			 outcome == BATCH_RETRY ?
+			 errdetail("Retrying in %ld ms.", *retry_ms) :
+			 outcome == BATCH_LAST ? errdetail("The instance has failed.") : 0));
+	return outcome;
+}
+
+/* Sleep before a retry, waking for interrupts (SIGTERM, reload). */
+static void
+backoff(long ms)
+{
+	TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+
+	for (;;)
+	{
+		long		left;
+
+		CHECK_FOR_INTERRUPTS();
+		left = (long) ((end - GetCurrentTimestamp()) / 1000);
+		if (left <= 0)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 left, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
 }
 
 static BatchOutcome
-run_batch(IterjobTask *task, TaskPlans *plans)
+run_batch(IterjobTask *task, TaskPlans *plans, long *retry_ms)
 {
 	volatile BatchOutcome outcome = BATCH_MORE;
+	volatile int64 batch_last = 0;
 	ErrorData  *volatile edata = NULL;
 	MemoryContext worker_cxt = CurrentMemoryContext;
 
@@ -275,10 +403,16 @@ run_batch(IterjobTask *task, TaskPlans *plans)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
+	if (task->spec.statement_timeout_ms > 0)
+		enable_timeout_after(STATEMENT_TIMEOUT, task->spec.statement_timeout_ms);
 
 	PG_TRY();
 	{
-		outcome = do_batch(task, plans);
+		outcome = do_batch(task, plans, (int64 *) &batch_last);
+		SPI_finish();
+		PopActiveSnapshot();
+		/* deferred constraints of the action are checked here */
+		CommitTransactionCommand();
 	}
 	PG_CATCH();
 	{
@@ -287,31 +421,25 @@ run_batch(IterjobTask *task, TaskPlans *plans)
 		FlushErrorState();
 	}
 	PG_END_TRY();
+	disable_timeout(STATEMENT_TIMEOUT, false);
 
 	if (edata != NULL)
 	{
 		AbortCurrentTransaction();
 		MemoryContextSwitchTo(worker_cxt);
-		record_failure(task, edata);
-		outcome = BATCH_LAST;
+		outcome = record_failure(task, edata, retry_ms);
+		FreeErrorData(edata);
 	}
 	else
 	{
-		SPI_finish();
-		PopActiveSnapshot();
-		if (outcome == BATCH_STOPPED)
-			AbortCurrentTransaction();
-		else
-			CommitTransactionCommand();
 		MemoryContextSwitchTo(worker_cxt);
-		if (outcome == BATCH_MORE)
+		if (outcome != BATCH_LAST)
 		{
 			task->has_cursor = true;
+			task->last_key = batch_last;
 			task->batches_done++;
 		}
 	}
-	if (outcome == BATCH_LAST)
-		iterjob_notify_job_state();
 
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -326,8 +454,14 @@ iterjob_run_task(IterjobTask *task)
 	memset(&plans, 0, sizeof(plans));
 	for (;;)
 	{
+		BatchOutcome outcome;
+		long		retry_ms = 0;
+
 		CHECK_FOR_INTERRUPTS();
-		if (run_batch(task, &plans) != BATCH_MORE)
+		outcome = run_batch(task, &plans, &retry_ms);
+		if (outcome == BATCH_RETRY)
+			backoff(retry_ms);
+		else if (outcome != BATCH_MORE)
 			break;
 	}
 	free_plans(&plans);

@@ -58,7 +58,7 @@ read_job_state(int64 job_id, MemoryContext cxt)
 	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET,
 							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	iterjob_become_superuser(&saved);
-	if (SPI_execute_with_args("SELECT state, xmin FROM iterjob.job"
+	if (SPI_execute_with_args("SELECT state, xmin, owner FROM iterjob.job"
 							  " WHERE id OPERATOR(pg_catalog.=) $1",
 							  1, &type, &arg, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read iterjob job");
@@ -69,6 +69,15 @@ read_job_state(int64 job_id, MemoryContext cxt)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("iterjob job " INT64_FORMAT " does not exist", job_id)));
+	{
+		bool		isnull;
+
+		iterjob_check_job_access(GetUserId(), job_id,
+								 DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+																SPI_tuptable->tupdesc,
+																3, &isnull)),
+								 "wait for");
+	}
 
 	state = MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[0],
 												  SPI_tuptable->tupdesc, 1));
@@ -109,16 +118,10 @@ iterjob_wait(PG_FUNCTION_ARGS)
 	job_id = PG_GETARG_INT64(0);
 	if (!PG_ARGISNULL(1))
 	{
-		Interval   *timeout = PG_GETARG_INTERVAL_P(1);
-		int64		usecs = timeout->time +
-		(int64) timeout->day * USECS_PER_DAY +
-		(int64) timeout->month * DAYS_PER_MONTH * USECS_PER_DAY;
+		int64		ms = iterjob_interval_ms(PG_GETARG_INTERVAL_P(1), "timeout",
+											 PG_INT64_MAX / 1000000);
 
-		if (usecs < 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("timeout must not be negative")));
-		deadline = GetCurrentTimestamp() + usecs;
+		deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
 	}
 
 	for (;;)

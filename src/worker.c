@@ -121,6 +121,13 @@ iterjob_worker_main(Datum main_arg)
 		MemoryContextDelete(task->cxt);
 	}
 
+	iterjob_worker_exit_clean();
+}
+
+/* Leave without asking the launcher to retry this database. */
+void
+iterjob_worker_exit_clean(void)
+{
 	SpinLockAcquire(&iterjob_shared->mutex);
 	iterjob_my_slot->clean_exit = true;
 	SpinLockRelease(&iterjob_shared->mutex);

@@ -1,0 +1,244 @@
+/*-------------------------------------------------------------------------
+ *
+ * control.c
+ *	  iterjob.pause(), resume(), cancel() and retry(): steering a job.
+ *
+ *	  Each locks the job row, checks that the caller may steer the job,
+ *	  changes the states of the job and its tasks, and returns the job's new
+ *	  state.  Workers notice at their next checkpoint: the batch in flight
+ *	  commits with its checkpoint, then the worker leaves the task.  Calls
+ *	  that make no sense for the job's state are either a no-op with a
+ *	  NOTICE (pausing a paused job, resuming a job that is not paused,
+ *	  cancelling a cancelled one) or an error (steering a finished job).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+
+#include "iterjob.h"
+#include "task.h"
+
+PG_FUNCTION_INFO_V1(iterjob_pause);
+PG_FUNCTION_INFO_V1(iterjob_resume);
+PG_FUNCTION_INFO_V1(iterjob_cancel);
+PG_FUNCTION_INFO_V1(iterjob_retry);
+
+typedef enum ControlAction
+{
+	CONTROL_PAUSE,
+	CONTROL_RESUME,
+	CONTROL_CANCEL,
+	CONTROL_RETRY
+} ControlAction;
+
+static const char *const action_names[] = {"pause", "resume", "cancel", "retry"};
+
+static const char *const pause_sql =
+"WITH t AS (UPDATE iterjob.task SET state = 'paused', updated_at = pg_catalog.now()"
+"            WHERE job_id OPERATOR(pg_catalog.=) $1"
+"              AND state OPERATOR(pg_catalog.=) ANY ('{queued,running}'::pg_catalog.text[]))"
+"UPDATE iterjob.job SET state = 'paused' WHERE id OPERATOR(pg_catalog.=) $1";
+
+static const char *const resume_sql =
+"WITH t AS (UPDATE iterjob.task SET state = 'queued', updated_at = pg_catalog.now()"
+"            WHERE job_id OPERATOR(pg_catalog.=) $1"
+"              AND state OPERATOR(pg_catalog.=) 'paused')"
+"UPDATE iterjob.job"
+"   SET state = CASE WHEN started_at IS NULL THEN 'queued' ELSE 'running' END"
+" WHERE id OPERATOR(pg_catalog.=) $1";
+
+static const char *const cancel_sql =
+"WITH t AS (UPDATE iterjob.task SET state = 'cancelled', worker_pid = NULL,"
+"                   finished_at = pg_catalog.now(), updated_at = pg_catalog.now()"
+"            WHERE job_id OPERATOR(pg_catalog.=) $1"
+"              AND state OPERATOR(pg_catalog.=) ANY ('{queued,running,paused}'::pg_catalog.text[]))"
+"UPDATE iterjob.job SET state = 'cancelled', finished_at = pg_catalog.now()"
+" WHERE id OPERATOR(pg_catalog.=) $1";
+
+static const char *const retry_sql =
+"WITH t AS (UPDATE iterjob.task SET state = 'queued', attempts = 0,"
+"                   finished_at = NULL, updated_at = pg_catalog.now()"
+"            WHERE job_id OPERATOR(pg_catalog.=) $1"
+"              AND state OPERATOR(pg_catalog.=) 'failed')"
+"UPDATE iterjob.job"
+"   SET state = CASE WHEN started_at IS NULL THEN 'queued' ELSE 'running' END,"
+"       finished_at = NULL"
+" WHERE id OPERATOR(pg_catalog.=) $1";
+
+static bool
+is_final(const char *state)
+{
+	return strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0 ||
+		strcmp(state, "cancelled") == 0;
+}
+
+static void
+run_sql(const char *sql, int64 job_id)
+{
+	Oid			type = INT8OID;
+	Datum		arg = Int64GetDatum(job_id);
+
+	if (SPI_execute_with_args(sql, 1, &type, &arg, NULL, false, 0) < 0)
+		elog(ERROR, "could not update iterjob job " INT64_FORMAT, job_id);
+}
+
+/* Lock the job row; return its state; error out if the caller may not steer it. */
+static char *
+lock_job(int64 job_id, ControlAction action, Oid caller)
+{
+	Oid			type = INT8OID;
+	Datum		arg = Int64GetDatum(job_id);
+	bool		isnull;
+	Oid			owner;
+
+	if (SPI_execute_with_args("SELECT state, owner FROM iterjob.job"
+							  " WHERE id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+							  1, &type, &arg, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not lock iterjob job " INT64_FORMAT, job_id);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("iterjob job " INT64_FORMAT " does not exist", job_id)));
+	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 2, &isnull));
+	iterjob_check_job_access(caller, job_id, owner, action_names[action]);
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+}
+
+static void
+refuse(int64 job_id, ControlAction action, const char *state)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("cannot %s iterjob job " INT64_FORMAT " because it is %s",
+					action_names[action], job_id, state),
+			 action == CONTROL_RETRY ?
+			 errhint("Only a failed job can be retried.") :
+			 errdetail("A job that has ended cannot be steered any more.")));
+}
+
+static void
+no_op(int64 job_id, const char *why)
+{
+	ereport(NOTICE,
+			(errmsg("iterjob job " INT64_FORMAT " %s; nothing to do", job_id, why)));
+}
+
+static Datum
+control_job(FunctionCallInfo fcinfo, ControlAction action)
+{
+	int64		job_id;
+	IterjobSavedUser saved;
+	char	   *state;
+	char	   *result;
+	int			nest;
+	MemoryContext caller_cxt = CurrentMemoryContext;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("job_id must not be null")));
+	job_id = PG_GETARG_INT64(0);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	nest = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	iterjob_become_superuser(&saved);
+	state = lock_job(job_id, action, saved.userid);
+
+	switch (action)
+	{
+		case CONTROL_PAUSE:
+			if (strcmp(state, "paused") == 0)
+				no_op(job_id, "is already paused");
+			else if (is_final(state))
+				refuse(job_id, action, state);
+			else
+				run_sql(pause_sql, job_id);
+			break;
+		case CONTROL_RESUME:
+			if (is_final(state))
+				refuse(job_id, action, state);
+			else if (strcmp(state, "paused") != 0)
+				no_op(job_id, "is not paused");
+			else
+			{
+				run_sql(resume_sql, job_id);
+				/* tasks that ended while it was paused may have ended it */
+				iterjob_settle_job(job_id);
+				iterjob_wake_at_commit();
+			}
+			break;
+		case CONTROL_CANCEL:
+			if (strcmp(state, "cancelled") == 0)
+				no_op(job_id, "is already cancelled");
+			else if (is_final(state))
+				refuse(job_id, action, state);
+			else
+			{
+				run_sql(cancel_sql, job_id);
+				ereport(LOG, (errmsg("iterjob: job " INT64_FORMAT " cancelled", job_id)));
+				iterjob_notify_waiters_at_commit();
+			}
+			break;
+		case CONTROL_RETRY:
+			if (strcmp(state, "failed") != 0)
+				refuse(job_id, action, state);
+			run_sql(retry_sql, job_id);
+			iterjob_wake_at_commit();
+			break;
+	}
+	if (action == CONTROL_PAUSE && strcmp(state, "paused") != 0)
+		ereport(LOG, (errmsg("iterjob: job " INT64_FORMAT " paused", job_id)));
+
+	{
+		Oid			type = INT8OID;
+		Datum		arg = Int64GetDatum(job_id);
+
+		if (SPI_execute_with_args("SELECT state FROM iterjob.job WHERE id OPERATOR(pg_catalog.=) $1",
+								  1, &type, &arg, NULL, false, 0) != SPI_OK_SELECT ||
+			SPI_processed != 1)
+			elog(ERROR, "could not read iterjob job " INT64_FORMAT, job_id);
+		result = MemoryContextStrdup(caller_cxt,
+									 SPI_getvalue(SPI_tuptable->vals[0],
+												  SPI_tuptable->tupdesc, 1));
+	}
+	iterjob_restore_user(&saved);
+	AtEOXact_GUC(true, nest);
+	SPI_finish();
+	PG_RETURN_TEXT_P(cstring_to_text(result));
+}
+
+Datum
+iterjob_pause(PG_FUNCTION_ARGS)
+{
+	return control_job(fcinfo, CONTROL_PAUSE);
+}
+
+Datum
+iterjob_resume(PG_FUNCTION_ARGS)
+{
+	return control_job(fcinfo, CONTROL_RESUME);
+}
+
+Datum
+iterjob_cancel(PG_FUNCTION_ARGS)
+{
+	return control_job(fcinfo, CONTROL_CANCEL);
+}
+
+Datum
+iterjob_retry(PG_FUNCTION_ARGS)
+{
+	return control_job(fcinfo, CONTROL_RETRY);
+}
