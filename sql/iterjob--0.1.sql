@@ -123,7 +123,17 @@ AS 'MODULE_PATHNAME', 'iterjob_preloaded';
 COMMENT ON FUNCTION iterjob.preloaded()
     IS 'true when iterjob is loaded through shared_preload_libraries, so jobs run';
 
-CREATE VIEW iterjob.task_progress AS
+CREATE FUNCTION iterjob.can_steer(owner oid)
+RETURNS boolean
+LANGUAGE C STABLE STRICT
+AS 'MODULE_PATHNAME', 'iterjob_can_steer';
+
+COMMENT ON FUNCTION iterjob.can_steer(oid)
+    IS 'true when the current user may see and steer jobs owned by owner: the owner itself (or a member of it), iterjob_admin members, superusers';
+
+-- The views run as their owner, so they filter rows themselves; security_barrier keeps
+-- a caller's own functions from seeing rows before that filter.
+CREATE VIEW iterjob.task_progress WITH (security_barrier) AS
 SELECT t.job_id,
        t.instance,
        t.state,
@@ -136,9 +146,11 @@ SELECT t.job_id,
        t.started_at,
        t.finished_at,
        t.updated_at
-  FROM iterjob.task t;
+  FROM iterjob.task t
+  JOIN iterjob.job j ON j.id = t.job_id
+ WHERE iterjob.can_steer(j.owner);
 
-CREATE VIEW iterjob.job_progress AS
+CREATE VIEW iterjob.job_progress WITH (security_barrier) AS
 SELECT j.id AS job_id,
        j.name,
        j.relation,
@@ -158,9 +170,49 @@ SELECT j.id AS job_id,
        j.last_error
   FROM iterjob.job j
   LEFT JOIN iterjob.task t ON t.job_id = j.id
+ WHERE iterjob.can_steer(j.owner)
  GROUP BY j.id;
 
-REVOKE ALL ON iterjob.task_progress, iterjob.job_progress FROM PUBLIC;
+CREATE VIEW iterjob.errors WITH (security_barrier) AS
+SELECT e.logged_at,
+       e.job_id,
+       e.instance,
+       e.attempt,
+       e.cursor,
+       e.sqlstate,
+       e.message,
+       e.detail,
+       e.hint,
+       e.context
+  FROM iterjob.error_log e
+  JOIN iterjob.job j ON j.id = e.job_id
+ WHERE iterjob.can_steer(j.owner);
+
+-- Nothing for PUBLIC.  iterjob_user may use iterjob (GRANT iterjob_user TO alice);
+-- iterjob_admin also sees and steers every role's jobs.  Roles are cluster-wide:
+-- they are created once and outlive DROP EXTENSION.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'iterjob_user') THEN
+        CREATE ROLE iterjob_user NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'iterjob_admin') THEN
+        CREATE ROLE iterjob_admin NOLOGIN;
+    END IF;
+    IF NOT pg_has_role('iterjob_admin', 'iterjob_user', 'MEMBER') THEN
+        GRANT iterjob_user TO iterjob_admin;
+    END IF;
+END
+$$;
+
+REVOKE ALL ON iterjob.task_progress, iterjob.job_progress, iterjob.errors FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA iterjob FROM PUBLIC;
+REVOKE ALL ON SCHEMA iterjob FROM PUBLIC;
+GRANT USAGE ON SCHEMA iterjob TO iterjob_user;
+GRANT SELECT ON iterjob.task_progress, iterjob.job_progress, iterjob.errors TO iterjob_user;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA iterjob TO iterjob_user;
+-- the views call it for every role that reads them
+GRANT EXECUTE ON FUNCTION iterjob.can_steer(oid) TO PUBLIC;
 
 DO $$
 BEGIN

@@ -146,6 +146,7 @@ iterjob_enqueue(PG_FUNCTION_ARGS)
 				 errmsg("max_attempts must be at least 1"),
 				 errdetail("Got %d.", spec.max_attempts)));
 
+	iterjob_check_owner(GetUserId(), 0);
 	iterjob_check_relation(spec.relid);
 	iterjob_resolve_key(spec.relid, key, &spec);
 	if (spec.filter != NULL)

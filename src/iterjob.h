@@ -91,6 +91,7 @@ extern void iterjob_notify_waiters_at_commit(void);
 extern bool iterjob_may_steer(Oid caller, Oid owner);
 extern void iterjob_check_job_access(Oid caller, int64 job_id, Oid owner,
 									 const char *what);
+extern void iterjob_check_owner(Oid owner, int64 job_id);
 
 /* intervals.c */
 extern int64 iterjob_interval_ms(const Interval *interval, const char *name,

@@ -221,6 +221,7 @@ do_batch(IterjobTask *task, TaskPlans *plans, int64 *batch_last)
 	int			nest;
 	int			ret;
 
+	iterjob_check_owner(task->owner, task->job_id);
 	if (plans->action == NULL)
 		prepare_plans(task, plans);
 
@@ -342,8 +343,11 @@ record_failure(IterjobTask *task, ErrorData *edata, long *retry_ms)
 
 	if (!running)
 		outcome = BATCH_STOPPED;
-	else if (attempts >= task->spec.max_attempts)
+	else if (attempts >= task->spec.max_attempts ||
+			 ERRCODE_TO_CATEGORY(edata->sqlerrcode) ==
+			 ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION)
 	{
+		/* retrying cannot help a missing object or privilege */
 		iterjob_finish_task(task, "failed", edata->message);
 		outcome = BATCH_LAST;
 	}
