@@ -5,9 +5,10 @@
 CREATE TABLE iterjob.job (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name        text,
-    relation    regclass NOT NULL,
-    key_column  text NOT NULL,
-    key_type    regtype NOT NULL,
+    relation    regclass,
+    query       text,
+    key_columns text[] NOT NULL,
+    key_types   regtype[] NOT NULL,
     filter      text,
     action      text NOT NULL,
     instances   integer NOT NULL CHECK (instances BETWEEN 1 AND 1024),
@@ -15,6 +16,11 @@ CREATE TABLE iterjob.job (
     max_attempts integer NOT NULL CHECK (max_attempts >= 1),
     statement_timeout interval NOT NULL,
     lock_timeout interval NOT NULL,
+    partition   text NOT NULL CHECK (partition IN ('modulo', 'range')),
+    follow      boolean NOT NULL,
+    upper_bound jsonb,
+    on_complete text,
+    on_instance_complete text,
     owner       oid NOT NULL,
     search_path text NOT NULL,
     state       text NOT NULL DEFAULT 'queued'
@@ -22,7 +28,8 @@ CREATE TABLE iterjob.job (
     created_at  timestamptz NOT NULL DEFAULT now(),
     started_at  timestamptz,
     finished_at timestamptz,
-    last_error  text
+    last_error  text,
+    CHECK ((relation IS NULL) <> (query IS NULL))
 );
 
 CREATE TABLE iterjob.task (
@@ -32,6 +39,9 @@ CREATE TABLE iterjob.task (
     state        text NOT NULL DEFAULT 'queued'
                  CHECK (state IN ('queued', 'running', 'paused', 'succeeded', 'failed', 'cancelled')),
     cursor       jsonb NOT NULL,
+    range_start  jsonb,
+    range_end    jsonb,
+    range_empty  boolean NOT NULL DEFAULT false,
     rows_done    bigint NOT NULL DEFAULT 0,
     batches_done bigint NOT NULL DEFAULT 0,
     attempts     integer NOT NULL DEFAULT 0,
@@ -75,13 +85,68 @@ CREATE FUNCTION iterjob.enqueue(
     name       text DEFAULT NULL,
     max_attempts integer DEFAULT 5,
     statement_timeout interval DEFAULT '10min',
-    lock_timeout interval DEFAULT '5s')
+    lock_timeout interval DEFAULT '5s',
+    partition  text DEFAULT 'modulo',
+    query      text DEFAULT NULL,
+    follow     boolean DEFAULT false,
+    on_complete text DEFAULT NULL,
+    on_instance_complete text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE C VOLATILE
 AS 'MODULE_PATHNAME', 'iterjob_enqueue';
 
-COMMENT ON FUNCTION iterjob.enqueue(regclass, text, integer, integer, text, text, text, integer, interval, interval)
-    IS 'create a job that runs action on every batch of keys of relation, in instances parallel instances';
+COMMENT ON FUNCTION iterjob.enqueue(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text)
+    IS 'create a job that runs action on every batch of keys of relation (or query), in instances parallel instances';
+
+-- A list of values as a job's source: iterated like a one-column table.
+CREATE FUNCTION iterjob.enqueue_values(
+    "values"   anyarray,
+    action     text,
+    instances  integer DEFAULT 1,
+    batch_size integer DEFAULT 1000,
+    name       text DEFAULT NULL,
+    max_attempts integer DEFAULT 5,
+    statement_timeout interval DEFAULT '10min',
+    lock_timeout interval DEFAULT '5s',
+    partition  text DEFAULT 'modulo',
+    on_complete text DEFAULT NULL,
+    on_instance_complete text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+-- no SET search_path: the job captures the caller's, for its action
+AS $$
+BEGIN
+    IF "values" IS NULL THEN
+        RAISE EXCEPTION 'values must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    RETURN iterjob.enqueue(
+        relation => NULL,
+        query => pg_catalog.format(
+                     'SELECT DISTINCT value FROM pg_catalog.unnest(%L::%s) AS value WHERE value IS NOT NULL',
+                     "values", pg_catalog.pg_typeof("values")),
+        key => 'value', action => action, instances => instances,
+        batch_size => batch_size, name => name, max_attempts => max_attempts,
+        statement_timeout => statement_timeout, lock_timeout => lock_timeout,
+        partition => partition, on_complete => on_complete,
+        on_instance_complete => on_instance_complete);
+END
+$$;
+
+COMMENT ON FUNCTION iterjob.enqueue_values(anyarray, text, integer, integer, text, integer, interval, interval, text, text, text)
+    IS 'create a job that runs action on every batch of the distinct non-null values given';
+
+-- A key value (cursor or bound) as text per column: a jsonb scalar for one
+-- column, an array for several.
+CREATE FUNCTION iterjob.key_texts(value jsonb)
+RETURNS text[]
+LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE jsonb_typeof(value)
+           WHEN 'null' THEN NULL
+           WHEN 'array' THEN ARRAY(SELECT jsonb_array_elements_text(value))
+           ELSE ARRAY[value #>> '{}'] END
+$$;
 
 CREATE FUNCTION iterjob.wait(job_id bigint, timeout interval DEFAULT NULL)
 RETURNS text
@@ -138,6 +203,8 @@ SELECT t.job_id,
        t.instance,
        t.state,
        t.cursor,
+       t.range_start,
+       t.range_end,
        t.rows_done,
        t.batches_done,
        t.attempts,
@@ -161,7 +228,8 @@ SELECT j.id AS job_id,
        coalesce(sum(t.rows_done), 0)::bigint AS rows_done,
        coalesce(sum(t.batches_done), 0)::bigint AS batches_done,
        j.batch_size,
-       j.key_column,
+       array_to_string(j.key_columns, ', ') AS key_column,
+       j.partition,
        j.max_attempts,
        pg_get_userbyid(j.owner) AS owner,
        j.created_at,

@@ -13,8 +13,10 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
 #include "iterjob.h"
@@ -22,19 +24,50 @@
 
 PG_FUNCTION_INFO_V1(iterjob_enqueue);
 
+/* enqueue's arguments, in order */
+enum
+{
+	ARG_RELATION,
+	ARG_ACTION,
+	ARG_INSTANCES,
+	ARG_BATCH_SIZE,
+	ARG_KEY,
+	ARG_FILTER,
+	ARG_NAME,
+	ARG_MAX_ATTEMPTS,
+	ARG_STATEMENT_TIMEOUT,
+	ARG_LOCK_TIMEOUT,
+	ARG_PARTITION,
+	ARG_QUERY,
+	ARG_FOLLOW,
+	ARG_ON_COMPLETE,
+	ARG_ON_INSTANCE_COMPLETE
+};
+
+#define INSERT_NARGS 22
+
 static const char *const insert_job_sql =
 "WITH j AS ("
-"  INSERT INTO iterjob.job (name, relation, key_column, key_type, filter,"
-"                           action, instances, batch_size, owner, search_path,"
-"                           max_attempts, statement_timeout, lock_timeout)"
-"  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
-"          pg_catalog.make_interval(secs => $12 OPERATOR(pg_catalog./) 1000.0),"
-"          pg_catalog.make_interval(secs => $13 OPERATOR(pg_catalog./) 1000.0))"
+"  INSERT INTO iterjob.job (name, relation, query, key_columns, key_types,"
+"                           filter, action, instances, batch_size, owner,"
+"                           search_path, max_attempts, statement_timeout,"
+"                           lock_timeout, partition, follow, upper_bound,"
+"                           on_complete, on_instance_complete)"
+"  VALUES ($1, $2, $3, $4, $5::pg_catalog.regtype[], $6, $7, $8, $9, $10,"
+"          $11, $12,"
+"          pg_catalog.make_interval(secs => $13 OPERATOR(pg_catalog./) 1000.0),"
+"          pg_catalog.make_interval(secs => $14 OPERATOR(pg_catalog./) 1000.0),"
+"          $15, $16, $17::pg_catalog.jsonb, $18, $19)"
 "  RETURNING id),"
 " t AS ("
-"  INSERT INTO iterjob.task (job_id, instance, cursor)"
-"  SELECT j.id, i, pg_catalog.jsonb_build_object('instance', i, 'inner_cursor', NULL)"
-"    FROM j, pg_catalog.generate_series(0, $7 OPERATOR(pg_catalog.-) 1) AS i)"
+"  INSERT INTO iterjob.task (job_id, instance, cursor, range_start, range_end,"
+"                            range_empty)"
+"  SELECT j.id, i,"
+"         pg_catalog.jsonb_build_object('instance', i, 'inner_cursor', NULL),"
+"         ($20::pg_catalog.text[])[i OPERATOR(pg_catalog.+) 1]::pg_catalog.jsonb,"
+"         ($21::pg_catalog.text[])[i OPERATOR(pg_catalog.+) 1]::pg_catalog.jsonb,"
+"         COALESCE(($22::pg_catalog.bool[])[i OPERATOR(pg_catalog.+) 1], false)"
+"    FROM j, pg_catalog.generate_series(0, $8 OPERATOR(pg_catalog.-) 1) AS i)"
 "SELECT id FROM j";
 
 static void
@@ -52,35 +85,96 @@ optional_text(FunctionCallInfo fcinfo, int argno)
 	return PG_ARGISNULL(argno) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(argno));
 }
 
-static int64
-insert_job(const IterjobSpec *spec, const char *name)
+static Datum
+text_or_null(const char *value, char *null)
 {
-	Oid			types[13] = {TEXTOID, OIDOID, TEXTOID, OIDOID, TEXTOID,
-		TEXTOID, INT4OID, INT4OID, OIDOID, TEXTOID,
-	INT4OID, INT4OID, INT4OID};
-	Datum		args[13];
-	char		nulls[13];
+	*null = value ? ' ' : 'n';
+	return value ? CStringGetTextDatum(value) : (Datum) 0;
+}
+
+/* A one-dimensional array of n elements of type elemtype, some NULL. */
+static Datum
+make_array(Datum *elems, bool *nulls, int n, Oid elemtype)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(elems, nulls, 1, dims, lbs,
+											  elemtype, typlen, typbyval, typalign));
+}
+
+static int64
+insert_job(const IterjobSpec *spec, const char *name, const IterjobRange *ranges)
+{
+	Oid			types[INSERT_NARGS] = {TEXTOID, OIDOID, TEXTOID, TEXTARRAYOID,
+		OIDARRAYOID, TEXTOID, TEXTOID, INT4OID, INT4OID, OIDOID, TEXTOID,
+		INT4OID, INT4OID, INT4OID, TEXTOID, BOOLOID, TEXTOID, TEXTOID,
+	TEXTOID, TEXTARRAYOID, TEXTARRAYOID, BOOLARRAYOID};
+	Datum		args[INSERT_NARGS];
+	char		nulls[INSERT_NARGS];
+	Datum		names[ITERJOB_MAX_KEYS];
+	Datum		keytypes[ITERJOB_MAX_KEYS];
 	IterjobSavedUser saved;
 	int			nest;
 	bool		isnull;
 	int64		job_id;
 
 	memset(nulls, ' ', sizeof(nulls));
-	args[0] = name ? CStringGetTextDatum(name) : (Datum) 0;
-	nulls[0] = name ? ' ' : 'n';
+	for (int i = 0; i < spec->nkeys; i++)
+	{
+		names[i] = CStringGetTextDatum(spec->key_names[i]);
+		keytypes[i] = ObjectIdGetDatum(spec->key_types[i]);
+	}
+	args[0] = text_or_null(name, &nulls[0]);
 	args[1] = ObjectIdGetDatum(spec->relid);
-	args[2] = CStringGetTextDatum(spec->key_column);
-	args[3] = ObjectIdGetDatum(spec->key_type);
-	args[4] = spec->filter ? CStringGetTextDatum(spec->filter) : (Datum) 0;
-	nulls[4] = spec->filter ? ' ' : 'n';
-	args[5] = CStringGetTextDatum(spec->action);
-	args[6] = Int32GetDatum(spec->instances);
-	args[7] = Int32GetDatum(spec->batch_size);
-	args[8] = ObjectIdGetDatum(GetUserId());
-	args[9] = CStringGetTextDatum(GetConfigOption("search_path", false, false));
-	args[10] = Int32GetDatum(spec->max_attempts);
-	args[11] = Int32GetDatum(spec->statement_timeout_ms);
-	args[12] = Int32GetDatum(spec->lock_timeout_ms);
+	nulls[1] = OidIsValid(spec->relid) ? ' ' : 'n';
+	args[2] = text_or_null(spec->query, &nulls[2]);
+	args[3] = make_array(names, NULL, spec->nkeys, TEXTOID);
+	args[4] = make_array(keytypes, NULL, spec->nkeys, OIDOID);
+	args[5] = text_or_null(spec->filter, &nulls[5]);
+	args[6] = CStringGetTextDatum(spec->action);
+	args[7] = Int32GetDatum(spec->instances);
+	args[8] = Int32GetDatum(spec->batch_size);
+	args[9] = ObjectIdGetDatum(GetUserId());
+	args[10] = CStringGetTextDatum(GetConfigOption("search_path", false, false));
+	args[11] = Int32GetDatum(spec->max_attempts);
+	args[12] = Int32GetDatum(spec->statement_timeout_ms);
+	args[13] = Int32GetDatum(spec->lock_timeout_ms);
+	args[14] = CStringGetTextDatum(spec->partition == ITERJOB_PARTITION_RANGE ?
+								   "range" : "modulo");
+	args[15] = BoolGetDatum(spec->follow);
+	args[16] = text_or_null(spec->upper_bound.present ? spec->upper_bound.json : NULL,
+							&nulls[16]);
+	args[17] = text_or_null(spec->on_complete, &nulls[17]);
+	args[18] = text_or_null(spec->on_instance_complete, &nulls[18]);
+	nulls[19] = nulls[20] = nulls[21] = 'n';
+	if (ranges != NULL)
+	{
+		Datum	   *starts = palloc0(sizeof(Datum) * spec->instances);
+		Datum	   *ends = palloc0(sizeof(Datum) * spec->instances);
+		Datum	   *empty = palloc0(sizeof(Datum) * spec->instances);
+		bool	   *start_nulls = palloc0(sizeof(bool) * spec->instances);
+		bool	   *end_nulls = palloc0(sizeof(bool) * spec->instances);
+
+		for (int i = 0; i < spec->instances; i++)
+		{
+			char		n;
+
+			starts[i] = text_or_null(ranges[i].lower.present ? ranges[i].lower.json : NULL, &n);
+			start_nulls[i] = (n == 'n');
+			ends[i] = text_or_null(ranges[i].upper.present ? ranges[i].upper.json : NULL, &n);
+			end_nulls[i] = (n == 'n');
+			empty[i] = BoolGetDatum(ranges[i].empty);
+		}
+		args[19] = make_array(starts, start_nulls, spec->instances, TEXTOID);
+		args[20] = make_array(ends, end_nulls, spec->instances, TEXTOID);
+		args[21] = make_array(empty, NULL, spec->instances, BOOLOID);
+		nulls[19] = nulls[20] = nulls[21] = ' ';
+	}
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -88,7 +182,7 @@ insert_job(const IterjobSpec *spec, const char *name)
 	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET,
 							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	iterjob_become_superuser(&saved);
-	if (SPI_execute_with_args(insert_job_sql, 13, types, args, nulls,
+	if (SPI_execute_with_args(insert_job_sql, INSERT_NARGS, types, args, nulls,
 							  false, 0) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not insert iterjob job");
 	job_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
@@ -99,62 +193,109 @@ insert_job(const IterjobSpec *spec, const char *name)
 	return job_id;
 }
 
+static void
+check_range(const char *name, int value, int min, int max)
+{
+	if (value < min || value > max)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be between %d and %d", name, min, max),
+				 errdetail("Got %d.", value)));
+}
+
+static IterjobPartition
+parse_partition(const char *partition)
+{
+	if (strcmp(partition, "modulo") == 0)
+		return ITERJOB_PARTITION_MODULO;
+	if (strcmp(partition, "range") == 0)
+		return ITERJOB_PARTITION_RANGE;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid partition: \"%s\"", partition),
+			 errhint("Use 'modulo' or 'range'.")));
+	pg_unreachable();
+}
+
+/* Read and check the arguments into spec (before any query runs). */
+static void
+read_arguments(FunctionCallInfo fcinfo, IterjobSpec *spec, char **key, char **name)
+{
+	require_arg(fcinfo, ARG_ACTION, "action");
+	require_arg(fcinfo, ARG_INSTANCES, "instances");
+	require_arg(fcinfo, ARG_BATCH_SIZE, "batch_size");
+	require_arg(fcinfo, ARG_MAX_ATTEMPTS, "max_attempts");
+	require_arg(fcinfo, ARG_STATEMENT_TIMEOUT, "statement_timeout");
+	require_arg(fcinfo, ARG_LOCK_TIMEOUT, "lock_timeout");
+	require_arg(fcinfo, ARG_PARTITION, "partition");
+	require_arg(fcinfo, ARG_FOLLOW, "follow");
+
+	memset(spec, 0, sizeof(*spec));
+	spec->relid = PG_ARGISNULL(ARG_RELATION) ? InvalidOid : PG_GETARG_OID(ARG_RELATION);
+	spec->query = optional_text(fcinfo, ARG_QUERY);
+	if (OidIsValid(spec->relid) == (spec->query != NULL))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg(spec->query ? "relation and query cannot both be given" :
+						"relation or query is required"),
+				 errhint("Iterate a table with relation => 'name', or anything else with query => 'SELECT ...' and key => its key columns.")));
+	spec->action = text_to_cstring(PG_GETARG_TEXT_PP(ARG_ACTION));
+	spec->instances = PG_GETARG_INT32(ARG_INSTANCES);
+	spec->batch_size = PG_GETARG_INT32(ARG_BATCH_SIZE);
+	*key = optional_text(fcinfo, ARG_KEY);
+	spec->filter = optional_text(fcinfo, ARG_FILTER);
+	*name = optional_text(fcinfo, ARG_NAME);
+	spec->max_attempts = PG_GETARG_INT32(ARG_MAX_ATTEMPTS);
+	spec->statement_timeout_ms = (int32)
+		iterjob_interval_ms(PG_GETARG_INTERVAL_P(ARG_STATEMENT_TIMEOUT),
+							"statement_timeout", PG_INT32_MAX);
+	spec->lock_timeout_ms = (int32)
+		iterjob_interval_ms(PG_GETARG_INTERVAL_P(ARG_LOCK_TIMEOUT),
+							"lock_timeout", PG_INT32_MAX);
+	spec->partition = parse_partition(text_to_cstring(PG_GETARG_TEXT_PP(ARG_PARTITION)));
+	spec->follow = PG_GETARG_BOOL(ARG_FOLLOW);
+	spec->on_complete = optional_text(fcinfo, ARG_ON_COMPLETE);
+	spec->on_instance_complete = optional_text(fcinfo, ARG_ON_INSTANCE_COMPLETE);
+
+	check_range("instances", spec->instances, 1, ITERJOB_MAX_INSTANCES);
+	check_range("batch_size", spec->batch_size, 1, ITERJOB_MAX_BATCH_SIZE);
+	check_range("max_attempts", spec->max_attempts, 1, 1000);
+}
+
 Datum
 iterjob_enqueue(PG_FUNCTION_ARGS)
 {
 	IterjobSpec spec;
+	IterjobRange *ranges = NULL;
 	char	   *key;
 	char	   *name;
 	int64		job_id;
 
-	require_arg(fcinfo, 0, "relation");
-	require_arg(fcinfo, 1, "action");
-	require_arg(fcinfo, 2, "instances");
-	require_arg(fcinfo, 3, "batch_size");
-	require_arg(fcinfo, 7, "max_attempts");
-	require_arg(fcinfo, 8, "statement_timeout");
-	require_arg(fcinfo, 9, "lock_timeout");
-
-	memset(&spec, 0, sizeof(spec));
-	spec.relid = PG_GETARG_OID(0);
-	spec.action = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	spec.instances = PG_GETARG_INT32(2);
-	spec.batch_size = PG_GETARG_INT32(3);
-	key = optional_text(fcinfo, 4);
-	spec.filter = optional_text(fcinfo, 5);
-	name = optional_text(fcinfo, 6);
-	spec.max_attempts = PG_GETARG_INT32(7);
-	spec.statement_timeout_ms = (int32)
-		iterjob_interval_ms(PG_GETARG_INTERVAL_P(8), "statement_timeout", PG_INT32_MAX);
-	spec.lock_timeout_ms = (int32)
-		iterjob_interval_ms(PG_GETARG_INTERVAL_P(9), "lock_timeout", PG_INT32_MAX);
-
-	if (spec.instances < 1 || spec.instances > ITERJOB_MAX_INSTANCES)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("instances must be between 1 and %d", ITERJOB_MAX_INSTANCES),
-				 errdetail("Got %d.", spec.instances)));
-	if (spec.batch_size < 1 || spec.batch_size > ITERJOB_MAX_BATCH_SIZE)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("batch_size must be between 1 and %d", ITERJOB_MAX_BATCH_SIZE),
-				 errdetail("Got %d.", spec.batch_size)));
-
-	if (spec.max_attempts < 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_attempts must be at least 1"),
-				 errdetail("Got %d.", spec.max_attempts)));
+	read_arguments(fcinfo, &spec, &key, &name);
 
 	iterjob_check_owner(GetUserId(), 0);
-	iterjob_check_relation(spec.relid);
-	iterjob_resolve_key(spec.relid, key, &spec);
+	if (OidIsValid(spec.relid))
+	{
+		iterjob_check_relation(spec.relid);
+		iterjob_resolve_key(key, &spec);
+	}
+	else
+		iterjob_check_query(&spec, key);
 	if (spec.filter != NULL)
 		iterjob_check_filter_syntax(spec.filter);
-	iterjob_check_action_syntax(spec.action);
-	iterjob_check_plans(&spec);
+	iterjob_check_statement_syntax(spec.action, "action");
+	if (spec.on_complete)
+		iterjob_check_statement_syntax(spec.on_complete, "on_complete");
+	if (spec.on_instance_complete)
+		iterjob_check_statement_syntax(spec.on_instance_complete, "on_instance_complete");
 
-	job_id = insert_job(&spec, name);
+	if (!spec.follow)
+		iterjob_find_upper_bound(&spec);
+	iterjob_check_plans(&spec);
+	if (spec.partition == ITERJOB_PARTITION_RANGE)
+		ranges = iterjob_split_ranges(&spec);
+
+	job_id = insert_job(&spec, name, ranges);
 
 	if (iterjob_shared == NULL)
 		ereport(WARNING,

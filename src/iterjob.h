@@ -106,5 +106,9 @@ typedef struct IterjobSavedUser
 extern void iterjob_become_superuser(IterjobSavedUser *saved);
 extern void iterjob_become_owner(Oid owner, IterjobSavedUser *saved);
 extern void iterjob_restore_user(const IterjobSavedUser *saved);
+extern int	iterjob_begin_owner_section(Oid owner, const char *search_path,
+										int lock_timeout_ms, bool keyset_planner,
+										IterjobSavedUser *saved);
+extern void iterjob_end_owner_section(int nest, const IterjobSavedUser *saved);
 
 #endif							/* ITERJOB_H */

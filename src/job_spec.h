@@ -11,33 +11,84 @@
 
 #include "postgres.h"
 
+#include "access/htup.h"
+#include "access/tupdesc.h"
+
 #define ITERJOB_MAX_INSTANCES	1024
 #define ITERJOB_MAX_BATCH_SIZE	1000000
+#define ITERJOB_MAX_KEYS		8
+
+typedef enum IterjobPartition
+{
+	ITERJOB_PARTITION_MODULO,	/* key % N (integer key) or hash(key) % N */
+	ITERJOB_PARTITION_RANGE		/* N contiguous key ranges */
+} IterjobPartition;
+
+/*
+ * A key value (a bound or a cursor): its jsonb form as stored (a scalar for
+ * one column, an array for several), and each column as text.
+ */
+typedef struct IterjobKeyValue
+{
+	bool		present;		/* false: no such bound */
+	char	   *json;
+	char	   *text[ITERJOB_MAX_KEYS];
+} IterjobKeyValue;
 
 typedef struct IterjobSpec
 {
-	Oid			relid;			/* relation iterated */
-	char	   *key_column;		/* key column's name, unquoted */
-	Oid			key_type;		/* int2, int4 or int8 */
+	Oid			relid;			/* relation iterated, or InvalidOid */
+	char	   *query;			/* or the SELECT iterated */
+	int			nkeys;
+	char	   *key_names[ITERJOB_MAX_KEYS];	/* unquoted column names */
+	Oid			key_types[ITERJOB_MAX_KEYS];
 	char	   *filter;			/* boolean expression, or NULL */
-	char	   *action;			/* one SQL statement taking $1 */
+	char	   *action;			/* one SQL statement taking $1..$nkeys */
 	int32		instances;
 	int32		batch_size;
 	int32		max_attempts;	/* failed attempts of a batch before the task fails */
 	int32		statement_timeout_ms;	/* per batch; 0: none */
 	int32		lock_timeout_ms;	/* per lock wait; 0: none */
+	IterjobPartition partition;
+	bool		follow;			/* no upper bound: follow new keys */
+	IterjobKeyValue upper_bound;	/* largest key at enqueue (inclusive) */
+	char	   *on_complete;	/* statement run when the job succeeds */
+	char	   *on_instance_complete;	/* statement run when an instance
+										 * succeeds, $1 = instance */
 } IterjobSpec;
+
+/* The key range of one instance under range partitioning. */
+typedef struct IterjobRange
+{
+	bool		empty;			/* holds no key at all */
+	IterjobKeyValue lower;		/* inclusive; absent: unbounded */
+	IterjobKeyValue upper;		/* exclusive; absent: unbounded */
+} IterjobRange;
 
 /* validate.c */
 extern void iterjob_check_relation(Oid relid);
-extern void iterjob_resolve_key(Oid relid, const char *key, IterjobSpec *spec);
+extern void iterjob_resolve_key(const char *key, IterjobSpec *spec);
+extern void iterjob_check_query(IterjobSpec *spec, const char *key);
 extern void iterjob_check_filter_syntax(const char *filter);
-extern void iterjob_check_action_syntax(const char *action);
+extern void iterjob_check_statement_syntax(const char *sql, const char *what);
 extern void iterjob_check_plans(const IterjobSpec *spec);
 
 /* keyset_query.c */
+extern char *iterjob_source_sql(const IterjobSpec *spec);
+extern char *iterjob_key_list(const IterjobSpec *spec, const char *prefix,
+							  bool descending);
 extern char *iterjob_keyset_query(const IterjobSpec *spec, int32 instance,
-								  bool after_cursor);
+								  const IterjobRange *range, bool after_cursor);
+extern char *iterjob_key_literal(const IterjobSpec *spec,
+								 const IterjobKeyValue *value);
+extern char *iterjob_key_jsonb_sql(const IterjobSpec *spec);
 extern Oid	iterjob_key_array_type(Oid key_type);
+
+/* bounds.c */
+extern void iterjob_key_value_from_row(const IterjobSpec *spec, HeapTuple tup,
+									   TupleDesc desc, int col,
+									   IterjobKeyValue *value, MemoryContext cxt);
+extern void iterjob_find_upper_bound(IterjobSpec *spec);
+extern IterjobRange *iterjob_split_ranges(const IterjobSpec *spec);
 
 #endif							/* ITERJOB_JOB_SPEC_H */

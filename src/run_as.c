@@ -4,10 +4,13 @@
  *	  Switching the current user the way a SECURITY DEFINER function does.
  *
  *	  iterjob's own bookkeeping runs as the bootstrap superuser (its tables
- *	  grant nothing to PUBLIC); a job's filter and action run as the job's
- *	  owner.  SECURITY_LOCAL_USERID_CHANGE makes PostgreSQL refuse SET ROLE,
- *	  RESET ROLE and SET SESSION AUTHORIZATION meanwhile, so user SQL cannot
- *	  switch back to the worker's own identity.  Aborting the transaction
+ *	  grant nothing to PUBLIC), with search_path = pg_catalog.  A job's
+ *	  filter, action and hooks run in an "owner section": as the job's owner,
+ *	  with the search_path captured at enqueue.  SECURITY_LOCAL_USERID_CHANGE
+ *	  makes PostgreSQL refuse SET ROLE, RESET ROLE and SET SESSION
+ *	  AUTHORIZATION meanwhile, so user SQL cannot switch back to the worker's
+ *	  own identity.  Settings the section makes (and any the user SQL makes
+ *	  to them) are undone when it ends; aborting the transaction also
  *	  restores the previous user.
  *
  *-------------------------------------------------------------------------
@@ -16,6 +19,7 @@
 
 #include "catalog/pg_authid.h"
 #include "miscadmin.h"
+#include "utils/guc.h"
 
 #include "iterjob.h"
 
@@ -43,4 +47,49 @@ void
 iterjob_restore_user(const IterjobSavedUser *saved)
 {
 	SetUserIdAndSecContext(saved->userid, saved->sec_context);
+}
+
+static void
+set_local(const char *name, const char *value)
+{
+	(void) set_config_option(name, value, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+}
+
+/*
+ * Enter an owner section.  lock_timeout_ms > 0 bounds each lock wait.
+ * With keyset_planner, the planner can only choose an ordered index scan
+ * for the keyset query.  Returns the GUC nest level to end it with.
+ */
+int
+iterjob_begin_owner_section(Oid owner, const char *search_path,
+							int lock_timeout_ms, bool keyset_planner,
+							IterjobSavedUser *saved)
+{
+	int			nest = NewGUCNestLevel();
+
+	set_local("search_path", search_path);
+	if (lock_timeout_ms > 0)
+	{
+		char		value[32];
+
+		snprintf(value, sizeof(value), "%dms", lock_timeout_ms);
+		set_local("lock_timeout", value);
+	}
+	if (keyset_planner)
+	{
+		set_local("enable_seqscan", "off");
+		set_local("enable_bitmapscan", "off");
+		set_local("enable_sort", "off");
+		set_local("enable_hashagg", "off");
+	}
+	iterjob_become_owner(owner, saved);
+	return nest;
+}
+
+void
+iterjob_end_owner_section(int nest, const IterjobSavedUser *saved)
+{
+	iterjob_restore_user(saved);
+	AtEOXact_GUC(true, nest);
 }

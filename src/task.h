@@ -19,10 +19,12 @@ typedef struct IterjobTask
 	int64		job_id;
 	int32		instance;
 	IterjobSpec spec;
-	Oid			owner;			/* role the filter and action run as */
+	IterjobRange range;			/* under range partitioning */
+	Oid			owner;			/* role the filter, action and hooks run as */
 	char	   *search_path;	/* owner's search_path captured at enqueue */
 	bool		has_cursor;		/* false until the first batch commits */
-	int64		last_key;		/* inner_cursor, when has_cursor */
+	Datum		cursor[ITERJOB_MAX_KEYS];	/* last committed key */
+	MemoryContext cursor_cxt;	/* holds cursor[] */
 	int64		batches_done;
 } IterjobTask;
 

@@ -18,7 +18,9 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
 #include "iterjob.h"
@@ -28,16 +30,52 @@
 
 static const char *const claim_sql =
 "SELECT t.id, t.job_id, t.instance,"
-"       (t.cursor OPERATOR(pg_catalog.->>) 'inner_cursor')::pg_catalog.int8,"
-"       t.batches_done, j.relation::pg_catalog.oid, j.key_column,"
-"       j.key_type::pg_catalog.oid, j.filter, j.action, j.instances,"
+"       t.cursor OPERATOR(pg_catalog.->) 'inner_cursor',"
+"       iterjob.key_texts(t.cursor OPERATOR(pg_catalog.->) 'inner_cursor'),"
+"       t.batches_done, j.relation::pg_catalog.oid, j.query, j.key_columns,"
+"       j.key_types::pg_catalog.oid[], j.filter, j.action, j.instances,"
 "       j.batch_size, j.owner, j.search_path, j.max_attempts,"
 "       (pg_catalog.date_part('epoch', j.statement_timeout) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int4,"
-"       (pg_catalog.date_part('epoch', j.lock_timeout) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int4"
+"       (pg_catalog.date_part('epoch', j.lock_timeout) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int4,"
+"       j.partition, j.follow, j.upper_bound, iterjob.key_texts(j.upper_bound),"
+"       j.on_complete, j.on_instance_complete,"
+"       t.range_start, iterjob.key_texts(t.range_start),"
+"       t.range_end, iterjob.key_texts(t.range_end), t.range_empty"
 "  FROM iterjob.task t JOIN iterjob.job j ON j.id OPERATOR(pg_catalog.=) t.job_id"
 " WHERE t.state OPERATOR(pg_catalog.=) ANY ('{queued,running}'::pg_catalog.text[])"
 " ORDER BY t.id"
 "   FOR UPDATE OF t SKIP LOCKED";
+
+/* claim_sql's columns */
+enum
+{
+	COL_TASK_ID = 1,
+	COL_JOB_ID,
+	COL_INSTANCE,
+	COL_CURSOR,					/* and COL_CURSOR + 1: its texts */
+	COL_BATCHES_DONE = COL_CURSOR + 2,
+	COL_RELATION,
+	COL_QUERY,
+	COL_KEY_COLUMNS,
+	COL_KEY_TYPES,
+	COL_FILTER,
+	COL_ACTION,
+	COL_INSTANCES,
+	COL_BATCH_SIZE,
+	COL_OWNER,
+	COL_SEARCH_PATH,
+	COL_MAX_ATTEMPTS,
+	COL_STATEMENT_TIMEOUT,
+	COL_LOCK_TIMEOUT,
+	COL_PARTITION,
+	COL_FOLLOW,
+	COL_UPPER_BOUND,			/* and its texts */
+	COL_ON_COMPLETE = COL_UPPER_BOUND + 2,
+	COL_ON_INSTANCE_COMPLETE,
+	COL_RANGE_START,			/* and its texts */
+	COL_RANGE_END = COL_RANGE_START + 2,	/* and its texts */
+	COL_RANGE_EMPTY = COL_RANGE_END + 2
+};
 
 static const char *const mark_running_sql =
 "WITH t AS ("
@@ -49,20 +87,72 @@ static const char *const mark_running_sql =
 "UPDATE iterjob.job j SET state = 'running', started_at = pg_catalog.now()"
 "  FROM t WHERE j.id OPERATOR(pg_catalog.=) t.job_id"
 "   AND j.state OPERATOR(pg_catalog.=) 'queued'"
-" RETURNING j.instances, j.relation::pg_catalog.text";
+" RETURNING j.instances, COALESCE(j.relation::pg_catalog.text, 'a query')";
 
-static char *
-text_column(HeapTuple tup, TupleDesc desc, int col)
+static Datum
+column(HeapTuple tup, TupleDesc desc, int col, bool *isnull)
 {
-	return SPI_getvalue(tup, desc, col);
+	return SPI_getbinval(tup, desc, col, isnull);
+}
+
+static int32
+int4_column(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+	Datum		d = column(tup, desc, col, &isnull);
+
+	return isnull ? 0 : DatumGetInt32(d);
 }
 
 static int64
-int8_column(HeapTuple tup, TupleDesc desc, int col, bool *isnull)
+int8_column(HeapTuple tup, TupleDesc desc, int col)
 {
-	Datum		d = SPI_getbinval(tup, desc, col, isnull);
+	bool		isnull;
+	Datum		d = column(tup, desc, col, &isnull);
 
-	return *isnull ? 0 : DatumGetInt64(d);
+	return isnull ? 0 : DatumGetInt64(d);
+}
+
+/* The job's key columns and types, from two parallel arrays. */
+static void
+read_keys(IterjobSpec *spec, HeapTuple tup, TupleDesc desc)
+{
+	bool		isnull;
+	Datum	   *names;
+	Datum	   *types;
+	int			n;
+
+	deconstruct_array(DatumGetArrayTypeP(column(tup, desc, COL_KEY_COLUMNS, &isnull)),
+					  TEXTOID, -1, false, TYPALIGN_INT, &names, NULL, &n);
+	spec->nkeys = Min(n, ITERJOB_MAX_KEYS);
+	for (int i = 0; i < spec->nkeys; i++)
+		spec->key_names[i] = TextDatumGetCString(names[i]);
+	deconstruct_array(DatumGetArrayTypeP(column(tup, desc, COL_KEY_TYPES, &isnull)),
+					  OIDOID, sizeof(Oid), true, TYPALIGN_INT, &types, NULL, &n);
+	for (int i = 0; i < spec->nkeys && i < n; i++)
+		spec->key_types[i] = DatumGetObjectId(types[i]);
+}
+
+/* The committed cursor, converted to Datums of the key types. */
+static void
+read_cursor(IterjobTask *task, HeapTuple tup, TupleDesc desc)
+{
+	IterjobKeyValue value;
+
+	iterjob_key_value_from_row(&task->spec, tup, desc, COL_CURSOR, &value, task->cxt);
+	task->has_cursor = value.present;
+	if (!value.present)
+		return;
+	for (int i = 0; i < task->spec.nkeys; i++)
+	{
+		Oid			input;
+		Oid			ioparam;
+		MemoryContext old = MemoryContextSwitchTo(task->cursor_cxt);
+
+		getTypeInputInfo(task->spec.key_types[i], &input, &ioparam);
+		task->cursor[i] = OidInputFunctionCall(input, value.text[i], ioparam, -1);
+		MemoryContextSwitchTo(old);
+	}
 }
 
 static IterjobTask *
@@ -72,27 +162,40 @@ task_from_row(HeapTuple tup, TupleDesc desc, MemoryContext parent)
 											  ALLOCSET_SMALL_SIZES);
 	MemoryContext old = MemoryContextSwitchTo(cxt);
 	IterjobTask *task = palloc0(sizeof(IterjobTask));
+	IterjobSpec *spec = &task->spec;
 	bool		isnull;
 
 	task->cxt = cxt;
-	task->task_id = int8_column(tup, desc, 1, &isnull);
-	task->job_id = int8_column(tup, desc, 2, &isnull);
-	task->instance = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
-	task->last_key = int8_column(tup, desc, 4, &isnull);
-	task->has_cursor = !isnull;
-	task->batches_done = int8_column(tup, desc, 5, &isnull);
-	task->spec.relid = DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull));
-	task->spec.key_column = text_column(tup, desc, 7);
-	task->spec.key_type = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
-	task->spec.filter = text_column(tup, desc, 9);
-	task->spec.action = text_column(tup, desc, 10);
-	task->spec.instances = DatumGetInt32(SPI_getbinval(tup, desc, 11, &isnull));
-	task->spec.batch_size = DatumGetInt32(SPI_getbinval(tup, desc, 12, &isnull));
-	task->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 13, &isnull));
-	task->search_path = text_column(tup, desc, 14);
-	task->spec.max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 15, &isnull));
-	task->spec.statement_timeout_ms = DatumGetInt32(SPI_getbinval(tup, desc, 16, &isnull));
-	task->spec.lock_timeout_ms = DatumGetInt32(SPI_getbinval(tup, desc, 17, &isnull));
+	task->cursor_cxt = AllocSetContextCreate(cxt, "iterjob cursor",
+											 ALLOCSET_SMALL_SIZES);
+	task->task_id = int8_column(tup, desc, COL_TASK_ID);
+	task->job_id = int8_column(tup, desc, COL_JOB_ID);
+	task->instance = int4_column(tup, desc, COL_INSTANCE);
+	task->batches_done = int8_column(tup, desc, COL_BATCHES_DONE);
+	spec->relid = DatumGetObjectId(column(tup, desc, COL_RELATION, &isnull));
+	if (isnull)
+		spec->relid = InvalidOid;
+	spec->query = SPI_getvalue(tup, desc, COL_QUERY);
+	read_keys(spec, tup, desc);
+	spec->filter = SPI_getvalue(tup, desc, COL_FILTER);
+	spec->action = SPI_getvalue(tup, desc, COL_ACTION);
+	spec->instances = int4_column(tup, desc, COL_INSTANCES);
+	spec->batch_size = int4_column(tup, desc, COL_BATCH_SIZE);
+	task->owner = DatumGetObjectId(column(tup, desc, COL_OWNER, &isnull));
+	task->search_path = SPI_getvalue(tup, desc, COL_SEARCH_PATH);
+	spec->max_attempts = int4_column(tup, desc, COL_MAX_ATTEMPTS);
+	spec->statement_timeout_ms = int4_column(tup, desc, COL_STATEMENT_TIMEOUT);
+	spec->lock_timeout_ms = int4_column(tup, desc, COL_LOCK_TIMEOUT);
+	spec->partition = strcmp(SPI_getvalue(tup, desc, COL_PARTITION), "range") == 0 ?
+		ITERJOB_PARTITION_RANGE : ITERJOB_PARTITION_MODULO;
+	spec->follow = DatumGetBool(column(tup, desc, COL_FOLLOW, &isnull));
+	iterjob_key_value_from_row(spec, tup, desc, COL_UPPER_BOUND, &spec->upper_bound, cxt);
+	spec->on_complete = SPI_getvalue(tup, desc, COL_ON_COMPLETE);
+	spec->on_instance_complete = SPI_getvalue(tup, desc, COL_ON_INSTANCE_COMPLETE);
+	iterjob_key_value_from_row(spec, tup, desc, COL_RANGE_START, &task->range.lower, cxt);
+	iterjob_key_value_from_row(spec, tup, desc, COL_RANGE_END, &task->range.upper, cxt);
+	task->range.empty = DatumGetBool(column(tup, desc, COL_RANGE_EMPTY, &isnull));
+	read_cursor(task, tup, desc);
 	MemoryContextSwitchTo(old);
 	return task;
 }
@@ -116,8 +219,7 @@ iterjob_claim_task(MemoryContext parent)
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
 			HeapTuple	tup = SPI_tuptable->vals[i];
-			bool		isnull;
-			int64		task_id = int8_column(tup, SPI_tuptable->tupdesc, 1, &isnull);
+			int64		task_id = int8_column(tup, SPI_tuptable->tupdesc, COL_TASK_ID);
 
 			/* a task whose lock is held has a live worker: leave it */
 			if (iterjob_try_lock_task(task_id))
@@ -181,7 +283,28 @@ static const char *const end_job_sql =
 "   AND j.state OPERATOR(pg_catalog.<>) ALL ('{succeeded,failed,cancelled}'::pg_catalog.text[])"
 " RETURNING j.state, s.rows_done, s.batches_done,"
 "           pg_catalog.round(pg_catalog.date_part('epoch',"
-"               pg_catalog.now() OPERATOR(pg_catalog.-) j.started_at)::pg_catalog.numeric, 3)";
+"               pg_catalog.now() OPERATOR(pg_catalog.-) j.started_at)::pg_catalog.numeric, 3),"
+"           j.on_complete, j.owner, j.search_path,"
+"           (pg_catalog.date_part('epoch', j.lock_timeout) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int4";
+
+/*
+ * Run a job's on_complete statement as its owner, in the transaction that
+ * ends the job.
+ */
+static void
+run_on_complete(int64 job_id, const char *sql, Oid owner,
+				const char *search_path, int lock_timeout_ms)
+{
+	IterjobSavedUser saved;
+	int			nest;
+
+	iterjob_check_owner(owner, job_id);
+	nest = iterjob_begin_owner_section(owner, search_path, lock_timeout_ms,
+									   false, &saved);
+	if (SPI_execute(sql, false, 0) < 0)
+		elog(ERROR, "on_complete of iterjob job " INT64_FORMAT " failed", job_id);
+	iterjob_end_owner_section(nest, &saved);
+}
 
 /*
  * End the job if it has no open task left (called with its row locked).
@@ -200,13 +323,20 @@ iterjob_settle_job(int64 job_id)
 	{
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		HeapTuple	tup = SPI_tuptable->vals[0];
+		char	   *state = SPI_getvalue(tup, desc, 1);
 		char	   *seconds = SPI_getvalue(tup, desc, 4);
+		char	   *on_complete = SPI_getvalue(tup, desc, 5);
+		bool		isnull;
 
 		ereport(LOG,
 				(errmsg("iterjob: job " INT64_FORMAT " %s: %s rows in %s batches, %s s",
-						job_id, SPI_getvalue(tup, desc, 1),
-						SPI_getvalue(tup, desc, 2), SPI_getvalue(tup, desc, 3),
-						seconds ? seconds : "0")));
+						job_id, state, SPI_getvalue(tup, desc, 2),
+						SPI_getvalue(tup, desc, 3), seconds ? seconds : "0")));
+		if (on_complete != NULL && strcmp(state, "succeeded") == 0)
+			run_on_complete(job_id, on_complete,
+							DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull)),
+							SPI_getvalue(tup, desc, 7),
+							DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull)));
 		iterjob_notify_waiters_at_commit();
 	}
 }

@@ -16,6 +16,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "lib/stringinfo.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
@@ -23,6 +24,7 @@
 #include "pgstat.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -47,28 +49,46 @@ typedef enum BatchOutcome
 typedef struct TaskPlans
 {
 	SPIPlanPtr	first;			/* keyset query without a lower bound */
-	SPIPlanPtr	next;			/* keyset query after $1 */
+	SPIPlanPtr	next;			/* keyset query after $1.. */
 	SPIPlanPtr	action;
 	SPIPlanPtr	checkpoint;
-	int16		keylen;
-	bool		keybyval;
-	char		keyalign;
+	int16		keylen[ITERJOB_MAX_KEYS];
+	bool		keybyval[ITERJOB_MAX_KEYS];
+	char		keyalign[ITERJOB_MAX_KEYS];
+	MemoryContext pending_cxt;	/* the batch's last key, until it commits */
 } TaskPlans;
 
 /*
- * The checkpoint.  A task paused or cancelled while its batch ran still
- * commits that batch (work and cursor agree); the worker then leaves it.
+ * The checkpoint: $1 task, $2 rows, $3.. the batch's last key.  A task
+ * paused or cancelled while its batch ran still commits that batch (work
+ * and cursor agree); the worker then leaves it.
  */
-static const char *const checkpoint_sql =
-"UPDATE iterjob.task"
-"   SET cursor = pg_catalog.jsonb_build_object('instance', instance,"
-"                                              'inner_cursor', $2),"
-"       rows_done = rows_done OPERATOR(pg_catalog.+) $3,"
-"       batches_done = batches_done OPERATOR(pg_catalog.+) 1,"
-"       attempts = 0, updated_at = pg_catalog.now()"
-" WHERE id OPERATOR(pg_catalog.=) $1"
-"   AND state OPERATOR(pg_catalog.=) ANY ('{running,paused,cancelled}'::pg_catalog.text[])"
-" RETURNING state OPERATOR(pg_catalog.=) 'running'";
+static char *
+checkpoint_sql(const IterjobSpec *spec)
+{
+	StringInfoData cursor;
+
+	initStringInfo(&cursor);
+	if (spec->nkeys == 1)
+		appendStringInfoString(&cursor, "pg_catalog.to_jsonb($3)");
+	else
+	{
+		appendStringInfoString(&cursor, "pg_catalog.jsonb_build_array(");
+		for (int i = 0; i < spec->nkeys; i++)
+			appendStringInfo(&cursor, "%s$%d", i > 0 ? ", " : "", i + 3);
+		appendStringInfoChar(&cursor, ')');
+	}
+	return psprintf("UPDATE iterjob.task"
+					"   SET cursor = pg_catalog.jsonb_build_object('instance', instance,"
+					"                                              'inner_cursor', %s),"
+					"       rows_done = rows_done OPERATOR(pg_catalog.+) $2,"
+					"       batches_done = batches_done OPERATOR(pg_catalog.+) 1,"
+					"       attempts = 0, updated_at = pg_catalog.now()"
+					" WHERE id OPERATOR(pg_catalog.=) $1"
+					"   AND state OPERATOR(pg_catalog.=) ANY ('{running,paused,cancelled}'::pg_catalog.text[])"
+					" RETURNING state OPERATOR(pg_catalog.=) 'running'",
+					cursor.data);
+}
 
 static const char *const log_error_sql =
 "WITH t AS ("
@@ -82,46 +102,13 @@ static const char *const log_error_sql =
 "  SELECT job_id, instance, attempts, cursor, $3, $2, $4, $5, $6 FROM t)"
 "SELECT attempts, state FROM t";
 
-/*
- * Run user SQL (a keyset query or the action) in the owner's environment:
- * as the owner, with the search_path captured at enqueue.  With
- * keyset_planner, the planner can only choose an ordered index scan.
- */
 static int
 begin_owner_section(IterjobTask *task, bool keyset_planner,
 					IterjobSavedUser *saved)
 {
-	int			nest = NewGUCNestLevel();
-
-	(void) set_config_option("search_path", task->search_path,
-							 PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	if (task->spec.lock_timeout_ms > 0)
-	{
-		char		value[32];
-
-		snprintf(value, sizeof(value), "%dms", task->spec.lock_timeout_ms);
-		(void) set_config_option("lock_timeout", value, PGC_USERSET,
-								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	}
-	if (keyset_planner)
-	{
-		static const char *const off[] = {"enable_seqscan", "enable_bitmapscan",
-		"enable_sort", "enable_hashagg"};
-
-		for (int i = 0; i < (int) lengthof(off); i++)
-			(void) set_config_option(off[i], "off", PGC_USERSET, PGC_S_SESSION,
-									 GUC_ACTION_SAVE, true, 0, false);
-	}
-	iterjob_become_owner(task->owner, saved);
-	return nest;
-}
-
-static void
-end_owner_section(int nest, const IterjobSavedUser *saved)
-{
-	iterjob_restore_user(saved);
-	AtEOXact_GUC(true, nest);
+	return iterjob_begin_owner_section(task->owner, task->search_path,
+									   task->spec.lock_timeout_ms,
+									   keyset_planner, saved);
 }
 
 static SPIPlanPtr
@@ -139,26 +126,37 @@ prepare_kept(const char *sql, int nargs, Oid *argtypes, int cursor_options)
 static void
 prepare_plans(IterjobTask *task, TaskPlans *plans)
 {
+	IterjobSpec *spec = &task->spec;
 	IterjobSavedUser saved;
-	Oid			keytype = task->spec.key_type;
-	Oid			arraytype = iterjob_key_array_type(keytype);
-	Oid			checkpoint_types[3] = {INT8OID, INT8OID, INT8OID};
+	Oid			arraytypes[ITERJOB_MAX_KEYS];
+	Oid			checkpoint_types[ITERJOB_MAX_KEYS + 2] = {INT8OID, INT8OID};
 	int			nest;
 
-	get_typlenbyvalalign(keytype, &plans->keylen, &plans->keybyval,
-						 &plans->keyalign);
-	plans->checkpoint = prepare_kept(checkpoint_sql, 3, checkpoint_types, 0);
+	for (int i = 0; i < spec->nkeys; i++)
+	{
+		get_typlenbyvalalign(spec->key_types[i], &plans->keylen[i],
+							 &plans->keybyval[i], &plans->keyalign[i]);
+		arraytypes[i] = iterjob_key_array_type(spec->key_types[i]);
+		checkpoint_types[i + 2] = spec->key_types[i];
+	}
+	plans->checkpoint = prepare_kept(checkpoint_sql(spec), spec->nkeys + 2,
+									 checkpoint_types, 0);
 
 	nest = begin_owner_section(task, true, &saved);
-	plans->first = prepare_kept(iterjob_keyset_query(&task->spec, task->instance, false),
+	plans->first = prepare_kept(iterjob_keyset_query(spec, task->instance,
+													 &task->range, false),
 								0, NULL, CURSOR_OPT_GENERIC_PLAN);
-	plans->next = prepare_kept(iterjob_keyset_query(&task->spec, task->instance, true),
-							   1, &keytype, CURSOR_OPT_GENERIC_PLAN);
-	end_owner_section(nest, &saved);
+	plans->next = prepare_kept(iterjob_keyset_query(spec, task->instance,
+													&task->range, true),
+							   spec->nkeys, spec->key_types, CURSOR_OPT_GENERIC_PLAN);
+	iterjob_end_owner_section(nest, &saved);
 
 	nest = begin_owner_section(task, false, &saved);
-	plans->action = prepare_kept(task->spec.action, 1, &arraytype, 0);
-	end_owner_section(nest, &saved);
+	plans->action = prepare_kept(spec->action, spec->nkeys, arraytypes, 0);
+	iterjob_end_owner_section(nest, &saved);
+
+	plans->pending_cxt = AllocSetContextCreate(task->cxt, "iterjob pending cursor",
+											   ALLOCSET_SMALL_SIZES);
 }
 
 static void
@@ -175,48 +173,39 @@ free_plans(TaskPlans *plans)
 	memset(plans, 0, sizeof(*plans));
 }
 
-static Datum
-key_datum(Oid keytype, int64 key)
+/* The instance's last batch came back empty: run its hook, end it. */
+static BatchOutcome
+finish_instance(IterjobTask *task)
 {
-	switch (keytype)
+	if (task->spec.on_instance_complete != NULL)
 	{
-		case INT2OID:
-			return Int16GetDatum((int16) key);
-		case INT4OID:
-			return Int32GetDatum((int32) key);
-		default:
-			return Int64GetDatum(key);
-	}
-}
+		IterjobSavedUser saved;
+		Oid			type = INT4OID;
+		Datum		arg = Int32GetDatum(task->instance);
+		int			nest = begin_owner_section(task, false, &saved);
 
-static int64
-key_value(Oid keytype, Datum d)
-{
-	switch (keytype)
-	{
-		case INT2OID:
-			return DatumGetInt16(d);
-		case INT4OID:
-			return DatumGetInt32(d);
-		default:
-			return DatumGetInt64(d);
+		if (SPI_execute_with_args(task->spec.on_instance_complete, 1, &type,
+								  &arg, NULL, false, 0) < 0)
+			elog(ERROR, "on_instance_complete failed");
+		iterjob_end_owner_section(nest, &saved);
 	}
+	iterjob_finish_task(task, "succeeded", NULL);
+	return BATCH_LAST;
 }
 
 /*
- * The body of one batch, inside its transaction with SPI connected.  Sets
- * *batch_last to the batch's last key; the task's cursor only moves once
- * the transaction has committed.
+ * The body of one batch, inside its transaction with SPI connected.  The
+ * batch's last key goes to plans->pending_cxt and into pending[]; the
+ * task's cursor only moves once the transaction has committed.
  */
 static BatchOutcome
-do_batch(IterjobTask *task, TaskPlans *plans, int64 *batch_last)
+do_batch(IterjobTask *task, TaskPlans *plans, Datum *pending)
 {
+	IterjobSpec *spec = &task->spec;
 	IterjobSavedUser saved;
-	Oid			keytype = task->spec.key_type;
-	Datum		arg;
-	Datum		cp_args[3];
+	Datum		arrays[ITERJOB_MAX_KEYS];
+	Datum		cp_args[ITERJOB_MAX_KEYS + 2];
 	Datum	   *keys;
-	ArrayType  *array;
 	uint64		n;
 	int			nest;
 	int			ret;
@@ -226,42 +215,52 @@ do_batch(IterjobTask *task, TaskPlans *plans, int64 *batch_last)
 		prepare_plans(task, plans);
 
 	nest = begin_owner_section(task, true, &saved);
-	arg = key_datum(keytype, task->last_key);
 	ret = SPI_execute_plan(task->has_cursor ? plans->next : plans->first,
-						   &arg, NULL, false, 0);
-	end_owner_section(nest, &saved);
+						   task->cursor, NULL, false, 0);
+	iterjob_end_owner_section(nest, &saved);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "keyset query failed: %s", SPI_result_code_string(ret));
 
 	n = SPI_processed;
 	if (n == 0)
-	{
-		iterjob_finish_task(task, "succeeded", NULL);
-		return BATCH_LAST;
-	}
+		return finish_instance(task);
 
+	/* one array per key column */
 	keys = palloc(sizeof(Datum) * n);
-	for (uint64 i = 0; i < n; i++)
+	MemoryContextReset(plans->pending_cxt);
+	for (int k = 0; k < spec->nkeys; k++)
 	{
-		bool		isnull;
+		for (uint64 i = 0; i < n; i++)
+		{
+			bool		isnull;
 
-		keys[i] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
-								1, &isnull);
+			keys[i] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+									k + 1, &isnull);
+		}
+		arrays[k] = PointerGetDatum(construct_array(keys, (int) n, spec->key_types[k],
+													plans->keylen[k], plans->keybyval[k],
+													plans->keyalign[k]));
+		/* keep the last key beyond this transaction */
+		pending[k] = keys[n - 1];
+		if (!plans->keybyval[k])
+		{
+			MemoryContext old = MemoryContextSwitchTo(plans->pending_cxt);
+
+			pending[k] = datumCopy(keys[n - 1], false, plans->keylen[k]);
+			MemoryContextSwitchTo(old);
+		}
 	}
-	array = construct_array(keys, (int) n, keytype, plans->keylen,
-							plans->keybyval, plans->keyalign);
-	*batch_last = key_value(keytype, keys[n - 1]);
 
 	nest = begin_owner_section(task, false, &saved);
-	arg = PointerGetDatum(array);
-	ret = SPI_execute_plan(plans->action, &arg, NULL, false, 0);
-	end_owner_section(nest, &saved);
+	ret = SPI_execute_plan(plans->action, arrays, NULL, false, 0);
+	iterjob_end_owner_section(nest, &saved);
 	if (ret < 0)
 		elog(ERROR, "action failed: %s", SPI_result_code_string(ret));
 
 	cp_args[0] = Int64GetDatum(task->task_id);
-	cp_args[1] = Int64GetDatum(*batch_last);
-	cp_args[2] = Int64GetDatum((int64) n);
+	cp_args[1] = Int64GetDatum((int64) n);
+	for (int k = 0; k < spec->nkeys; k++)
+		cp_args[k + 2] = pending[k];
 	ret = SPI_execute_plan(plans->checkpoint, cp_args, NULL, false, 0);
 	if (ret != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "checkpoint failed: %s", SPI_result_code_string(ret));
@@ -275,6 +274,20 @@ do_batch(IterjobTask *task, TaskPlans *plans, int64 *batch_last)
 
 		return still_running ? BATCH_MORE : BATCH_STOPPED;
 	}
+}
+
+/* After a commit: the batch's last key becomes the task's cursor. */
+static void
+advance_cursor(IterjobTask *task, TaskPlans *plans, const Datum *pending)
+{
+	MemoryContext swap = task->cursor_cxt;
+
+	for (int k = 0; k < task->spec.nkeys; k++)
+		task->cursor[k] = pending[k];
+	task->cursor_cxt = plans->pending_cxt;
+	plans->pending_cxt = swap;
+	task->has_cursor = true;
+	task->batches_done++;
 }
 
 static void
@@ -397,7 +410,7 @@ static BatchOutcome
 run_batch(IterjobTask *task, TaskPlans *plans, long *retry_ms)
 {
 	volatile BatchOutcome outcome = BATCH_MORE;
-	volatile int64 batch_last = 0;
+	Datum		pending[ITERJOB_MAX_KEYS];
 	ErrorData  *volatile edata = NULL;
 	MemoryContext worker_cxt = CurrentMemoryContext;
 
@@ -412,7 +425,7 @@ run_batch(IterjobTask *task, TaskPlans *plans, long *retry_ms)
 
 	PG_TRY();
 	{
-		outcome = do_batch(task, plans, (int64 *) &batch_last);
+		outcome = do_batch(task, plans, pending);
 		SPI_finish();
 		PopActiveSnapshot();
 		/* deferred constraints of the action are checked here */
@@ -438,11 +451,7 @@ run_batch(IterjobTask *task, TaskPlans *plans, long *retry_ms)
 	{
 		MemoryContextSwitchTo(worker_cxt);
 		if (outcome != BATCH_LAST)
-		{
-			task->has_cursor = true;
-			task->last_key = batch_last;
-			task->batches_done++;
-		}
+			advance_cursor(task, plans, pending);
 	}
 
 	pgstat_report_stat(false);

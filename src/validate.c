@@ -29,6 +29,8 @@
 #include "utils/rel.h"
 #include "utils/relcache.h"
 #include "utils/syscache.h"
+#include "utils/typcache.h"
+#include "utils/varlena.h"
 
 #include "job_spec.h"
 
@@ -42,11 +44,15 @@ iterjob_check_relation(Oid relid)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("relation with OID %u does not exist", relid)));
-	if (relkind != RELKIND_RELATION)
+	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE &&
+		relkind != RELKIND_MATVIEW)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\" is not a table", get_rel_name(relid)),
-				 errdetail("iterjob iterates ordinary tables only.")));
+				 errmsg("\"%s\" is not a table or materialized view", get_rel_name(relid)),
+				 relkind == RELKIND_VIEW ?
+				 errhint("Iterate a view with query => 'SELECT ... FROM %s' and key => its key columns.",
+						 get_rel_name(relid)) :
+				 errdetail("iterjob iterates tables, partitioned tables, materialized views and queries.")));
 
 	aclresult = pg_class_aclcheck(relid, GetUserId(), ACL_SELECT);
 	if (aclresult != ACLCHECK_OK)
@@ -67,11 +73,11 @@ relation_am(Oid relid)
 }
 
 /*
- * Is there a valid, non-partial btree index whose only key column is attnum
- * and which enforces uniqueness?
+ * Is there a valid, non-partial btree index whose key columns are exactly
+ * attnums, in order, and which enforces uniqueness?
  */
 static bool
-has_unique_index_on(Relation rel, AttrNumber attnum)
+has_unique_index_on(Relation rel, const AttrNumber *attnums, int nkeys)
 {
 	List	   *indexes = RelationGetIndexList(rel);
 	ListCell   *lc;
@@ -86,12 +92,16 @@ has_unique_index_on(Relation rel, AttrNumber attnum)
 		if (!HeapTupleIsValid(tup))
 			continue;
 		idx = (Form_pg_index) GETSTRUCT(tup);
-		if (idx->indisunique && idx->indisvalid && idx->indnkeyatts == 1 &&
-			idx->indkey.values[0] == attnum &&
+		if (idx->indisunique && idx->indisvalid && idx->indnkeyatts == nkeys &&
 			heap_attisnull(tup, Anum_pg_index_indpred, NULL) &&
 			heap_attisnull(tup, Anum_pg_index_indexprs, NULL) &&
 			relation_am(idx->indexrelid) == BTREE_AM_OID)
+		{
 			found = true;
+			for (int i = 0; i < nkeys; i++)
+				if (idx->indkey.values[i] != attnums[i])
+					found = false;
+		}
 		ReleaseSysCache(tup);
 		if (found)
 			break;
@@ -100,73 +110,171 @@ has_unique_index_on(Relation rel, AttrNumber attnum)
 	return found;
 }
 
-/* The relation's primary key column, when it has a one-column one. */
-static char *
-primary_key_column(Relation rel)
+/* The relation's primary key columns, in index order. */
+static List *
+primary_key_columns(Relation rel)
 {
 	Oid			pkoid = RelationGetPrimaryKeyIndex(rel);
 	HeapTuple	tup;
 	Form_pg_index idx;
-	char	   *attname;
+	List	   *names = NIL;
 
 	if (!OidIsValid(pkoid))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("table \"%s\" has no primary key",
 						RelationGetRelationName(rel)),
-				 errhint("Name the key column with the \"key\" parameter.")));
+				 errhint("Name the key columns with the \"key\" parameter.")));
 
 	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(pkoid));
 	if (!HeapTupleIsValid(tup))
 		elog(ERROR, "cache lookup failed for index %u", pkoid);
 	idx = (Form_pg_index) GETSTRUCT(tup);
-	if (idx->indnkeyatts != 1)
+	for (int i = 0; i < idx->indnkeyatts; i++)
+		names = lappend(names, get_attname(RelationGetRelid(rel),
+										   idx->indkey.values[i], false));
+	ReleaseSysCache(tup);
+	return names;
+}
+
+/* "tenant_id, id" → list of column names, parsed like SQL identifiers */
+static List *
+parse_key_list(const char *key)
+{
+	char	   *raw = pstrdup(key);
+	List	   *names = NIL;
+
+	if (!SplitIdentifierString(raw, ',', &names) || names == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid key: \"%s\"", key),
+				 errhint("Give one column name, or a comma-separated list of column names.")));
+	return names;
+}
+
+/* Check one key column's type and record it. */
+static void
+add_key_column(IterjobSpec *spec, const char *name, Oid type)
+{
+	TypeCacheEntry *tc = lookup_type_cache(type, TYPECACHE_BTREE_OPFAMILY);
+
+	if (spec->nkeys >= ITERJOB_MAX_KEYS)
+		ereport(ERROR,
+				(errcode(ERRCODE_TOO_MANY_COLUMNS),
+				 errmsg("a key has at most %d columns", ITERJOB_MAX_KEYS)));
+	for (int i = 0; i < spec->nkeys; i++)
+		if (strcmp(spec->key_names[i], name) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_DUPLICATE_COLUMN),
+					 errmsg("key column \"%s\" is named twice", name)));
+	if (!OidIsValid(tc->btree_opf))
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("primary key of table \"%s\" has %d columns",
-						RelationGetRelationName(rel), idx->indnkeyatts),
-				 errdetail("Composite keys are not supported."),
-				 errhint("Name a single unique integer column with the \"key\" parameter.")));
-	attname = get_attname(RelationGetRelid(rel), idx->indkey.values[0], false);
-	ReleaseSysCache(tup);
-	return attname;
+				 errmsg("key column \"%s\" has type %s, which has no btree ordering",
+						name, format_type_be(type))));
+	if (type_is_array(type))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("key column \"%s\" is an array", name),
+				 errdetail("Array-typed key columns are not supported.")));
+	(void) iterjob_key_array_type(type);
+	spec->key_names[spec->nkeys] = pstrdup(name);
+	spec->key_types[spec->nkeys] = type;
+	spec->nkeys++;
 }
 
 void
-iterjob_resolve_key(Oid relid, const char *key, IterjobSpec *spec)
+iterjob_resolve_key(const char *key, IterjobSpec *spec)
 {
-	Relation	rel = table_open(relid, AccessShareLock);
-	char	   *column;
-	AttrNumber	attnum;
-	Oid			typid;
+	Relation	rel = table_open(spec->relid, AccessShareLock);
+	List	   *names = key ? parse_key_list(key) : primary_key_columns(rel);
+	AttrNumber	attnums[ITERJOB_MAX_KEYS];
+	ListCell   *lc;
 
-	column = key ? pstrdup(key) : primary_key_column(rel);
-	attnum = get_attnum(relid, column);
-	if (attnum == InvalidAttrNumber || attnum < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("column \"%s\" of relation \"%s\" does not exist",
-						column, RelationGetRelationName(rel)),
-				 errhint("The key is a single column name, matched exactly (quote nothing).")));
+	foreach(lc, names)
+	{
+		char	   *column = lfirst(lc);
+		AttrNumber	attnum = get_attnum(spec->relid, column);
 
-	typid = get_atttype(relid, attnum);
-	if (typid != INT2OID && typid != INT4OID && typid != INT8OID)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("key column \"%s\" has type %s", column,
-						format_type_be(typid)),
-				 errdetail("The key column must be of type smallint, integer or bigint.")));
+		if (attnum == InvalidAttrNumber || attnum < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("column \"%s\" of relation \"%s\" does not exist",
+							column, RelationGetRelationName(rel))));
+		if (spec->nkeys < ITERJOB_MAX_KEYS)
+			attnums[spec->nkeys] = attnum;
+		add_key_column(spec, column, get_atttype(spec->relid, attnum));
+	}
 
-	if (!has_unique_index_on(rel, attnum))
+	if (!has_unique_index_on(rel, attnums, spec->nkeys))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("key column \"%s\" of relation \"%s\" is not covered by a unique index",
-						column, RelationGetRelationName(rel)),
-				 errdetail("Keyset iteration needs a valid, non-partial, one-column unique btree index on the key.")));
+				 errmsg("key (%s) of relation \"%s\" is not covered by a unique index",
+						iterjob_key_list(spec, "", false), RelationGetRelationName(rel)),
+				 errdetail("Keyset iteration needs a valid, non-partial unique btree index on exactly the key columns, in key order.")));
 
 	table_close(rel, AccessShareLock);
-	spec->key_column = column;
-	spec->key_type = typid;
+}
+
+/*
+ * A query source: one SELECT whose output has the key columns.  Their
+ * uniqueness cannot be checked; it is the caller's promise.
+ */
+void
+iterjob_check_query(IterjobSpec *spec, const char *key)
+{
+	List	   *stmts = raw_parser(spec->query, RAW_PARSE_DEFAULT);
+	RawStmt    *raw;
+	SPIPlanPtr	plan;
+	CachedPlanSource *source;
+	TupleDesc	desc;
+	ListCell   *lc;
+
+	if (list_length(stmts) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("query must be exactly one SELECT statement")));
+	raw = linitial_node(RawStmt, stmts);
+	if (!IsA(raw->stmt, SelectStmt) || ((SelectStmt *) raw->stmt)->intoClause != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("query must be a SELECT statement")));
+	if (key == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("key is required with query"),
+				 errhint("Name the query's key columns, whose values must be unique.")));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	plan = SPI_prepare(spec->query, 0, NULL);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare query: %s", SPI_result_code_string(SPI_result));
+	source = linitial(SPI_plan_get_plan_sources(plan));
+	desc = source->resultDesc;
+
+	foreach(lc, parse_key_list(key))
+	{
+		char	   *column = lfirst(lc);
+		int			found = -1;
+
+		for (int i = 0; i < desc->natts; i++)
+			if (strcmp(NameStr(TupleDescAttr(desc, i)->attname), column) == 0)
+			{
+				if (found >= 0)
+					ereport(ERROR,
+							(errcode(ERRCODE_AMBIGUOUS_COLUMN),
+							 errmsg("query returns more than one column named \"%s\"", column)));
+				found = i;
+			}
+		if (found < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("query has no output column \"%s\"", column),
+					 errhint("The query's output must include every key column.")));
+		add_key_column(spec, column, TupleDescAttr(desc, found)->atttypid);
+	}
+	SPI_finish();
 }
 
 /* Parse text that must be exactly one SQL statement. */
@@ -213,15 +321,16 @@ iterjob_check_filter_syntax(const char *filter)
 				 errdetail("It has a column alias.")));
 }
 
+/* action and the hooks: one statement, which must not end the transaction */
 void
-iterjob_check_action_syntax(const char *action)
+iterjob_check_statement_syntax(const char *sql, const char *what)
 {
-	RawStmt    *raw = parse_one_statement(action, "action");
+	RawStmt    *raw = parse_one_statement(sql, what);
 
 	if (IsA(raw->stmt, TransactionStmt))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("action must not control transactions"),
+				 errmsg("%s must not control transactions", what),
 				 errdetail("Each batch runs in a transaction that iterjob commits together with its checkpoint.")));
 }
 
@@ -261,18 +370,36 @@ plan_check_error_callback(void *arg)
 	errcontext("iterjob %s: %s", ctx->what, ctx->text);
 }
 
+static void
+check_one_plan(PlanCheckContext *ctx, const char *what, const char *text,
+			   const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan;
+
+	ctx->what = what;
+	ctx->text = text;
+	plan = SPI_prepare(sql, nargs, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare %s: %s", what,
+			 SPI_result_code_string(SPI_result));
+	check_plan_permissions(plan);
+	SPI_freeplan(plan);
+}
+
 /*
- * Parse, analyze and plan the keyset query and the action as the calling
- * role, and check that role's permissions on what they touch.
+ * Parse, analyze and plan the keyset query, the action and the hooks as the
+ * calling role, and check that role's permissions on what they touch.
  */
 void
 iterjob_check_plans(const IterjobSpec *spec)
 {
-	Oid			keytype = spec->key_type;
-	Oid			arraytype = iterjob_key_array_type(spec->key_type);
+	Oid			arraytypes[ITERJOB_MAX_KEYS];
+	Oid			int4type = INT4OID;
 	ErrorContextCallback errcb;
 	PlanCheckContext ctx;
-	SPIPlanPtr	plan;
+
+	for (int i = 0; i < spec->nkeys; i++)
+		arraytypes[i] = iterjob_key_array_type(spec->key_types[i]);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -282,21 +409,20 @@ iterjob_check_plans(const IterjobSpec *spec)
 	errcb.previous = error_context_stack;
 	error_context_stack = &errcb;
 
-	ctx.what = "filter";
-	ctx.text = spec->filter ? spec->filter : "";
-	plan = SPI_prepare(iterjob_keyset_query(spec, 0, true), 1, &keytype);
-	if (plan == NULL)
-		elog(ERROR, "could not prepare keyset query: %s",
-			 SPI_result_code_string(SPI_result));
-	check_plan_permissions(plan);
+	{
+		char	   *keyset = iterjob_keyset_query(spec, 0, NULL, true);
 
-	ctx.what = "action";
-	ctx.text = spec->action;
-	plan = SPI_prepare(spec->action, 1, &arraytype);
-	if (plan == NULL)
-		elog(ERROR, "could not prepare action: %s",
-			 SPI_result_code_string(SPI_result));
-	check_plan_permissions(plan);
+		check_one_plan(&ctx, "keyset query", keyset, keyset,
+					   spec->nkeys, (Oid *) spec->key_types);
+	}
+	check_one_plan(&ctx, "action", spec->action, spec->action,
+				   spec->nkeys, arraytypes);
+	if (spec->on_complete)
+		check_one_plan(&ctx, "on_complete", spec->on_complete,
+					   spec->on_complete, 0, NULL);
+	if (spec->on_instance_complete)
+		check_one_plan(&ctx, "on_instance_complete", spec->on_instance_complete,
+					   spec->on_instance_complete, 1, &int4type);
 
 	error_context_stack = errcb.previous;
 	SPI_finish();

@@ -1,0 +1,157 @@
+/*-------------------------------------------------------------------------
+ *
+ * bounds.c
+ *	  Key bounds computed at enqueue: the largest key present (a job stops
+ *	  there unless it follows new keys), and the split of the key space into
+ *	  N contiguous ranges holding similar numbers of rows, from a sample,
+ *	  for range partitioning.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+
+#include "job_spec.h"
+
+/* rows sampled to split ranges; tables with fewer rows are read whole */
+#define RANGE_SAMPLE_ROWS	50000
+
+/* " AND k1 IS NOT NULL AND k2 IS NOT NULL" */
+static char *
+keys_not_null(const IterjobSpec *spec)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 0; i < spec->nkeys; i++)
+		appendStringInfo(&buf, " AND %s IS NOT NULL", quote_identifier(spec->key_names[i]));
+	return buf.data;
+}
+
+/*
+ * Fill value from column col (jsonb) and col + 1 (its iterjob.key_texts())
+ * of an SPI row, allocating in cxt.  A NULL jsonb is an absent value.
+ */
+void
+iterjob_key_value_from_row(const IterjobSpec *spec, HeapTuple tup, TupleDesc desc,
+				   int col, IterjobKeyValue *value, MemoryContext cxt)
+{
+	bool		isnull;
+	Datum		texts = SPI_getbinval(tup, desc, col + 1, &isnull);
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	MemoryContext old;
+
+	memset(value, 0, sizeof(*value));
+	if (isnull)
+		return;
+	old = MemoryContextSwitchTo(cxt);
+	value->present = true;
+	value->json = SPI_getvalue(tup, desc, col);
+	deconstruct_array(DatumGetArrayTypeP(texts), TEXTOID, -1, false, TYPALIGN_INT,
+					  &elems, &nulls, &n);
+	for (int i = 0; i < spec->nkeys && i < n; i++)
+		value->text[i] = nulls[i] ? NULL : TextDatumGetCString(elems[i]);
+	MemoryContextSwitchTo(old);
+}
+
+void
+iterjob_find_upper_bound(IterjobSpec *spec)
+{
+	const char *json = iterjob_key_jsonb_sql(spec);
+	MemoryContext cxt = CurrentMemoryContext;
+	char	   *sql;
+
+	sql = psprintf("SELECT %s, iterjob.key_texts(%s) FROM %s WHERE true%s"
+				   " ORDER BY %s LIMIT 1",
+				   json, json, iterjob_source_sql(spec), keys_not_null(spec),
+				   iterjob_key_list(spec, "", true));
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute(sql, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not find the largest key");
+	memset(&spec->upper_bound, 0, sizeof(spec->upper_bound));
+	if (SPI_processed == 1)
+		iterjob_key_value_from_row(spec, SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+						   1, &spec->upper_bound, cxt);
+	SPI_finish();
+}
+
+/* TABLESAMPLE clause reading about RANGE_SAMPLE_ROWS rows of a big relation */
+static char *
+sample_clause(const IterjobSpec *spec)
+{
+	Oid			type = OIDOID;
+	Datum		arg = ObjectIdGetDatum(spec->relid);
+	bool		isnull;
+	double		rows;
+
+	if (!OidIsValid(spec->relid))
+		return "";
+	if (SPI_execute_with_args("SELECT pg_catalog.sum(CASE WHEN c.reltuples OPERATOR(pg_catalog.>=) 0"
+							  "   THEN c.reltuples ELSE pg_catalog.pg_relation_size(c.oid)"
+							  "   OPERATOR(pg_catalog./) 8192 OPERATOR(pg_catalog.*) 100 END)::float8"
+							  "  FROM pg_catalog.pg_partition_tree($1) p"
+							  "  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) p.relid",
+							  1, &type, &arg, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not estimate the size of relation %u", spec->relid);
+	rows = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+										1, &isnull));
+	if (isnull || rows <= 2 * RANGE_SAMPLE_ROWS)
+		return "";
+	return psprintf(" TABLESAMPLE SYSTEM (%g) REPEATABLE (0)",
+					Max(100.0 * RANGE_SAMPLE_ROWS / rows, 0.001));
+}
+
+/*
+ * Split the keys into spec->instances contiguous ranges of similar row
+ * counts: boundary j is the key at position j * M / N of M sampled keys in
+ * order.  With no key sampled, instance 0 takes everything.
+ */
+IterjobRange *
+iterjob_split_ranges(const IterjobSpec *spec)
+{
+	const char *json = iterjob_key_jsonb_sql(spec);
+	MemoryContext cxt = CurrentMemoryContext;
+	IterjobRange *ranges = palloc0(sizeof(IterjobRange) * spec->instances);
+	StringInfoData sql;
+	uint64		m;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "SELECT %s, iterjob.key_texts(%s) FROM %s%s WHERE true%s",
+					 json, json, iterjob_source_sql(spec), sample_clause(spec),
+					 keys_not_null(spec));
+	if (spec->filter)
+		appendStringInfo(&sql, " AND (\n%s\n)", spec->filter);
+	if (!spec->follow && spec->upper_bound.present)
+		appendStringInfo(&sql, " AND (%s) OPERATOR(pg_catalog.<=) %s",
+						 iterjob_key_list(spec, "", false),
+						 iterjob_key_literal(spec, &spec->upper_bound));
+	appendStringInfo(&sql, " ORDER BY %s", iterjob_key_list(spec, "", false));
+	if (SPI_execute(sql.data, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not sample keys");
+
+	m = SPI_processed;
+	for (int i = 1; i < spec->instances; i++)
+	{
+		if (m == 0)
+		{
+			ranges[i].empty = true;
+			continue;
+		}
+		iterjob_key_value_from_row(spec, SPI_tuptable->vals[(uint64) i * m / spec->instances],
+						   SPI_tuptable->tupdesc, 1, &ranges[i].lower, cxt);
+		ranges[i - 1].upper = ranges[i].lower;
+	}
+	SPI_finish();
+	return ranges;
+}
