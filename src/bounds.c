@@ -155,3 +155,50 @@ iterjob_split_ranges(const IterjobSpec *spec)
 	SPI_finish();
 	return ranges;
 }
+
+/*
+ * The planner's estimate of the rows a job will iterate: cheap even on huge
+ * relations (no count(*)); iterjob.recount() replaces it with an exact count.
+ */
+int64
+iterjob_estimate_rows(const IterjobSpec *spec)
+{
+	StringInfoData sql;
+	Oid			type = TEXTOID;
+	Datum		arg;
+	bool		isnull;
+	Datum		rows;
+	int64		result = 0;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "EXPLAIN (FORMAT JSON) SELECT 1 FROM %s WHERE true%s",
+					 iterjob_source_sql(spec), keys_not_null(spec));
+	if (spec->filter)
+		appendStringInfo(&sql, " AND (\n%s\n)", spec->filter);
+	if (!spec->follow && spec->upper_bound.present)
+		appendStringInfo(&sql, " AND (%s) OPERATOR(pg_catalog.<=) %s",
+						 iterjob_key_list(spec, "", false),
+						 iterjob_key_literal(spec, &spec->upper_bound));
+	else if (!spec->follow)
+		appendStringInfoString(&sql, " AND false");
+	if (SPI_execute(sql.data, false, 0) != SPI_OK_UTILITY || SPI_processed != 1)
+		elog(ERROR, "could not estimate the rows of the job");
+	arg = CStringGetTextDatum(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	if (SPI_execute_with_args("SELECT (($1::pg_catalog.jsonb) OPERATOR(pg_catalog.->) 0"
+							  " OPERATOR(pg_catalog.->) 'Plan' OPERATOR(pg_catalog.->>) 'Plan Rows')"
+							  "::pg_catalog.float8",
+							  1, &type, &arg, NULL, true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+	{
+		rows = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (!isnull)
+			result = (int64) DatumGetFloat8(rows);
+	}
+	SPI_finish();
+	/* "AND false" still plans one row */
+	if (!spec->follow && !spec->upper_bound.present)
+		result = 0;
+	return result;
+}

@@ -44,7 +44,7 @@ enum
 	ARG_ON_INSTANCE_COMPLETE
 };
 
-#define INSERT_NARGS 22
+#define INSERT_NARGS 23
 
 static const char *const insert_job_sql =
 "WITH j AS ("
@@ -52,21 +52,22 @@ static const char *const insert_job_sql =
 "                           filter, action, instances, batch_size, owner,"
 "                           search_path, max_attempts, statement_timeout,"
 "                           lock_timeout, partition, follow, upper_bound,"
-"                           on_complete, on_instance_complete)"
+"                           on_complete, on_instance_complete, rows_total)"
 "  VALUES ($1, $2, $3, $4, $5::pg_catalog.regtype[], $6, $7, $8, $9, $10,"
 "          $11, $12,"
 "          pg_catalog.make_interval(secs => $13 OPERATOR(pg_catalog./) 1000.0),"
 "          pg_catalog.make_interval(secs => $14 OPERATOR(pg_catalog./) 1000.0),"
-"          $15, $16, $17::pg_catalog.jsonb, $18, $19)"
+"          $15, $16, $17::pg_catalog.jsonb, $18, $19, $23)"
 "  RETURNING id),"
 " t AS ("
 "  INSERT INTO iterjob.task (job_id, instance, cursor, range_start, range_end,"
-"                            range_empty)"
+"                            range_empty, rows_total)"
 "  SELECT j.id, i,"
 "         pg_catalog.jsonb_build_object('instance', i, 'inner_cursor', NULL),"
 "         ($20::pg_catalog.text[])[i OPERATOR(pg_catalog.+) 1]::pg_catalog.jsonb,"
 "         ($21::pg_catalog.text[])[i OPERATOR(pg_catalog.+) 1]::pg_catalog.jsonb,"
-"         COALESCE(($22::pg_catalog.bool[])[i OPERATOR(pg_catalog.+) 1], false)"
+"         COALESCE(($22::pg_catalog.bool[])[i OPERATOR(pg_catalog.+) 1], false),"
+"         $23 OPERATOR(pg_catalog./) $8"
 "    FROM j, pg_catalog.generate_series(0, $8 OPERATOR(pg_catalog.-) 1) AS i)"
 "SELECT id FROM j";
 
@@ -113,7 +114,7 @@ insert_job(const IterjobSpec *spec, const char *name, const IterjobRange *ranges
 	Oid			types[INSERT_NARGS] = {TEXTOID, OIDOID, TEXTOID, TEXTARRAYOID,
 		OIDARRAYOID, TEXTOID, TEXTOID, INT4OID, INT4OID, OIDOID, TEXTOID,
 		INT4OID, INT4OID, INT4OID, TEXTOID, BOOLOID, TEXTOID, TEXTOID,
-	TEXTOID, TEXTARRAYOID, TEXTARRAYOID, BOOLARRAYOID};
+	TEXTOID, TEXTARRAYOID, TEXTARRAYOID, BOOLARRAYOID, INT8OID};
 	Datum		args[INSERT_NARGS];
 	char		nulls[INSERT_NARGS];
 	Datum		names[ITERJOB_MAX_KEYS];
@@ -151,6 +152,7 @@ insert_job(const IterjobSpec *spec, const char *name, const IterjobRange *ranges
 							&nulls[16]);
 	args[17] = text_or_null(spec->on_complete, &nulls[17]);
 	args[18] = text_or_null(spec->on_instance_complete, &nulls[18]);
+	args[22] = Int64GetDatum(spec->rows_total);
 	nulls[19] = nulls[20] = nulls[21] = 'n';
 	if (ranges != NULL)
 	{
@@ -178,6 +180,7 @@ insert_job(const IterjobSpec *spec, const char *name, const IterjobRange *ranges
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	iterjob_require_schema_version();
 	nest = NewGUCNestLevel();
 	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET,
 							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
@@ -262,39 +265,52 @@ read_arguments(FunctionCallInfo fcinfo, IterjobSpec *spec, char **key, char **na
 	check_range("max_attempts", spec->max_attempts, 1, 1000);
 }
 
+/*
+ * Everything enqueue checks and computes before it writes: shared with
+ * iterjob.preview().  Runs as the caller.
+ */
+void
+iterjob_prepare_job(FunctionCallInfo fcinfo, IterjobSpec *spec, char **name,
+					IterjobRange **ranges)
+{
+	char	   *key;
+
+	read_arguments(fcinfo, spec, &key, name);
+
+	iterjob_check_owner(GetUserId(), 0);
+	if (OidIsValid(spec->relid))
+	{
+		iterjob_check_relation(spec->relid);
+		iterjob_resolve_key(key, spec);
+	}
+	else
+		iterjob_check_query(spec, key);
+	if (spec->filter != NULL)
+		iterjob_check_filter_syntax(spec->filter);
+	iterjob_check_statement_syntax(spec->action, "action");
+	if (spec->on_complete)
+		iterjob_check_statement_syntax(spec->on_complete, "on_complete");
+	if (spec->on_instance_complete)
+		iterjob_check_statement_syntax(spec->on_instance_complete, "on_instance_complete");
+
+	if (!spec->follow)
+		iterjob_find_upper_bound(spec);
+	iterjob_check_plans(spec);
+	*ranges = NULL;
+	if (spec->partition == ITERJOB_PARTITION_RANGE)
+		*ranges = iterjob_split_ranges(spec);
+	spec->rows_total = iterjob_estimate_rows(spec);
+}
+
 Datum
 iterjob_enqueue(PG_FUNCTION_ARGS)
 {
 	IterjobSpec spec;
-	IterjobRange *ranges = NULL;
-	char	   *key;
+	IterjobRange *ranges;
 	char	   *name;
 	int64		job_id;
 
-	read_arguments(fcinfo, &spec, &key, &name);
-
-	iterjob_check_owner(GetUserId(), 0);
-	if (OidIsValid(spec.relid))
-	{
-		iterjob_check_relation(spec.relid);
-		iterjob_resolve_key(key, &spec);
-	}
-	else
-		iterjob_check_query(&spec, key);
-	if (spec.filter != NULL)
-		iterjob_check_filter_syntax(spec.filter);
-	iterjob_check_statement_syntax(spec.action, "action");
-	if (spec.on_complete)
-		iterjob_check_statement_syntax(spec.on_complete, "on_complete");
-	if (spec.on_instance_complete)
-		iterjob_check_statement_syntax(spec.on_instance_complete, "on_instance_complete");
-
-	if (!spec.follow)
-		iterjob_find_upper_bound(&spec);
-	iterjob_check_plans(&spec);
-	if (spec.partition == ITERJOB_PARTITION_RANGE)
-		ranges = iterjob_split_ranges(&spec);
-
+	iterjob_prepare_job(fcinfo, &spec, &name, &ranges);
 	job_id = insert_job(&spec, name, ranges);
 
 	if (iterjob_shared == NULL)

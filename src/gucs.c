@@ -12,6 +12,8 @@
 #include "iterjob.h"
 
 int			iterjob_max_workers = 4;
+int			iterjob_retention_s = 7 * 24 * 3600;
+bool		iterjob_log_batches = false;
 
 void
 iterjob_define_gucs(void)
@@ -23,6 +25,22 @@ iterjob_define_gucs(void)
 							4, 0, ITERJOB_MAX_WORKER_SLOTS,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("iterjob.retention",
+							"How long finished jobs and their history are kept.",
+							"Workers purge older finished jobs; -1 keeps them forever.",
+							&iterjob_retention_s,
+							7 * 24 * 3600, -1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("iterjob.log_batches",
+							 "Logs every committed batch.",
+							 NULL,
+							 &iterjob_log_batches,
+							 false,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("iterjob");
 }

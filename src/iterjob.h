@@ -36,6 +36,7 @@ typedef struct IterjobWorkerSlot
 	int32		instance;
 	int64		batches;		/* batches committed in this task */
 	TimestampTz since;			/* when the current task was claimed */
+	char		phase[16];		/* what the worker is doing */
 } IterjobWorkerSlot;
 
 /* A database that may hold runnable tasks. */
@@ -67,16 +68,26 @@ extern void iterjob_notify_job_state(void);
 
 /* gucs.c */
 extern int	iterjob_max_workers;
+extern int	iterjob_retention_s;
+extern bool iterjob_log_batches;
 extern void iterjob_define_gucs(void);
 
 /* launcher.c */
 extern void iterjob_register_launcher(void);
 extern PGDLLEXPORT void iterjob_launcher_main(Datum main_arg);
 
+/* the extension version this library's SQL needs */
+#define ITERJOB_SCHEMA_VERSION "0.2"
+
+/* schema_version.c */
+extern char *iterjob_installed_version(void);
+extern void iterjob_require_schema_version(void);
+
 /* worker.c */
 extern PGDLLEXPORT void iterjob_worker_main(Datum main_arg);
 extern IterjobWorkerSlot *iterjob_my_slot;
 extern void iterjob_worker_exit_clean(void) pg_attribute_noreturn();
+extern void iterjob_set_phase(const char *phase);
 
 /* task_lock.c */
 extern bool iterjob_try_lock_task(int64 task_id);

@@ -55,6 +55,7 @@ typedef struct IterjobSpec
 	char	   *on_complete;	/* statement run when the job succeeds */
 	char	   *on_instance_complete;	/* statement run when an instance
 										 * succeeds, $1 = instance */
+	int64		rows_total;		/* estimated rows to iterate */
 } IterjobSpec;
 
 /* The key range of one instance under range partitioning. */
@@ -64,6 +65,12 @@ typedef struct IterjobRange
 	IterjobKeyValue lower;		/* inclusive; absent: unbounded */
 	IterjobKeyValue upper;		/* exclusive; absent: unbounded */
 } IterjobRange;
+
+/* enqueue.c */
+struct FunctionCallInfoBaseData;
+extern void iterjob_prepare_job(struct FunctionCallInfoBaseData *fcinfo,
+								IterjobSpec *spec, char **name,
+								IterjobRange **ranges);
 
 /* validate.c */
 extern void iterjob_check_relation(Oid relid);
@@ -79,6 +86,8 @@ extern char *iterjob_key_list(const IterjobSpec *spec, const char *prefix,
 							  bool descending);
 extern char *iterjob_keyset_query(const IterjobSpec *spec, int32 instance,
 								  const IterjobRange *range, bool after_cursor);
+extern char *iterjob_count_query(const IterjobSpec *spec, int32 instance,
+								 const IterjobRange *range);
 extern char *iterjob_key_literal(const IterjobSpec *spec,
 								 const IterjobKeyValue *value);
 extern char *iterjob_key_jsonb_sql(const IterjobSpec *spec);
@@ -90,5 +99,6 @@ extern void iterjob_key_value_from_row(const IterjobSpec *spec, HeapTuple tup,
 									   IterjobKeyValue *value, MemoryContext cxt);
 extern void iterjob_find_upper_bound(IterjobSpec *spec);
 extern IterjobRange *iterjob_split_ranges(const IterjobSpec *spec);
+extern int64 iterjob_estimate_rows(const IterjobSpec *spec);
 
 #endif							/* ITERJOB_JOB_SPEC_H */

@@ -133,6 +133,36 @@ append_modulo_predicate(StringInfo buf, const IterjobSpec *spec, int32 instance)
 					 spec->instances, instance);
 }
 
+/* The predicates that select an instance's keys, after "WHERE true". */
+static void
+append_instance_predicates(StringInfo buf, const IterjobSpec *spec,
+						   int32 instance, const IterjobRange *range)
+{
+	const char *keys = iterjob_key_list(spec, "", false);
+
+	if (range != NULL && range->empty)
+		appendStringInfoString(buf, " AND false");
+	if (spec->partition == ITERJOB_PARTITION_MODULO && spec->instances > 1)
+		append_modulo_predicate(buf, spec, instance);
+	if (range != NULL && range->lower.present)
+		appendStringInfo(buf, " AND (%s) OPERATOR(pg_catalog.>=) %s",
+						 keys, iterjob_key_literal(spec, &range->lower));
+	if (range != NULL && range->upper.present)
+		appendStringInfo(buf, " AND (%s) OPERATOR(pg_catalog.<) %s",
+						 keys, iterjob_key_literal(spec, &range->upper));
+
+	if (!spec->follow)
+	{
+		if (spec->upper_bound.present)
+			appendStringInfo(buf, " AND (%s) OPERATOR(pg_catalog.<=) %s",
+							 keys, iterjob_key_literal(spec, &spec->upper_bound));
+		else
+			appendStringInfoString(buf, " AND false");	/* it was empty */
+	}
+	if (spec->filter != NULL)
+		appendStringInfo(buf, " AND (\n%s\n)", spec->filter);
+}
+
 char *
 iterjob_keyset_query(const IterjobSpec *spec, int32 instance,
 					 const IterjobRange *range, bool after_cursor)
@@ -143,27 +173,7 @@ iterjob_keyset_query(const IterjobSpec *spec, int32 instance,
 	initStringInfo(&buf);
 	appendStringInfo(&buf, "SELECT %s FROM %s WHERE true",
 					 keys, iterjob_source_sql(spec));
-
-	if (range != NULL && range->empty)
-		appendStringInfoString(&buf, " AND false");
-	if (spec->partition == ITERJOB_PARTITION_MODULO && spec->instances > 1)
-		append_modulo_predicate(&buf, spec, instance);
-	if (range != NULL && range->lower.present)
-		appendStringInfo(&buf, " AND (%s) OPERATOR(pg_catalog.>=) %s",
-						 keys, iterjob_key_literal(spec, &range->lower));
-	if (range != NULL && range->upper.present)
-		appendStringInfo(&buf, " AND (%s) OPERATOR(pg_catalog.<) %s",
-						 keys, iterjob_key_literal(spec, &range->upper));
-
-	if (!spec->follow)
-	{
-		if (spec->upper_bound.present)
-			appendStringInfo(&buf, " AND (%s) OPERATOR(pg_catalog.<=) %s",
-							 keys, iterjob_key_literal(spec, &spec->upper_bound));
-		else
-			appendStringInfoString(&buf, " AND false");	/* it was empty */
-	}
-
+	append_instance_predicates(&buf, spec, instance, range);
 	if (after_cursor)
 	{
 		appendStringInfo(&buf, " AND (%s) OPERATOR(pg_catalog.>) (", keys);
@@ -171,10 +181,22 @@ iterjob_keyset_query(const IterjobSpec *spec, int32 instance,
 			appendStringInfo(&buf, "%s$%d", i > 0 ? ", " : "", i + 1);
 		appendStringInfoChar(&buf, ')');
 	}
-	if (spec->filter != NULL)
-		appendStringInfo(&buf, " AND (\n%s\n)", spec->filter);
 	appendStringInfo(&buf, " ORDER BY %s LIMIT %d", keys, spec->batch_size);
 
+	return buf.data;
+}
+
+/* SELECT count(*) of the keys an instance iterates, cursor aside. */
+char *
+iterjob_count_query(const IterjobSpec *spec, int32 instance,
+					const IterjobRange *range)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "SELECT pg_catalog.count(*) FROM %s WHERE true",
+					 iterjob_source_sql(spec));
+	append_instance_predicates(&buf, spec, instance, range);
 	return buf.data;
 }
 

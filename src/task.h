@@ -33,6 +33,8 @@ extern IterjobTask *iterjob_claim_task(MemoryContext parent);
 extern void iterjob_finish_task(IterjobTask *task, const char *state,
 								const char *error);
 extern void iterjob_settle_job(int64 job_id);
+extern bool iterjob_load_job(int64 job_id, IterjobSpec *spec, Oid *owner,
+							 char **search_path);
 
 /* task_runner.c */
 extern void iterjob_run_task(IterjobTask *task);

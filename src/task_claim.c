@@ -28,19 +28,47 @@
 
 #define CLAIM_FETCH_SIZE 8
 
+/* A job's definition, as columns read by read_job_columns() */
+#define JOB_COLUMNS_SQL \
+"       j.relation::pg_catalog.oid, j.query, j.key_columns,"\
+"       j.key_types::pg_catalog.oid[], j.filter, j.action, j.instances,"\
+"       j.batch_size, j.owner, j.search_path, j.max_attempts,"\
+"       (pg_catalog.date_part('epoch', j.statement_timeout) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int4,"\
+"       (pg_catalog.date_part('epoch', j.lock_timeout) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int4,"\
+"       j.partition, j.follow, j.upper_bound, iterjob.key_texts(j.upper_bound),"\
+"       j.on_complete, j.on_instance_complete"
+
+/* their positions, counted from the first */
+enum
+{
+	JCOL_RELATION,
+	JCOL_QUERY,
+	JCOL_KEY_COLUMNS,
+	JCOL_KEY_TYPES,
+	JCOL_FILTER,
+	JCOL_ACTION,
+	JCOL_INSTANCES,
+	JCOL_BATCH_SIZE,
+	JCOL_OWNER,
+	JCOL_SEARCH_PATH,
+	JCOL_MAX_ATTEMPTS,
+	JCOL_STATEMENT_TIMEOUT,
+	JCOL_LOCK_TIMEOUT,
+	JCOL_PARTITION,
+	JCOL_FOLLOW,
+	JCOL_UPPER_BOUND,			/* and its texts */
+	JCOL_ON_COMPLETE = JCOL_UPPER_BOUND + 2,
+	JCOL_ON_INSTANCE_COMPLETE
+};
+
 static const char *const claim_sql =
 "SELECT t.id, t.job_id, t.instance,"
 "       t.cursor OPERATOR(pg_catalog.->) 'inner_cursor',"
 "       iterjob.key_texts(t.cursor OPERATOR(pg_catalog.->) 'inner_cursor'),"
-"       t.batches_done, j.relation::pg_catalog.oid, j.query, j.key_columns,"
-"       j.key_types::pg_catalog.oid[], j.filter, j.action, j.instances,"
-"       j.batch_size, j.owner, j.search_path, j.max_attempts,"
-"       (pg_catalog.date_part('epoch', j.statement_timeout) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int4,"
-"       (pg_catalog.date_part('epoch', j.lock_timeout) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int4,"
-"       j.partition, j.follow, j.upper_bound, iterjob.key_texts(j.upper_bound),"
-"       j.on_complete, j.on_instance_complete,"
+"       t.batches_done,"
 "       t.range_start, iterjob.key_texts(t.range_start),"
-"       t.range_end, iterjob.key_texts(t.range_end), t.range_empty"
+"       t.range_end, iterjob.key_texts(t.range_end), t.range_empty,"
+JOB_COLUMNS_SQL
 "  FROM iterjob.task t JOIN iterjob.job j ON j.id OPERATOR(pg_catalog.=) t.job_id"
 " WHERE t.state OPERATOR(pg_catalog.=) ANY ('{queued,running}'::pg_catalog.text[])"
 " ORDER BY t.id"
@@ -52,29 +80,12 @@ enum
 	COL_TASK_ID = 1,
 	COL_JOB_ID,
 	COL_INSTANCE,
-	COL_CURSOR,					/* and COL_CURSOR + 1: its texts */
+	COL_CURSOR,					/* and its texts */
 	COL_BATCHES_DONE = COL_CURSOR + 2,
-	COL_RELATION,
-	COL_QUERY,
-	COL_KEY_COLUMNS,
-	COL_KEY_TYPES,
-	COL_FILTER,
-	COL_ACTION,
-	COL_INSTANCES,
-	COL_BATCH_SIZE,
-	COL_OWNER,
-	COL_SEARCH_PATH,
-	COL_MAX_ATTEMPTS,
-	COL_STATEMENT_TIMEOUT,
-	COL_LOCK_TIMEOUT,
-	COL_PARTITION,
-	COL_FOLLOW,
-	COL_UPPER_BOUND,			/* and its texts */
-	COL_ON_COMPLETE = COL_UPPER_BOUND + 2,
-	COL_ON_INSTANCE_COMPLETE,
 	COL_RANGE_START,			/* and its texts */
 	COL_RANGE_END = COL_RANGE_START + 2,	/* and its texts */
-	COL_RANGE_EMPTY = COL_RANGE_END + 2
+	COL_RANGE_EMPTY = COL_RANGE_END + 2,
+	COL_JOB						/* JOB_COLUMNS_SQL start here */
 };
 
 static const char *const mark_running_sql =
@@ -115,22 +126,55 @@ int8_column(HeapTuple tup, TupleDesc desc, int col)
 
 /* The job's key columns and types, from two parallel arrays. */
 static void
-read_keys(IterjobSpec *spec, HeapTuple tup, TupleDesc desc)
+read_keys(IterjobSpec *spec, HeapTuple tup, TupleDesc desc, int first)
 {
 	bool		isnull;
 	Datum	   *names;
 	Datum	   *types;
 	int			n;
 
-	deconstruct_array(DatumGetArrayTypeP(column(tup, desc, COL_KEY_COLUMNS, &isnull)),
+	deconstruct_array(DatumGetArrayTypeP(column(tup, desc, first + JCOL_KEY_COLUMNS, &isnull)),
 					  TEXTOID, -1, false, TYPALIGN_INT, &names, NULL, &n);
 	spec->nkeys = Min(n, ITERJOB_MAX_KEYS);
 	for (int i = 0; i < spec->nkeys; i++)
 		spec->key_names[i] = TextDatumGetCString(names[i]);
-	deconstruct_array(DatumGetArrayTypeP(column(tup, desc, COL_KEY_TYPES, &isnull)),
+	deconstruct_array(DatumGetArrayTypeP(column(tup, desc, first + JCOL_KEY_TYPES, &isnull)),
 					  OIDOID, sizeof(Oid), true, TYPALIGN_INT, &types, NULL, &n);
 	for (int i = 0; i < spec->nkeys && i < n; i++)
 		spec->key_types[i] = DatumGetObjectId(types[i]);
+}
+
+/*
+ * Read JOB_COLUMNS_SQL, starting at column first, into spec, *owner and
+ * *search_path, allocating in the current memory context.
+ */
+static void
+read_job_columns(HeapTuple tup, TupleDesc desc, int first, IterjobSpec *spec,
+				 Oid *owner, char **search_path)
+{
+	bool		isnull;
+
+	spec->relid = DatumGetObjectId(column(tup, desc, first + JCOL_RELATION, &isnull));
+	if (isnull)
+		spec->relid = InvalidOid;
+	spec->query = SPI_getvalue(tup, desc, first + JCOL_QUERY);
+	read_keys(spec, tup, desc, first);
+	spec->filter = SPI_getvalue(tup, desc, first + JCOL_FILTER);
+	spec->action = SPI_getvalue(tup, desc, first + JCOL_ACTION);
+	spec->instances = int4_column(tup, desc, first + JCOL_INSTANCES);
+	spec->batch_size = int4_column(tup, desc, first + JCOL_BATCH_SIZE);
+	*owner = DatumGetObjectId(column(tup, desc, first + JCOL_OWNER, &isnull));
+	*search_path = SPI_getvalue(tup, desc, first + JCOL_SEARCH_PATH);
+	spec->max_attempts = int4_column(tup, desc, first + JCOL_MAX_ATTEMPTS);
+	spec->statement_timeout_ms = int4_column(tup, desc, first + JCOL_STATEMENT_TIMEOUT);
+	spec->lock_timeout_ms = int4_column(tup, desc, first + JCOL_LOCK_TIMEOUT);
+	spec->partition = strcmp(SPI_getvalue(tup, desc, first + JCOL_PARTITION), "range") == 0 ?
+		ITERJOB_PARTITION_RANGE : ITERJOB_PARTITION_MODULO;
+	spec->follow = DatumGetBool(column(tup, desc, first + JCOL_FOLLOW, &isnull));
+	iterjob_key_value_from_row(spec, tup, desc, first + JCOL_UPPER_BOUND,
+							   &spec->upper_bound, CurrentMemoryContext);
+	spec->on_complete = SPI_getvalue(tup, desc, first + JCOL_ON_COMPLETE);
+	spec->on_instance_complete = SPI_getvalue(tup, desc, first + JCOL_ON_INSTANCE_COMPLETE);
 }
 
 /* The committed cursor, converted to Datums of the key types. */
@@ -162,7 +206,6 @@ task_from_row(HeapTuple tup, TupleDesc desc, MemoryContext parent)
 											  ALLOCSET_SMALL_SIZES);
 	MemoryContext old = MemoryContextSwitchTo(cxt);
 	IterjobTask *task = palloc0(sizeof(IterjobTask));
-	IterjobSpec *spec = &task->spec;
 	bool		isnull;
 
 	task->cxt = cxt;
@@ -172,32 +215,39 @@ task_from_row(HeapTuple tup, TupleDesc desc, MemoryContext parent)
 	task->job_id = int8_column(tup, desc, COL_JOB_ID);
 	task->instance = int4_column(tup, desc, COL_INSTANCE);
 	task->batches_done = int8_column(tup, desc, COL_BATCHES_DONE);
-	spec->relid = DatumGetObjectId(column(tup, desc, COL_RELATION, &isnull));
-	if (isnull)
-		spec->relid = InvalidOid;
-	spec->query = SPI_getvalue(tup, desc, COL_QUERY);
-	read_keys(spec, tup, desc);
-	spec->filter = SPI_getvalue(tup, desc, COL_FILTER);
-	spec->action = SPI_getvalue(tup, desc, COL_ACTION);
-	spec->instances = int4_column(tup, desc, COL_INSTANCES);
-	spec->batch_size = int4_column(tup, desc, COL_BATCH_SIZE);
-	task->owner = DatumGetObjectId(column(tup, desc, COL_OWNER, &isnull));
-	task->search_path = SPI_getvalue(tup, desc, COL_SEARCH_PATH);
-	spec->max_attempts = int4_column(tup, desc, COL_MAX_ATTEMPTS);
-	spec->statement_timeout_ms = int4_column(tup, desc, COL_STATEMENT_TIMEOUT);
-	spec->lock_timeout_ms = int4_column(tup, desc, COL_LOCK_TIMEOUT);
-	spec->partition = strcmp(SPI_getvalue(tup, desc, COL_PARTITION), "range") == 0 ?
-		ITERJOB_PARTITION_RANGE : ITERJOB_PARTITION_MODULO;
-	spec->follow = DatumGetBool(column(tup, desc, COL_FOLLOW, &isnull));
-	iterjob_key_value_from_row(spec, tup, desc, COL_UPPER_BOUND, &spec->upper_bound, cxt);
-	spec->on_complete = SPI_getvalue(tup, desc, COL_ON_COMPLETE);
-	spec->on_instance_complete = SPI_getvalue(tup, desc, COL_ON_INSTANCE_COMPLETE);
-	iterjob_key_value_from_row(spec, tup, desc, COL_RANGE_START, &task->range.lower, cxt);
-	iterjob_key_value_from_row(spec, tup, desc, COL_RANGE_END, &task->range.upper, cxt);
+	read_job_columns(tup, desc, COL_JOB, &task->spec, &task->owner, &task->search_path);
+	iterjob_key_value_from_row(&task->spec, tup, desc, COL_RANGE_START, &task->range.lower, cxt);
+	iterjob_key_value_from_row(&task->spec, tup, desc, COL_RANGE_END, &task->range.upper, cxt);
 	task->range.empty = DatumGetBool(column(tup, desc, COL_RANGE_EMPTY, &isnull));
 	read_cursor(task, tup, desc);
 	MemoryContextSwitchTo(old);
 	return task;
+}
+
+/*
+ * Load a job's definition (SPI connected, as superuser).  Returns false if
+ * there is no such job.
+ */
+bool
+iterjob_load_job(int64 job_id, IterjobSpec *spec, Oid *owner, char **search_path)
+{
+	Oid			type = INT8OID;
+	Datum		arg = Int64GetDatum(job_id);
+	MemoryContext cxt = CurrentMemoryContext;
+	MemoryContext old;
+
+	if (SPI_execute_with_args("SELECT " JOB_COLUMNS_SQL " FROM iterjob.job j"
+							  " WHERE j.id OPERATOR(pg_catalog.=) $1",
+							  1, &type, &arg, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read iterjob job " INT64_FORMAT, job_id);
+	if (SPI_processed == 0)
+		return false;
+	memset(spec, 0, sizeof(*spec));
+	old = MemoryContextSwitchTo(cxt);
+	read_job_columns(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, spec, owner,
+					 search_path);
+	MemoryContextSwitchTo(old);
+	return true;
 }
 
 IterjobTask *

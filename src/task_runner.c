@@ -59,9 +59,11 @@ typedef struct TaskPlans
 } TaskPlans;
 
 /*
- * The checkpoint: $1 task, $2 rows, $3.. the batch's last key.  A task
- * paused or cancelled while its batch ran still commits that batch (work
- * and cursor agree); the worker then leaves it.
+ * The checkpoint: $1 task, $2 rows, $3.. the batch's last key.  It also
+ * keeps the instance's rate, a moving average over recent batches (the
+ * time from one batch's start to the next's).  A task paused or cancelled
+ * while its batch ran still commits that batch (work and cursor agree);
+ * the worker then leaves it.
  */
 static char *
 checkpoint_sql(const IterjobSpec *spec)
@@ -83,6 +85,15 @@ checkpoint_sql(const IterjobSpec *spec)
 					"                                              'inner_cursor', %s),"
 					"       rows_done = rows_done OPERATOR(pg_catalog.+) $2,"
 					"       batches_done = batches_done OPERATOR(pg_catalog.+) 1,"
+					"       rows_per_second = CASE"
+					"         WHEN updated_at IS NULL OR pg_catalog.now() OPERATOR(pg_catalog.<=) updated_at"
+					"         THEN rows_per_second"
+					"         ELSE COALESCE((rows_per_second OPERATOR(pg_catalog.*) 0.7) OPERATOR(pg_catalog.+) (0.3"
+					"                OPERATOR(pg_catalog.*) ($2 OPERATOR(pg_catalog./)"
+					"                  pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) updated_at))),"
+					"              $2 OPERATOR(pg_catalog./)"
+					"                pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) updated_at))"
+					"       END,"
 					"       attempts = 0, updated_at = pg_catalog.now()"
 					" WHERE id OPERATOR(pg_catalog.=) $1"
 					"   AND state OPERATOR(pg_catalog.=) ANY ('{running,paused,cancelled}'::pg_catalog.text[])"
@@ -177,6 +188,7 @@ free_plans(TaskPlans *plans)
 static BatchOutcome
 finish_instance(IterjobTask *task)
 {
+	iterjob_set_phase("finishing");
 	if (task->spec.on_instance_complete != NULL)
 	{
 		IterjobSavedUser saved;
@@ -214,6 +226,7 @@ do_batch(IterjobTask *task, TaskPlans *plans, Datum *pending)
 	if (plans->action == NULL)
 		prepare_plans(task, plans);
 
+	iterjob_set_phase("keyset query");
 	nest = begin_owner_section(task, true, &saved);
 	ret = SPI_execute_plan(task->has_cursor ? plans->next : plans->first,
 						   task->cursor, NULL, false, 0);
@@ -251,12 +264,14 @@ do_batch(IterjobTask *task, TaskPlans *plans, Datum *pending)
 		}
 	}
 
+	iterjob_set_phase("action");
 	nest = begin_owner_section(task, false, &saved);
 	ret = SPI_execute_plan(plans->action, arrays, NULL, false, 0);
 	iterjob_end_owner_section(nest, &saved);
 	if (ret < 0)
 		elog(ERROR, "action failed: %s", SPI_result_code_string(ret));
 
+	iterjob_set_phase("checkpoint");
 	cp_args[0] = Int64GetDatum(task->task_id);
 	cp_args[1] = Int64GetDatum((int64) n);
 	for (int k = 0; k < spec->nkeys; k++)
@@ -392,6 +407,7 @@ backoff(long ms)
 {
 	TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
 
+	iterjob_set_phase("retry backoff");
 	for (;;)
 	{
 		long		left;
@@ -451,7 +467,13 @@ run_batch(IterjobTask *task, TaskPlans *plans, long *retry_ms)
 	{
 		MemoryContextSwitchTo(worker_cxt);
 		if (outcome != BATCH_LAST)
+		{
 			advance_cursor(task, plans, pending);
+			if (iterjob_log_batches)
+				ereport(LOG,
+						(errmsg("iterjob: job " INT64_FORMAT " instance %d: batch " INT64_FORMAT " committed",
+								task->job_id, task->instance, task->batches_done)));
+		}
 	}
 
 	pgstat_report_stat(false);

@@ -25,6 +25,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/plancache.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
@@ -229,6 +230,7 @@ iterjob_check_query(IterjobSpec *spec, const char *key)
 	CachedPlanSource *source;
 	TupleDesc	desc;
 	ListCell   *lc;
+	MemoryContext cxt = CurrentMemoryContext;
 
 	if (list_length(stmts) != 1)
 		ereport(ERROR,
@@ -272,7 +274,13 @@ iterjob_check_query(IterjobSpec *spec, const char *key)
 					(errcode(ERRCODE_UNDEFINED_COLUMN),
 					 errmsg("query has no output column \"%s\"", column),
 					 errhint("The query's output must include every key column.")));
-		add_key_column(spec, column, TupleDescAttr(desc, found)->atttypid);
+		{
+			/* spec outlives SPI's memory */
+			MemoryContext old = MemoryContextSwitchTo(cxt);
+
+			add_key_column(spec, column, TupleDescAttr(desc, found)->atttypid);
+			MemoryContextSwitchTo(old);
+		}
 	}
 	SPI_finish();
 }

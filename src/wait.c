@@ -28,6 +28,46 @@ PG_FUNCTION_INFO_V1(iterjob_wait);
 
 /* recheck at least this often, whatever the workers signal */
 #define WAIT_RECHECK_MS 1000
+/* with progress => true, a NOTICE this often */
+#define PROGRESS_INTERVAL_MS 3000
+
+/* NOTICE: rows done of total (percent), rate, ETA, from iterjob.job_progress */
+static void
+report_progress(int64 job_id)
+{
+	Oid			type = INT8OID;
+	Datum		arg = Int64GetDatum(job_id);
+	IterjobSavedUser saved;
+	int			nest;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	nest = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	iterjob_become_superuser(&saved);
+	if (SPI_execute_with_args("SELECT state, rows_done, rows_total, percent,"
+							  "       pg_catalog.round(COALESCE(rows_per_second, 0)),"
+							  "       COALESCE(pg_catalog.date_trunc('second', eta)::pg_catalog.text, 'unknown'),"
+							  "       instances_done, instances"
+							  "  FROM iterjob.job_progress WHERE job_id OPERATOR(pg_catalog.=) $1",
+							  1, &type, &arg, NULL, false, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+
+		ereport(NOTICE,
+				(errmsg("iterjob job " INT64_FORMAT " %s: %s of %s rows (%s%%), %s rows/s, ETA %s, %s of %s instances done",
+						job_id, SPI_getvalue(tup, desc, 1), SPI_getvalue(tup, desc, 2),
+						SPI_getvalue(tup, desc, 3), SPI_getvalue(tup, desc, 4),
+						SPI_getvalue(tup, desc, 5), SPI_getvalue(tup, desc, 6),
+						SPI_getvalue(tup, desc, 7), SPI_getvalue(tup, desc, 8))));
+	}
+	iterjob_restore_user(&saved);
+	AtEOXact_GUC(true, nest);
+	SPI_finish();
+}
 
 static bool
 is_final_state(const char *state)
@@ -109,6 +149,8 @@ iterjob_wait(PG_FUNCTION_ARGS)
 {
 	int64		job_id;
 	TimestampTz deadline = 0;
+	TimestampTz next_progress = 0;
+	bool		progress = PG_NARGS() > 2 && !PG_ARGISNULL(2) && PG_GETARG_BOOL(2);
 	char	   *state;
 
 	if (PG_ARGISNULL(0))
@@ -135,6 +177,19 @@ iterjob_wait(PG_FUNCTION_ARGS)
 		state = read_job_state(job_id, CurrentMemoryContext);
 		if (is_final_state(state))
 			break;
+		if (progress)
+		{
+			TimestampTz now = GetCurrentTimestamp();
+
+			if (next_progress == 0)
+				next_progress = TimestampTzPlusMilliseconds(now, PROGRESS_INTERVAL_MS);
+			else if (now >= next_progress)
+			{
+				report_progress(job_id);
+				next_progress = TimestampTzPlusMilliseconds(now, PROGRESS_INTERVAL_MS);
+			}
+			sleep_ms = Min(sleep_ms, (long) ((next_progress - now) / 1000) + 1);
+		}
 		if (deadline != 0)
 		{
 			TimestampTz now = GetCurrentTimestamp();
@@ -156,6 +211,8 @@ iterjob_wait(PG_FUNCTION_ARGS)
 	}
 	if (iterjob_shared != NULL)
 		ConditionVariableCancelSleep();
+	if (progress)
+		report_progress(job_id);
 
 	PG_RETURN_TEXT_P(cstring_to_text(state));
 }

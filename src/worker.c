@@ -9,6 +9,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -38,9 +39,66 @@ set_slot_task(IterjobTask *task)
 	SpinLockRelease(&iterjob_shared->mutex);
 }
 
+void
+iterjob_set_phase(const char *phase)
+{
+	if (iterjob_my_slot == NULL)
+		return;
+	SpinLockAcquire(&iterjob_shared->mutex);
+	strlcpy(iterjob_my_slot->phase, phase, sizeof(iterjob_my_slot->phase));
+	SpinLockRelease(&iterjob_shared->mutex);
+}
+
+/*
+ * Is the extension installed here, at the version this library works
+ * with?  After a package upgrade, ALTER EXTENSION iterjob UPDATE brings it
+ * there; until then the worker leaves the database alone.
+ */
+static bool
+extension_usable(void)
+{
+	char	   *version;
+
+	if (!OidIsValid(get_extension_oid("iterjob", true)))
+		return false;
+	version = iterjob_installed_version();
+	if (version == NULL)
+		return false;
+	if (strcmp(version, ITERJOB_SCHEMA_VERSION) == 0)
+		return true;
+	ereport(LOG,
+			(errmsg("iterjob: database \"%s\" has iterjob %s, but the installed library needs %s; its jobs wait",
+					get_database_name(MyDatabaseId), version, ITERJOB_SCHEMA_VERSION),
+			 errhint("Run ALTER EXTENSION iterjob UPDATE in that database.")));
+	return false;
+}
+
+/* Delete finished jobs (with their tasks and errors) past iterjob.retention. */
+static void
+purge_old_jobs(void)
+{
+	char		sql[512];
+
+	if (iterjob_retention_s < 0)
+		return;
+	snprintf(sql, sizeof(sql),
+			 "DELETE FROM iterjob.job"
+			 " WHERE state OPERATOR(pg_catalog.=) ANY ('{succeeded,failed,cancelled}'::pg_catalog.text[])"
+			 "   AND finished_at OPERATOR(pg_catalog.<) (pg_catalog.now()"
+			 "       OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => %d))",
+			 iterjob_retention_s);
+	if (SPI_execute(sql, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not purge old iterjob jobs");
+	if (SPI_processed > 0)
+		ereport(LOG,
+				(errmsg("iterjob: purged " UINT64_FORMAT " finished jobs older than iterjob.retention",
+						SPI_processed)));
+}
+
 /*
  * Claim the next runnable task in its own transaction.  Returns NULL when
- * there is none, or when the extension does not exist in this database.
+ * there is none (purging old jobs then), or when the extension is not
+ * usable in this database.
  */
 static IterjobTask *
 claim_next_task(MemoryContext cxt)
@@ -53,9 +111,14 @@ claim_next_task(MemoryContext cxt)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, "iterjob: claiming a task");
+	iterjob_set_phase("claiming");
 
-	if (OidIsValid(get_extension_oid("iterjob", true)))
+	if (extension_usable())
+	{
 		task = iterjob_claim_task(cxt);
+		if (task == NULL)
+			purge_old_jobs();
+	}
 
 	SPI_finish();
 	PopActiveSnapshot();
@@ -118,6 +181,7 @@ iterjob_worker_main(Datum main_arg)
 		iterjob_run_task(task);
 		iterjob_unlock_task(task->task_id);
 		set_slot_task(NULL);
+		iterjob_set_phase("idle");
 		MemoryContextDelete(task->cxt);
 	}
 

@@ -1,0 +1,231 @@
+/*-------------------------------------------------------------------------
+ *
+ * monitor.c
+ *	  What DBAs watch and tidy: iterjob.worker_slots() (behind the
+ *	  iterjob.workers view), iterjob.recount() (exact rows_total) and
+ *	  iterjob.purge() (finished jobs past retention).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/timestamp.h"
+
+#include "iterjob.h"
+#include "task.h"
+
+PG_FUNCTION_INFO_V1(iterjob_worker_slots);
+PG_FUNCTION_INFO_V1(iterjob_recount);
+PG_FUNCTION_INFO_V1(iterjob_purge);
+
+/*
+ * One row per live iteration worker, from shared memory: pid, database,
+ * job, instance, batches committed, since when on this task, phase.
+ */
+Datum
+iterjob_worker_slots(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (iterjob_shared == NULL)
+		PG_RETURN_VOID();
+
+	for (int i = 0; i < ITERJOB_MAX_WORKER_SLOTS; i++)
+	{
+		IterjobWorkerSlot slot;
+		Datum		values[7];
+		bool		nulls[7] = {false};
+
+		SpinLockAcquire(&iterjob_shared->mutex);
+		slot = iterjob_shared->workers[i];
+		SpinLockRelease(&iterjob_shared->mutex);
+		if (!slot.in_use || slot.pid == 0)
+			continue;
+
+		values[0] = Int32GetDatum(slot.pid);
+		values[1] = ObjectIdGetDatum(slot.dboid);
+		values[2] = Int64GetDatum(slot.job_id);
+		nulls[2] = slot.job_id == 0;
+		values[3] = Int32GetDatum(slot.instance);
+		nulls[3] = slot.job_id == 0;
+		values[4] = Int64GetDatum(slot.batches);
+		nulls[4] = slot.job_id == 0;
+		values[5] = TimestampTzGetDatum(slot.since);
+		nulls[5] = slot.since == 0;
+		slot.phase[sizeof(slot.phase) - 1] = '\0';
+		values[6] = CStringGetTextDatum(slot.phase[0] ? slot.phase : "starting");
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	PG_RETURN_VOID();
+}
+
+/* Run sql (as superuser, search_path pg_catalog) with one int8 argument. */
+static void
+run_internal(const char *sql, int64 arg1, int nargs, Datum arg2, Oid type2)
+{
+	Oid			types[2] = {INT8OID, type2};
+	Datum		args[2] = {Int64GetDatum(arg1), arg2};
+
+	if (SPI_execute_with_args(sql, nargs, types, args, NULL, false, 0) < 0)
+		elog(ERROR, "iterjob bookkeeping query failed");
+}
+
+/*
+ * Count exactly the rows each instance of a job iterates (as the job's
+ * owner), and store them as rows_total.  Returns the job's total.
+ */
+Datum
+iterjob_recount(PG_FUNCTION_ARGS)
+{
+	int64		job_id = PG_GETARG_INT64(0);
+	Oid			caller = GetUserId();
+	IterjobSpec spec;
+	IterjobSavedUser saved;
+	Oid			owner;
+	char	   *search_path;
+	int64		total = 0;
+	int			nest;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	nest = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	iterjob_become_superuser(&saved);
+	if (!iterjob_load_job(job_id, &spec, &owner, &search_path))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("iterjob job " INT64_FORMAT " does not exist", job_id)));
+	iterjob_check_job_access(caller, job_id, owner, "recount");
+	iterjob_check_owner(owner, job_id);
+
+	for (int i = 0; i < spec.instances; i++)
+	{
+		IterjobRange range;
+		IterjobSavedUser as_owner;
+		bool		isnull;
+		int64		count;
+		int			owner_nest;
+
+		/* the instance's range, if any */
+		memset(&range, 0, sizeof(range));
+		if (spec.partition == ITERJOB_PARTITION_RANGE)
+		{
+			Oid			types[2] = {INT8OID, INT4OID};
+			Datum		args[2] = {Int64GetDatum(job_id), Int32GetDatum(i)};
+
+			if (SPI_execute_with_args("SELECT range_start, iterjob.key_texts(range_start),"
+									  "       range_end, iterjob.key_texts(range_end), range_empty"
+									  "  FROM iterjob.task WHERE job_id OPERATOR(pg_catalog.=) $1"
+									  "   AND instance OPERATOR(pg_catalog.=) $2",
+									  2, types, args, NULL, true, 1) != SPI_OK_SELECT ||
+				SPI_processed != 1)
+				elog(ERROR, "could not read iterjob task");
+			iterjob_key_value_from_row(&spec, SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									   1, &range.lower, CurrentMemoryContext);
+			iterjob_key_value_from_row(&spec, SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									   3, &range.upper, CurrentMemoryContext);
+			range.empty = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+													 SPI_tuptable->tupdesc, 5, &isnull));
+		}
+
+		CHECK_FOR_INTERRUPTS();
+		owner_nest = iterjob_begin_owner_section(owner, search_path, 0, false, &as_owner);
+		if (SPI_execute(iterjob_count_query(&spec, i, &range), true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not count the rows of instance %d", i);
+		iterjob_end_owner_section(owner_nest, &as_owner);
+		count = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+											1, &isnull));
+		total += count;
+		{
+			Oid			types[3] = {INT8OID, INT4OID, INT8OID};
+			Datum		args[3] = {Int64GetDatum(job_id), Int32GetDatum(i),
+			Int64GetDatum(count)};
+
+			if (SPI_execute_with_args("UPDATE iterjob.task SET rows_total = $3"
+									  " WHERE job_id OPERATOR(pg_catalog.=) $1"
+									  "   AND instance OPERATOR(pg_catalog.=) $2",
+									  3, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "could not update iterjob task");
+		}
+	}
+	run_internal("UPDATE iterjob.job SET rows_total = $2 WHERE id OPERATOR(pg_catalog.=) $1",
+				 job_id, 2, Int64GetDatum(total), INT8OID);
+
+	iterjob_restore_user(&saved);
+	AtEOXact_GUC(true, nest);
+	SPI_finish();
+	PG_RETURN_INT64(total);
+}
+
+/*
+ * Delete the caller's finished jobs (all, for admins) that finished more
+ * than older_than ago (default: iterjob.retention), with their history.
+ * Returns how many jobs were deleted.
+ */
+Datum
+iterjob_purge(PG_FUNCTION_ARGS)
+{
+	Oid			caller = GetUserId();
+	IterjobSavedUser saved;
+	int64		seconds;
+	Datum	   *ids;
+	int			nids = 0;
+	int			nest;
+	uint64		deleted;
+
+	if (PG_ARGISNULL(0))
+	{
+		if (iterjob_retention_s < 0)
+			PG_RETURN_INT64(0);
+		seconds = iterjob_retention_s;
+	}
+	else
+		seconds = iterjob_interval_ms(PG_GETARG_INTERVAL_P(0), "older_than",
+									  PG_INT64_MAX / 1000000) / 1000;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	nest = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	iterjob_become_superuser(&saved);
+	run_internal("SELECT id, owner FROM iterjob.job"
+				 " WHERE state OPERATOR(pg_catalog.=) ANY ('{succeeded,failed,cancelled}'::pg_catalog.text[])"
+				 "   AND finished_at OPERATOR(pg_catalog.<=) (pg_catalog.now()"
+				 "       OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $1))",
+				 seconds, 1, (Datum) 0, INT8OID);
+	ids = palloc(sizeof(Datum) * (SPI_processed + 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Oid			owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+														   SPI_tuptable->tupdesc, 2, &isnull));
+
+		if (iterjob_may_steer(caller, owner))
+			ids[nids++] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+	}
+	{
+		Oid			type = INT8ARRAYOID;
+		Datum		arg = PointerGetDatum(construct_array(ids, nids, INT8OID, 8,
+														  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+
+		if (SPI_execute_with_args("DELETE FROM iterjob.job WHERE id OPERATOR(pg_catalog.=) ANY ($1)",
+								  1, &type, &arg, NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "could not purge iterjob jobs");
+		deleted = SPI_processed;
+	}
+	iterjob_restore_user(&saved);
+	AtEOXact_GUC(true, nest);
+	SPI_finish();
+	PG_RETURN_INT64((int64) deleted);
+}

@@ -1,0 +1,88 @@
+/*-------------------------------------------------------------------------
+ *
+ * preview.c
+ *	  iterjob.preview(): takes enqueue's parameters, checks everything
+ *	  enqueue would, creates nothing, and shows what would run: per
+ *	  instance, the first batch's keyset query and its plan, the action, and
+ *	  the estimated rows and batches.  The way to check a job before
+ *	  starting it on a production table.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "lib/stringinfo.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+
+#include "iterjob.h"
+#include "job_spec.h"
+
+PG_FUNCTION_INFO_V1(iterjob_preview);
+
+/* EXPLAIN of sql, as the caller, with the planner settings workers use */
+static char *
+explain(const char *sql)
+{
+	StringInfoData plan;
+	int			nest = NewGUCNestLevel();
+
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_hashagg", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("max_parallel_workers_per_gather", "0", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	if (SPI_execute(psprintf("EXPLAIN %s", sql), false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not explain the keyset query");
+	initStringInfo(&plan);
+	for (uint64 i = 0; i < SPI_processed; i++)
+		appendStringInfo(&plan, "%s%s", i > 0 ? "\n" : "",
+						 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+	AtEOXact_GUC(true, nest);
+	return plan.data;
+}
+
+Datum
+iterjob_preview(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	IterjobSpec spec;
+	IterjobRange *ranges;
+	char	   *name;
+	int64		rows;
+
+	iterjob_prepare_job(fcinfo, &spec, &name, &ranges);
+	InitMaterializedSRF(fcinfo, 0);
+	rows = spec.rows_total / spec.instances;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	for (int i = 0; i < spec.instances; i++)
+	{
+		const IterjobRange *range = ranges ? &ranges[i] : NULL;
+		char	   *query = iterjob_keyset_query(&spec, i, range, false);
+		Datum		values[6];
+		bool		nulls[6] = {false};
+
+		CHECK_FOR_INTERRUPTS();
+		values[0] = Int32GetDatum(i);
+		values[1] = CStringGetTextDatum(query);
+		values[2] = CStringGetTextDatum(spec.action);
+		values[3] = CStringGetTextDatum(explain(query));
+		values[4] = Int64GetDatum(rows);
+		/* the last batch comes back empty and ends the instance */
+		values[5] = Int64GetDatum((rows + spec.batch_size - 1) / spec.batch_size);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	SPI_finish();
+	PG_RETURN_VOID();
+}
