@@ -200,3 +200,16 @@ GRANT EXECUTE ON FUNCTION iterjob.worker_slots(), iterjob.wait(bigint, interval,
     iterjob.recount(bigint), iterjob.purge(interval),
     iterjob.percent(text, bigint, bigint), iterjob.progress_bar(numeric),
     iterjob.eta(text, bigint, bigint, double precision) TO iterjob_user;
+
+CREATE FUNCTION iterjob.wake_workers()
+RETURNS void
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'iterjob_wake_workers';
+
+COMMENT ON FUNCTION iterjob.wake_workers()
+    IS 'have iterjob look for runnable jobs in this database when the transaction commits';
+
+REVOKE ALL ON FUNCTION iterjob.wake_workers() FROM PUBLIC;
+
+-- jobs that waited for this update can start now
+SELECT iterjob.wake_workers();

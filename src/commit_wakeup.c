@@ -12,6 +12,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "fmgr.h"
 #include "miscadmin.h"
 
 #include "iterjob.h"
@@ -64,4 +65,18 @@ void
 iterjob_notify_waiters_at_commit(void)
 {
 	notify_pending = true;
+}
+
+PG_FUNCTION_INFO_V1(iterjob_wake_workers);
+
+/*
+ * SQL: have the launcher look at this database when the transaction
+ * commits (upgrade scripts call it, so jobs that waited for ALTER EXTENSION
+ * iterjob UPDATE start at once).
+ */
+Datum
+iterjob_wake_workers(PG_FUNCTION_ARGS)
+{
+	iterjob_wake_at_commit();
+	PG_RETURN_VOID();
 }

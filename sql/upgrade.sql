@@ -1,0 +1,90 @@
+-- Extension upgrades: install 0.1, keep a job in it, ALTER EXTENSION iterjob UPDATE,
+-- and compare with a fresh install of the current version.
+SET client_min_messages = warning;
+DROP EXTENSION iterjob;
+CREATE EXTENSION iterjob VERSION '0.1';
+SELECT extversion FROM pg_extension WHERE extname = 'iterjob';
+
+-- the 0.2 library refuses to enqueue into a 0.1 schema, with a hint
+CREATE TABLE up_items (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0);
+INSERT INTO up_items SELECT g FROM generate_series(1, 500) g;
+SELECT iterjob.enqueue('up_items', 'UPDATE up_items SET n = n + 1 WHERE id = ANY($1)');
+
+-- a job written by the 0.1 library, still queued when the package is upgraded
+INSERT INTO iterjob.job (relation, key_columns, key_types, action, instances,
+                         batch_size, owner, search_path, max_attempts,
+                         statement_timeout, lock_timeout, partition, follow, upper_bound)
+VALUES ('up_items', '{id}', '{bigint}',
+        'UPDATE up_items SET n = n + 1 WHERE id = ANY($1)', 2, 100,
+        'postgres'::regrole, 'public', 5, '10min', '5s', 'modulo', false, '500');
+INSERT INTO iterjob.task (job_id, instance, cursor)
+SELECT id, i, jsonb_build_object('instance', i, 'inner_cursor', NULL)
+  FROM iterjob.job, generate_series(0, 1) i;
+
+-- objects of 0.1 (for the comparison below, listed in a table the update keeps)
+CREATE TABLE up_objects AS
+SELECT pg_describe_object(classid, objid, 0) AS object
+  FROM pg_depend
+ WHERE refclassid = 'pg_extension'::regclass
+   AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'iterjob')
+   AND deptype = 'e';
+
+ALTER EXTENSION iterjob UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'iterjob';
+
+-- the job written under 0.1 runs to the end under 0.2 (the update woke the workers)
+SELECT iterjob.wait((SELECT max(id) FROM iterjob.job), '60s');
+SELECT count(*) FILTER (WHERE n = 1) AS once, count(*) FILTER (WHERE n <> 1) AS other
+  FROM up_items;
+SELECT state, rows_done, percent, bar FROM iterjob.job_progress;
+
+-- what the update added
+SELECT pg_describe_object(classid, objid, 0) AS added
+  FROM pg_depend
+ WHERE refclassid = 'pg_extension'::regclass
+   AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'iterjob')
+   AND deptype = 'e'
+EXCEPT SELECT object FROM up_objects
+ORDER BY 1;
+
+-- an upgraded install has the same objects, columns, privileges, definitions,
+-- indexes and constraints as a fresh install from iterjob--0.2.sql
+CREATE FUNCTION pg_temp.iterjob_shape()
+RETURNS TABLE (item text)
+LANGUAGE sql AS $$
+    SELECT pg_describe_object(classid, objid, 0)
+      FROM pg_depend
+     WHERE refclassid = 'pg_extension'::regclass
+       AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'iterjob')
+       AND deptype = 'e'
+    UNION ALL
+    SELECT format('%s.%s %s %s', c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnum)
+      FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+     WHERE c.relnamespace = 'iterjob'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped
+       AND c.relkind IN ('r', 'v')
+    UNION ALL
+    SELECT format('%s %s', c.relname, c.relacl) FROM pg_class c
+     WHERE c.relnamespace = 'iterjob'::regnamespace AND c.relkind IN ('r', 'v')
+    UNION ALL
+    SELECT format('%s %s %s', p.oid::regprocedure, p.proacl, pg_get_functiondef(p.oid))
+      FROM pg_proc p
+     WHERE p.pronamespace = 'iterjob'::regnamespace
+    UNION ALL
+    SELECT format('%s %s', c.relname, pg_get_viewdef(c.oid)) FROM pg_class c
+     WHERE c.relnamespace = 'iterjob'::regnamespace AND c.relkind = 'v'
+    UNION ALL
+    SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+     WHERE c.relnamespace = 'iterjob'::regnamespace
+    UNION ALL
+    SELECT format('%s %s', conrelid::regclass, pg_get_constraintdef(oid)) FROM pg_constraint
+     WHERE connamespace = 'iterjob'::regnamespace
+$$;
+CREATE TABLE up_shape AS SELECT item FROM pg_temp.iterjob_shape();
+DROP EXTENSION iterjob;
+CREATE EXTENSION iterjob;
+SELECT item AS only_after_upgrade FROM up_shape
+EXCEPT SELECT item FROM pg_temp.iterjob_shape();
+SELECT item AS only_in_fresh_install FROM pg_temp.iterjob_shape()
+EXCEPT SELECT item FROM up_shape;
+
+DROP TABLE up_items, up_objects, up_shape;
