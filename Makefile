@@ -13,3 +13,6 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 override CFLAGS += -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers $(EXTRA_CFLAGS)
+
+# every object depends on the shared headers
+$(OBJS): $(wildcard src/*.h)

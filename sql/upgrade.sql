@@ -5,7 +5,7 @@ DROP EXTENSION iterjob;
 CREATE EXTENSION iterjob VERSION '0.1';
 SELECT extversion FROM pg_extension WHERE extname = 'iterjob';
 
--- the 0.2 library refuses to enqueue into a 0.1 schema, with a hint
+-- the current library refuses to enqueue into a 0.1 schema, with a hint
 CREATE TABLE up_items (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0);
 INSERT INTO up_items SELECT g FROM generate_series(1, 500) g;
 SELECT iterjob.enqueue('up_items', 'UPDATE up_items SET n = n + 1 WHERE id = ANY($1)');
@@ -32,7 +32,7 @@ SELECT pg_describe_object(classid, objid, 0) AS object
 ALTER EXTENSION iterjob UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'iterjob';
 
--- the job written under 0.1 runs to the end under 0.2 (the update woke the workers)
+-- the job written under 0.1 runs to the end after the update (which woke the workers)
 SELECT iterjob.wait((SELECT max(id) FROM iterjob.job), '60s');
 SELECT count(*) FILTER (WHERE n = 1) AS once, count(*) FILTER (WHERE n <> 1) AS other
   FROM up_items;
@@ -48,7 +48,7 @@ EXCEPT SELECT object FROM up_objects
 ORDER BY 1;
 
 -- an upgraded install has the same objects, columns, privileges, definitions,
--- indexes and constraints as a fresh install from iterjob--0.2.sql
+-- indexes and constraints as a fresh install from the current full script
 CREATE FUNCTION pg_temp.iterjob_shape()
 RETURNS TABLE (item text)
 LANGUAGE sql AS $$

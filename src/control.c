@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * control.c
- *	  iterjob.pause(), resume(), cancel() and retry(): steering a job.
+ *	  iterjob.pause(), resume(), cancel(), retry() and set(): steering a
+ *	  job.
  *
  *	  Each locks the job row, checks that the caller may steer the job,
  *	  changes the states of the job and its tasks, and returns the job's new
@@ -24,6 +25,7 @@
 #include "utils/memutils.h"
 
 #include "iterjob.h"
+#include "job_spec.h"
 #include "task.h"
 
 PG_FUNCTION_INFO_V1(iterjob_pause);
@@ -36,10 +38,11 @@ typedef enum ControlAction
 	CONTROL_PAUSE,
 	CONTROL_RESUME,
 	CONTROL_CANCEL,
-	CONTROL_RETRY
+	CONTROL_RETRY,
+	CONTROL_SET
 } ControlAction;
 
-static const char *const action_names[] = {"pause", "resume", "cancel", "retry"};
+static const char *const action_names[] = {"pause", "resume", "cancel", "retry", "set"};
 
 static const char *const pause_sql =
 "WITH t AS (UPDATE iterjob.task SET state = 'paused', updated_at = pg_catalog.now()"
@@ -197,6 +200,9 @@ control_job(FunctionCallInfo fcinfo, ControlAction action)
 			run_sql(retry_sql, job_id);
 			iterjob_wake_at_commit();
 			break;
+		case CONTROL_SET:
+			elog(ERROR, "iterjob.set() is not a state change");
+			break;
 	}
 	if (action == CONTROL_PAUSE && strcmp(state, "paused") != 0)
 		ereport(LOG, (errmsg("iterjob: job " INT64_FORMAT " paused", job_id)));
@@ -241,4 +247,87 @@ Datum
 iterjob_retry(PG_FUNCTION_ARGS)
 {
 	return control_job(fcinfo, CONTROL_RETRY);
+}
+
+PG_FUNCTION_INFO_V1(iterjob_set);
+
+/*
+ * iterjob.set(job_id, batch_size, batch_pause, max_rows_per_second,
+ * target_batch_time): change a job's pacing while it runs; NULL leaves a
+ * setting as it is, 0 turns a limit off.  Workers pick the change up at
+ * their next checkpoint.
+ */
+Datum
+iterjob_set(PG_FUNCTION_ARGS)
+{
+	int64		job_id;
+	IterjobSavedUser saved;
+	Oid			types[5] = {INT8OID, INT4OID, INT4OID, INT4OID, INT4OID};
+	Datum		args[5];
+	char		nulls[5] = {' ', 'n', 'n', 'n', 'n'};
+	char	   *state;
+	int			nest;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("job_id must not be null")));
+	job_id = PG_GETARG_INT64(0);
+	args[0] = Int64GetDatum(job_id);
+	if (!PG_ARGISNULL(1))
+	{
+		int32		batch_size = PG_GETARG_INT32(1);
+
+		if (batch_size < 1 || batch_size > ITERJOB_MAX_BATCH_SIZE)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("batch_size must be between 1 and %d", ITERJOB_MAX_BATCH_SIZE)));
+		args[1] = Int32GetDatum(batch_size);
+		nulls[1] = ' ';
+	}
+	if (!PG_ARGISNULL(2))
+	{
+		args[2] = Int32GetDatum((int32) iterjob_interval_ms(PG_GETARG_INTERVAL_P(2),
+															"batch_pause", PG_INT32_MAX));
+		nulls[2] = ' ';
+	}
+	if (!PG_ARGISNULL(3))
+	{
+		if (PG_GETARG_INT32(3) < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("max_rows_per_second must not be negative")));
+		args[3] = PG_GETARG_DATUM(3);
+		nulls[3] = ' ';
+	}
+	if (!PG_ARGISNULL(4))
+	{
+		args[4] = Int32GetDatum((int32) iterjob_interval_ms(PG_GETARG_INTERVAL_P(4),
+															"target_batch_time", PG_INT32_MAX));
+		nulls[4] = ' ';
+	}
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	nest = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	iterjob_become_superuser(&saved);
+	state = lock_job(job_id, CONTROL_SET, saved.userid);
+	if (is_final(state))
+		refuse(job_id, CONTROL_SET, state);
+	if (SPI_execute_with_args("UPDATE iterjob.job"
+							  "   SET batch_size = COALESCE($2, batch_size),"
+							  "       batch_pause = COALESCE(pg_catalog.make_interval(secs => $3 OPERATOR(pg_catalog./) 1000.0), batch_pause),"
+							  "       max_rows_per_second = CASE WHEN $4 IS NULL THEN max_rows_per_second"
+							  "                                  ELSE NULLIF($4, 0) END,"
+							  "       target_batch_time = CASE WHEN $5 IS NULL THEN target_batch_time"
+							  "           ELSE pg_catalog.make_interval(secs => NULLIF($5, 0) OPERATOR(pg_catalog./) 1000.0) END"
+							  " WHERE id OPERATOR(pg_catalog.=) $1",
+							  5, types, args, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update iterjob job " INT64_FORMAT, job_id);
+	iterjob_restore_user(&saved);
+	AtEOXact_GUC(true, nest);
+	SPI_finish();
+	PG_RETURN_VOID();
 }

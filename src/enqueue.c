@@ -41,10 +41,13 @@ enum
 	ARG_QUERY,
 	ARG_FOLLOW,
 	ARG_ON_COMPLETE,
-	ARG_ON_INSTANCE_COMPLETE
+	ARG_ON_INSTANCE_COMPLETE,
+	ARG_BATCH_PAUSE,
+	ARG_MAX_ROWS_PER_SECOND,
+	ARG_TARGET_BATCH_TIME
 };
 
-#define INSERT_NARGS 23
+#define INSERT_NARGS 26
 
 static const char *const insert_job_sql =
 "WITH j AS ("
@@ -52,12 +55,16 @@ static const char *const insert_job_sql =
 "                           filter, action, instances, batch_size, owner,"
 "                           search_path, max_attempts, statement_timeout,"
 "                           lock_timeout, partition, follow, upper_bound,"
-"                           on_complete, on_instance_complete, rows_total)"
+"                           on_complete, on_instance_complete, rows_total,"
+"                           batch_pause, max_rows_per_second, target_batch_time)"
 "  VALUES ($1, $2, $3, $4, $5::pg_catalog.regtype[], $6, $7, $8, $9, $10,"
 "          $11, $12,"
 "          pg_catalog.make_interval(secs => $13 OPERATOR(pg_catalog./) 1000.0),"
 "          pg_catalog.make_interval(secs => $14 OPERATOR(pg_catalog./) 1000.0),"
-"          $15, $16, $17::pg_catalog.jsonb, $18, $19, $23)"
+"          $15, $16, $17::pg_catalog.jsonb, $18, $19, $23,"
+"          pg_catalog.make_interval(secs => $24 OPERATOR(pg_catalog./) 1000.0),"
+"          NULLIF($25, 0),"
+"          pg_catalog.make_interval(secs => NULLIF($26, 0) OPERATOR(pg_catalog./) 1000.0))"
 "  RETURNING id),"
 " t AS ("
 "  INSERT INTO iterjob.task (job_id, instance, cursor, range_start, range_end,"
@@ -114,7 +121,8 @@ insert_job(const IterjobSpec *spec, const char *name, const IterjobRange *ranges
 	Oid			types[INSERT_NARGS] = {TEXTOID, OIDOID, TEXTOID, TEXTARRAYOID,
 		OIDARRAYOID, TEXTOID, TEXTOID, INT4OID, INT4OID, OIDOID, TEXTOID,
 		INT4OID, INT4OID, INT4OID, TEXTOID, BOOLOID, TEXTOID, TEXTOID,
-	TEXTOID, TEXTARRAYOID, TEXTARRAYOID, BOOLARRAYOID, INT8OID};
+	TEXTOID, TEXTARRAYOID, TEXTARRAYOID, BOOLARRAYOID, INT8OID, INT4OID,
+	INT4OID, INT4OID};
 	Datum		args[INSERT_NARGS];
 	char		nulls[INSERT_NARGS];
 	Datum		names[ITERJOB_MAX_KEYS];
@@ -153,6 +161,9 @@ insert_job(const IterjobSpec *spec, const char *name, const IterjobRange *ranges
 	args[17] = text_or_null(spec->on_complete, &nulls[17]);
 	args[18] = text_or_null(spec->on_instance_complete, &nulls[18]);
 	args[22] = Int64GetDatum(spec->rows_total);
+	args[23] = Int32GetDatum(spec->batch_pause_ms);
+	args[24] = Int32GetDatum(spec->max_rows_per_second);
+	args[25] = Int32GetDatum(spec->target_batch_ms);
 	nulls[19] = nulls[20] = nulls[21] = 'n';
 	if (ranges != NULL)
 	{
@@ -180,7 +191,6 @@ insert_job(const IterjobSpec *spec, const char *name, const IterjobRange *ranges
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	iterjob_require_schema_version();
 	nest = NewGUCNestLevel();
 	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET,
 							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
@@ -232,6 +242,7 @@ read_arguments(FunctionCallInfo fcinfo, IterjobSpec *spec, char **key, char **na
 	require_arg(fcinfo, ARG_LOCK_TIMEOUT, "lock_timeout");
 	require_arg(fcinfo, ARG_PARTITION, "partition");
 	require_arg(fcinfo, ARG_FOLLOW, "follow");
+	require_arg(fcinfo, ARG_BATCH_PAUSE, "batch_pause");
 
 	memset(spec, 0, sizeof(*spec));
 	spec->relid = PG_ARGISNULL(ARG_RELATION) ? InvalidOid : PG_GETARG_OID(ARG_RELATION);
@@ -260,7 +271,16 @@ read_arguments(FunctionCallInfo fcinfo, IterjobSpec *spec, char **key, char **na
 	spec->on_complete = optional_text(fcinfo, ARG_ON_COMPLETE);
 	spec->on_instance_complete = optional_text(fcinfo, ARG_ON_INSTANCE_COMPLETE);
 
+	spec->batch_pause_ms = (int32)
+		iterjob_interval_ms(PG_GETARG_INTERVAL_P(ARG_BATCH_PAUSE), "batch_pause", PG_INT32_MAX);
+	spec->max_rows_per_second = PG_ARGISNULL(ARG_MAX_ROWS_PER_SECOND) ? 0 :
+		PG_GETARG_INT32(ARG_MAX_ROWS_PER_SECOND);
+	spec->target_batch_ms = PG_ARGISNULL(ARG_TARGET_BATCH_TIME) ? 0 : (int32)
+		iterjob_interval_ms(PG_GETARG_INTERVAL_P(ARG_TARGET_BATCH_TIME),
+							"target_batch_time", PG_INT32_MAX);
+
 	check_range("instances", spec->instances, 1, ITERJOB_MAX_INSTANCES);
+	check_range("max_rows_per_second", spec->max_rows_per_second, 0, PG_INT32_MAX);
 	check_range("batch_size", spec->batch_size, 1, ITERJOB_MAX_BATCH_SIZE);
 	check_range("max_attempts", spec->max_attempts, 1, 1000);
 }
@@ -274,6 +294,12 @@ iterjob_prepare_job(FunctionCallInfo fcinfo, IterjobSpec *spec, char **name,
 					IterjobRange **ranges)
 {
 	char	   *key;
+
+	/* before reading arguments an older SQL definition may not pass */
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	iterjob_require_schema_version();
+	SPI_finish();
 
 	read_arguments(fcinfo, spec, &key, name);
 

@@ -14,6 +14,9 @@
 int			iterjob_max_workers = 4;
 int			iterjob_retention_s = 7 * 24 * 3600;
 bool		iterjob_log_batches = false;
+int			iterjob_max_replication_lag_ms = -1;
+bool		iterjob_hold_for_autovacuum = true;
+int			iterjob_test_replication_lag_ms = -1;
 
 void
 iterjob_define_gucs(void)
@@ -41,6 +44,30 @@ iterjob_define_gucs(void)
 							 false,
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("iterjob.max_replication_lag",
+							"Workers hold at batch boundaries while a standby's replay lag exceeds this.",
+							"-1 turns the check off.",
+							&iterjob_max_replication_lag_ms,
+							-1, -1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("iterjob.hold_for_autovacuum",
+							 "Workers hold at batch boundaries while autovacuum processes their relation.",
+							 NULL,
+							 &iterjob_hold_for_autovacuum,
+							 true,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("iterjob.test_replication_lag",
+							"For tests only: the replication lag the health gate sees, instead of pg_stat_replication's.",
+							"-1 (the default) uses pg_stat_replication.",
+							&iterjob_test_replication_lag_ms,
+							-1, -1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS | GUC_NOT_IN_SAMPLE,
+							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("iterjob");
 }

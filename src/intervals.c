@@ -19,14 +19,22 @@
 int64
 iterjob_interval_ms(const Interval *interval, const char *name, int64 max_ms)
 {
-	int64		usecs = interval->time +
-	(int64) interval->day * USECS_PER_DAY +
-	(int64) interval->month * DAYS_PER_MONTH * USECS_PER_DAY;
+	/* in floating point first: months and days can overflow microseconds */
+	double		approx = (double) interval->time +
+	(double) interval->day * USECS_PER_DAY +
+	(double) interval->month * DAYS_PER_MONTH * USECS_PER_DAY;
+	int64		usecs;
 
-	if (usecs < 0)
+	if (approx < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s must not be negative", name)));
+	if (approx / 1000.0 > (double) max_ms)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be at most " INT64_FORMAT " milliseconds", name, max_ms)));
+	usecs = interval->time + (int64) interval->day * USECS_PER_DAY +
+		(int64) interval->month * DAYS_PER_MONTH * USECS_PER_DAY;
 	if (usecs / 1000 > max_ms)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -70,6 +70,9 @@ extern void iterjob_notify_job_state(void);
 extern int	iterjob_max_workers;
 extern int	iterjob_retention_s;
 extern bool iterjob_log_batches;
+extern int	iterjob_max_replication_lag_ms;
+extern bool iterjob_hold_for_autovacuum;
+extern int	iterjob_test_replication_lag_ms;
 extern void iterjob_define_gucs(void);
 
 /* launcher.c */
@@ -77,7 +80,7 @@ extern void iterjob_register_launcher(void);
 extern PGDLLEXPORT void iterjob_launcher_main(Datum main_arg);
 
 /* the extension version this library's SQL needs */
-#define ITERJOB_SCHEMA_VERSION "0.2"
+#define ITERJOB_SCHEMA_VERSION "0.3"
 
 /* schema_version.c */
 extern char *iterjob_installed_version(void);

@@ -56,6 +56,9 @@ typedef struct IterjobSpec
 	char	   *on_instance_complete;	/* statement run when an instance
 										 * succeeds, $1 = instance */
 	int64		rows_total;		/* estimated rows to iterate */
+	int32		batch_pause_ms; /* sleep between an instance's batches */
+	int32		max_rows_per_second;	/* across the job's instances; 0: none */
+	int32		target_batch_ms;	/* adapt batch_size to this; 0: fixed */
 } IterjobSpec;
 
 /* The key range of one instance under range partitioning. */
@@ -85,7 +88,8 @@ extern char *iterjob_source_sql(const IterjobSpec *spec);
 extern char *iterjob_key_list(const IterjobSpec *spec, const char *prefix,
 							  bool descending);
 extern char *iterjob_keyset_query(const IterjobSpec *spec, int32 instance,
-								  const IterjobRange *range, bool after_cursor);
+								  const IterjobRange *range, bool after_cursor,
+								  bool limit_param);
 extern char *iterjob_count_query(const IterjobSpec *spec, int32 instance,
 								 const IterjobRange *range);
 extern char *iterjob_key_literal(const IterjobSpec *spec,

@@ -140,6 +140,9 @@ append_instance_predicates(StringInfo buf, const IterjobSpec *spec,
 {
 	const char *keys = iterjob_key_list(spec, "", false);
 
+	/* rows whose key has a NULL are never visited */
+	for (int i = 0; i < spec->nkeys; i++)
+		appendStringInfo(buf, " AND %s IS NOT NULL", quote_identifier(spec->key_names[i]));
 	if (range != NULL && range->empty)
 		appendStringInfoString(buf, " AND false");
 	if (spec->partition == ITERJOB_PARTITION_MODULO && spec->instances > 1)
@@ -163,9 +166,14 @@ append_instance_predicates(StringInfo buf, const IterjobSpec *spec,
 		appendStringInfo(buf, " AND (\n%s\n)", spec->filter);
 }
 
+/*
+ * With limit_param, the batch size is the last parameter ($1, or $nkeys+1
+ * after the cursor), so it can change while the plan is kept.
+ */
 char *
 iterjob_keyset_query(const IterjobSpec *spec, int32 instance,
-					 const IterjobRange *range, bool after_cursor)
+					 const IterjobRange *range, bool after_cursor,
+					 bool limit_param)
 {
 	StringInfoData buf;
 	const char *keys = iterjob_key_list(spec, "", false);
@@ -181,7 +189,11 @@ iterjob_keyset_query(const IterjobSpec *spec, int32 instance,
 			appendStringInfo(&buf, "%s$%d", i > 0 ? ", " : "", i + 1);
 		appendStringInfoChar(&buf, ')');
 	}
-	appendStringInfo(&buf, " ORDER BY %s LIMIT %d", keys, spec->batch_size);
+	if (limit_param)
+		appendStringInfo(&buf, " ORDER BY %s LIMIT $%d", keys,
+						 after_cursor ? spec->nkeys + 1 : 1);
+	else
+		appendStringInfo(&buf, " ORDER BY %s LIMIT %d", keys, spec->batch_size);
 
 	return buf.data;
 }

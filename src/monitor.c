@@ -27,13 +27,54 @@ PG_FUNCTION_INFO_V1(iterjob_recount);
 PG_FUNCTION_INFO_V1(iterjob_purge);
 
 /*
- * One row per live iteration worker, from shared memory: pid, database,
- * job, instance, batches committed, since when on this task, phase.
+ * May the caller see a worker on job_id in database dboid?  Superusers and
+ * iterjob_admin members see every worker; others only the workers on jobs
+ * of this database that they may steer.
+ */
+static bool
+may_see_worker(Oid caller, bool admin, Oid dboid, int64 job_id)
+{
+	Oid			type = INT8OID;
+	Datum		arg = Int64GetDatum(job_id);
+	IterjobSavedUser saved;
+	bool		isnull;
+	bool		visible = false;
+	int			nest;
+
+	if (admin)
+		return true;
+	if (dboid != MyDatabaseId || job_id == 0)
+		return false;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	nest = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	iterjob_become_superuser(&saved);
+	if (SPI_execute_with_args("SELECT owner FROM iterjob.job WHERE id OPERATOR(pg_catalog.=) $1",
+							  1, &type, &arg, NULL, true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+		visible = iterjob_may_steer(caller,
+									DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+																   SPI_tuptable->tupdesc,
+																   1, &isnull)));
+	iterjob_restore_user(&saved);
+	AtEOXact_GUC(true, nest);
+	SPI_finish();
+	return visible;
+}
+
+/*
+ * One row per live iteration worker the caller may see, from shared
+ * memory: pid, database, job, instance, batches committed, since when on
+ * this task, phase.
  */
 Datum
 iterjob_worker_slots(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Oid			caller = GetUserId();
+	bool		admin = iterjob_may_steer(caller, InvalidOid);
 
 	InitMaterializedSRF(fcinfo, 0);
 	if (iterjob_shared == NULL)
@@ -48,7 +89,8 @@ iterjob_worker_slots(PG_FUNCTION_ARGS)
 		SpinLockAcquire(&iterjob_shared->mutex);
 		slot = iterjob_shared->workers[i];
 		SpinLockRelease(&iterjob_shared->mutex);
-		if (!slot.in_use || slot.pid == 0)
+		if (!slot.in_use || slot.pid == 0 ||
+			!may_see_worker(caller, admin, slot.dboid, slot.job_id))
 			continue;
 
 		values[0] = Int32GetDatum(slot.pid);

@@ -69,7 +69,7 @@ iterjob_preview(PG_FUNCTION_ARGS)
 	for (int i = 0; i < spec.instances; i++)
 	{
 		const IterjobRange *range = ranges ? &ranges[i] : NULL;
-		char	   *query = iterjob_keyset_query(&spec, i, range, false);
+		char	   *query = iterjob_keyset_query(&spec, i, range, false, false);
 		Datum		values[6];
 		bool		nulls[6] = {false};
 

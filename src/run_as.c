@@ -6,12 +6,15 @@
  *	  iterjob's own bookkeeping runs as the bootstrap superuser (its tables
  *	  grant nothing to PUBLIC), with search_path = pg_catalog.  A job's
  *	  filter, action and hooks run in an "owner section": as the job's owner,
- *	  with the search_path captured at enqueue.  SECURITY_LOCAL_USERID_CHANGE
- *	  makes PostgreSQL refuse SET ROLE, RESET ROLE and SET SESSION
- *	  AUTHORIZATION meanwhile, so user SQL cannot switch back to the worker's
- *	  own identity.  Settings the section makes (and any the user SQL makes
- *	  to them) are undone when it ends; aborting the transaction also
- *	  restores the previous user.
+ *	  with the search_path captured at enqueue, as a security-restricted
+ *	  operation (as VACUUM runs index functions): PostgreSQL then refuses
+ *	  SET ROLE, RESET ROLE, SET SESSION AUTHORIZATION and the creation of
+ *	  temporary tables, so user SQL can neither switch back to the worker's
+ *	  own identity nor plant session state (a temporary table that shadows
+ *	  a table name) for whatever runs next in the same process.  Every
+ *	  setting changed in the section, by iterjob or by the user's SQL, is
+ *	  undone when it ends; aborting the transaction also restores the
+ *	  previous user.
  *
  *-------------------------------------------------------------------------
  */
@@ -40,7 +43,10 @@ iterjob_become_superuser(IterjobSavedUser *saved)
 void
 iterjob_become_owner(Oid owner, IterjobSavedUser *saved)
 {
-	switch_user(owner, saved);
+	GetUserIdAndSecContext(&saved->userid, &saved->sec_context);
+	SetUserIdAndSecContext(owner, saved->sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
 }
 
 void
@@ -91,5 +97,6 @@ void
 iterjob_end_owner_section(int nest, const IterjobSavedUser *saved)
 {
 	iterjob_restore_user(saved);
-	AtEOXact_GUC(true, nest);
+	/* false: also undo settings the user's SQL changed, SET or not */
+	AtEOXact_GUC(false, nest);
 }

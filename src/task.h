@@ -11,6 +11,7 @@
 #include "postgres.h"
 
 #include "job_spec.h"
+#include "throttle.h"
 
 typedef struct IterjobTask
 {
@@ -26,6 +27,8 @@ typedef struct IterjobTask
 	Datum		cursor[ITERJOB_MAX_KEYS];	/* last committed key */
 	MemoryContext cursor_cxt;	/* holds cursor[] */
 	int64		batches_done;
+	uint64		last_batch_rows;	/* keys in the last committed batch */
+	IterjobThrottle throttle;
 } IterjobTask;
 
 /* task_claim.c */

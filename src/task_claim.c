@@ -36,7 +36,10 @@
 "       (pg_catalog.date_part('epoch', j.statement_timeout) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int4,"\
 "       (pg_catalog.date_part('epoch', j.lock_timeout) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int4,"\
 "       j.partition, j.follow, j.upper_bound, iterjob.key_texts(j.upper_bound),"\
-"       j.on_complete, j.on_instance_complete"
+"       j.on_complete, j.on_instance_complete,"\
+"       (pg_catalog.date_part('epoch', j.batch_pause) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int4,"\
+"       COALESCE(j.max_rows_per_second, 0),"\
+"       COALESCE(pg_catalog.date_part('epoch', j.target_batch_time) OPERATOR(pg_catalog.*) 1000, 0)::pg_catalog.int4"
 
 /* their positions, counted from the first */
 enum
@@ -58,7 +61,10 @@ enum
 	JCOL_FOLLOW,
 	JCOL_UPPER_BOUND,			/* and its texts */
 	JCOL_ON_COMPLETE = JCOL_UPPER_BOUND + 2,
-	JCOL_ON_INSTANCE_COMPLETE
+	JCOL_ON_INSTANCE_COMPLETE,
+	JCOL_BATCH_PAUSE,
+	JCOL_MAX_ROWS_PER_SECOND,
+	JCOL_TARGET_BATCH_TIME
 };
 
 static const char *const claim_sql =
@@ -175,6 +181,9 @@ read_job_columns(HeapTuple tup, TupleDesc desc, int first, IterjobSpec *spec,
 							   &spec->upper_bound, CurrentMemoryContext);
 	spec->on_complete = SPI_getvalue(tup, desc, first + JCOL_ON_COMPLETE);
 	spec->on_instance_complete = SPI_getvalue(tup, desc, first + JCOL_ON_INSTANCE_COMPLETE);
+	spec->batch_pause_ms = int4_column(tup, desc, first + JCOL_BATCH_PAUSE);
+	spec->max_rows_per_second = int4_column(tup, desc, first + JCOL_MAX_ROWS_PER_SECOND);
+	spec->target_batch_ms = int4_column(tup, desc, first + JCOL_TARGET_BATCH_TIME);
 }
 
 /* The committed cursor, converted to Datums of the key types. */
@@ -220,6 +229,7 @@ task_from_row(HeapTuple tup, TupleDesc desc, MemoryContext parent)
 	iterjob_key_value_from_row(&task->spec, tup, desc, COL_RANGE_END, &task->range.upper, cxt);
 	task->range.empty = DatumGetBool(column(tup, desc, COL_RANGE_EMPTY, &isnull));
 	read_cursor(task, tup, desc);
+	iterjob_throttle_init(&task->throttle, &task->spec);
 	MemoryContextSwitchTo(old);
 	return task;
 }

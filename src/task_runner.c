@@ -39,8 +39,13 @@ typedef enum BatchOutcome
 	BATCH_MORE,					/* a batch committed; go on */
 	BATCH_LAST,					/* the task ended and that was committed */
 	BATCH_STOPPED,				/* paused, cancelled or gone: leave the task */
-	BATCH_RETRY					/* the batch failed and will be retried */
+	BATCH_RETRY,				/* the batch failed and will be retried */
+	BATCH_HELD,					/* the health gate said hold: nothing ran */
+	BATCH_LEFT					/* paused or cancelled while held: leave */
 } BatchOutcome;
+
+/* how long a held instance waits before looking at the health gate again */
+#define HOLD_RECHECK_MS 1000
 
 /* backoff before retrying a failed batch: 1 s, doubling, at most 30 s */
 #define RETRY_BASE_MS	1000
@@ -57,6 +62,19 @@ typedef struct TaskPlans
 	char		keyalign[ITERJOB_MAX_KEYS];
 	MemoryContext pending_cxt;	/* the batch's last key, until it commits */
 } TaskPlans;
+
+/* the job's pacing settings, read back with every checkpoint */
+static const char *const pacing_sql =
+"(SELECT ARRAY[j.batch_size,"
+"     (pg_catalog.date_part('epoch', j.batch_pause) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int4,"
+"     COALESCE(j.max_rows_per_second, 0),"
+"     COALESCE(pg_catalog.date_part('epoch', j.target_batch_time) OPERATOR(pg_catalog.*) 1000, 0)::pg_catalog.int4]"
+"   FROM iterjob.job j WHERE j.id OPERATOR(pg_catalog.=) job_id)";
+
+static const char *const hold_sql =
+"UPDATE iterjob.task SET held_reason = $2"
+" WHERE id OPERATOR(pg_catalog.=) $1"
+" RETURNING state OPERATOR(pg_catalog.=) 'running', %s";
 
 /*
  * The checkpoint: $1 task, $2 rows, $3.. the batch's last key.  It also
@@ -94,11 +112,11 @@ checkpoint_sql(const IterjobSpec *spec)
 					"              $2 OPERATOR(pg_catalog./)"
 					"                pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) updated_at))"
 					"       END,"
-					"       attempts = 0, updated_at = pg_catalog.now()"
+					"       attempts = 0, held_reason = NULL, updated_at = pg_catalog.now()"
 					" WHERE id OPERATOR(pg_catalog.=) $1"
 					"   AND state OPERATOR(pg_catalog.=) ANY ('{running,paused,cancelled}'::pg_catalog.text[])"
-					" RETURNING state OPERATOR(pg_catalog.=) 'running'",
-					cursor.data);
+					" RETURNING state OPERATOR(pg_catalog.=) 'running', %s",
+					cursor.data, pacing_sql);
 }
 
 static const char *const log_error_sql =
@@ -141,6 +159,7 @@ prepare_plans(IterjobTask *task, TaskPlans *plans)
 	IterjobSavedUser saved;
 	Oid			arraytypes[ITERJOB_MAX_KEYS];
 	Oid			checkpoint_types[ITERJOB_MAX_KEYS + 2] = {INT8OID, INT8OID};
+	Oid			next_types[ITERJOB_MAX_KEYS + 1];
 	int			nest;
 
 	for (int i = 0; i < spec->nkeys; i++)
@@ -153,13 +172,17 @@ prepare_plans(IterjobTask *task, TaskPlans *plans)
 	plans->checkpoint = prepare_kept(checkpoint_sql(spec), spec->nkeys + 2,
 									 checkpoint_types, 0);
 
+	for (int i = 0; i < spec->nkeys; i++)
+		next_types[i] = spec->key_types[i];
+	next_types[spec->nkeys] = INT4OID;	/* the batch size */
+
 	nest = begin_owner_section(task, true, &saved);
 	plans->first = prepare_kept(iterjob_keyset_query(spec, task->instance,
-													 &task->range, false),
-								0, NULL, CURSOR_OPT_GENERIC_PLAN);
+													 &task->range, false, true),
+								1, next_types + spec->nkeys, CURSOR_OPT_GENERIC_PLAN);
 	plans->next = prepare_kept(iterjob_keyset_query(spec, task->instance,
-													&task->range, true),
-							   spec->nkeys, spec->key_types, CURSOR_OPT_GENERIC_PLAN);
+													&task->range, true, true),
+							   spec->nkeys + 1, next_types, CURSOR_OPT_GENERIC_PLAN);
 	iterjob_end_owner_section(nest, &saved);
 
 	nest = begin_owner_section(task, false, &saved);
@@ -182,6 +205,57 @@ free_plans(TaskPlans *plans)
 	if (plans->checkpoint)
 		SPI_freeplan(plans->checkpoint);
 	memset(plans, 0, sizeof(*plans));
+}
+
+/*
+ * After a checkpoint or a hold: column 1 of the SPI result says whether the
+ * task is still running, column 2 holds the job's pacing settings.
+ */
+static BatchOutcome
+read_state_and_pacing(IterjobTask *task)
+{
+	bool		isnull;
+	Datum		still_running;
+	Datum		pacing;
+
+	if (SPI_processed != 1)
+		elog(ERROR, "iterjob task " INT64_FORMAT " no longer exists", task->task_id);
+	still_running = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	pacing = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	if (!isnull)
+	{
+		Datum	   *values;
+		int			n;
+
+		deconstruct_array(DatumGetArrayTypeP(pacing), INT4OID, 4, true, TYPALIGN_INT,
+						  &values, NULL, &n);
+		if (n == 4)
+		{
+			IterjobPacing p;
+
+			p.batch_size = DatumGetInt32(values[0]);
+			p.batch_pause_ms = DatumGetInt32(values[1]);
+			p.max_rows_per_second = DatumGetInt32(values[2]);
+			p.target_batch_ms = DatumGetInt32(values[3]);
+			iterjob_throttle_set_pacing(&task->throttle, &p);
+		}
+	}
+	return DatumGetBool(still_running) ? BATCH_MORE : BATCH_STOPPED;
+}
+
+/* The health gate said hold: say why in the task row, run nothing. */
+static BatchOutcome
+hold(IterjobTask *task, const char *reason)
+{
+	Oid			types[2] = {INT8OID, TEXTOID};
+	Datum		args[2] = {Int64GetDatum(task->task_id), CStringGetTextDatum(reason)};
+
+	iterjob_set_phase("held");
+	if (SPI_execute_with_args(psprintf(hold_sql, pacing_sql), 2, types, args, NULL,
+							  false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not record why iterjob task " INT64_FORMAT " holds",
+			 task->task_id);
+	return read_state_and_pacing(task) == BATCH_MORE ? BATCH_HELD : BATCH_LEFT;
 }
 
 /* The instance's last batch came back empty: run its hook, end it. */
@@ -217,7 +291,9 @@ do_batch(IterjobTask *task, TaskPlans *plans, Datum *pending)
 	IterjobSavedUser saved;
 	Datum		arrays[ITERJOB_MAX_KEYS];
 	Datum		cp_args[ITERJOB_MAX_KEYS + 2];
+	Datum		keyset_args[ITERJOB_MAX_KEYS + 1];
 	Datum	   *keys;
+	char	   *held;
 	uint64		n;
 	int			nest;
 	int			ret;
@@ -226,10 +302,19 @@ do_batch(IterjobTask *task, TaskPlans *plans, Datum *pending)
 	if (plans->action == NULL)
 		prepare_plans(task, plans);
 
+	held = iterjob_health_check(&task->throttle, spec->relid);
+	if (held != NULL)
+		return hold(task, held);
+
 	iterjob_set_phase("keyset query");
+	for (int k = 0; k < spec->nkeys; k++)
+		keyset_args[k] = task->cursor[k];
+	keyset_args[spec->nkeys] = Int32GetDatum(task->throttle.batch_size);
 	nest = begin_owner_section(task, true, &saved);
-	ret = SPI_execute_plan(task->has_cursor ? plans->next : plans->first,
-						   task->cursor, NULL, false, 0);
+	if (task->has_cursor)
+		ret = SPI_execute_plan(plans->next, keyset_args, NULL, false, 0);
+	else
+		ret = SPI_execute_plan(plans->first, keyset_args + spec->nkeys, NULL, false, 0);
 	iterjob_end_owner_section(nest, &saved);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "keyset query failed: %s", SPI_result_code_string(ret));
@@ -249,6 +334,8 @@ do_batch(IterjobTask *task, TaskPlans *plans, Datum *pending)
 
 			keys[i] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
 									k + 1, &isnull);
+			if (isnull)
+				elog(ERROR, "keyset query returned a NULL key");
 		}
 		arrays[k] = PointerGetDatum(construct_array(keys, (int) n, spec->key_types[k],
 													plans->keylen[k], plans->keybyval[k],
@@ -279,16 +366,8 @@ do_batch(IterjobTask *task, TaskPlans *plans, Datum *pending)
 	ret = SPI_execute_plan(plans->checkpoint, cp_args, NULL, false, 0);
 	if (ret != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "checkpoint failed: %s", SPI_result_code_string(ret));
-	if (SPI_processed != 1)
-		elog(ERROR, "iterjob task " INT64_FORMAT " no longer exists", task->task_id);
-	{
-		bool		isnull;
-		bool		still_running = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-															   SPI_tuptable->tupdesc,
-															   1, &isnull));
-
-		return still_running ? BATCH_MORE : BATCH_STOPPED;
-	}
+	task->last_batch_rows = n;
+	return read_state_and_pacing(task);
 }
 
 /* After a commit: the batch's last key becomes the task's cursor. */
@@ -401,13 +480,13 @@ record_failure(IterjobTask *task, ErrorData *edata, long *retry_ms)
 	return outcome;
 }
 
-/* Sleep before a retry, waking for interrupts (SIGTERM, reload). */
+/* Sleep between batches, waking for interrupts (SIGTERM, reload). */
 static void
-backoff(long ms)
+pause_for(long ms, const char *phase)
 {
 	TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
 
-	iterjob_set_phase("retry backoff");
+	iterjob_set_phase(phase);
 	for (;;)
 	{
 		long		left;
@@ -460,13 +539,15 @@ run_batch(IterjobTask *task, TaskPlans *plans, long *retry_ms)
 	{
 		AbortCurrentTransaction();
 		MemoryContextSwitchTo(worker_cxt);
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			iterjob_throttle_after_timeout(&task->throttle);
 		outcome = record_failure(task, edata, retry_ms);
 		FreeErrorData(edata);
 	}
 	else
 	{
 		MemoryContextSwitchTo(worker_cxt);
-		if (outcome != BATCH_LAST)
+		if (outcome == BATCH_MORE || outcome == BATCH_STOPPED)
 		{
 			advance_cursor(task, plans, pending);
 			if (iterjob_log_batches)
@@ -491,13 +572,26 @@ iterjob_run_task(IterjobTask *task)
 	{
 		BatchOutcome outcome;
 		long		retry_ms = 0;
+		TimestampTz start = GetCurrentTimestamp();
+		long		batch_ms;
+		long		sleep_ms;
 
 		CHECK_FOR_INTERRUPTS();
 		outcome = run_batch(task, &plans, &retry_ms);
 		if (outcome == BATCH_RETRY)
-			backoff(retry_ms);
+			pause_for(retry_ms, "retry backoff");
+		else if (outcome == BATCH_HELD)
+			pause_for(HOLD_RECHECK_MS, "held");
 		else if (outcome != BATCH_MORE)
 			break;
+		else
+		{
+			batch_ms = (long) ((GetCurrentTimestamp() - start) / 1000);
+			sleep_ms = iterjob_throttle_after_batch(&task->throttle, task->spec.instances,
+													task->last_batch_rows, batch_ms);
+			if (sleep_ms > 0)
+				pause_for(sleep_ms, "throttled");
+		}
 	}
 	free_plans(&plans);
 }

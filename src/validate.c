@@ -35,6 +35,9 @@
 
 #include "job_spec.h"
 
+static List *parse_argument(const char *sql, const char *what, const char *text,
+							int offset);
+
 void
 iterjob_check_relation(Oid relid)
 {
@@ -54,6 +57,12 @@ iterjob_check_relation(Oid relid)
 				 errhint("Iterate a view with query => 'SELECT ... FROM %s' and key => its key columns.",
 						 get_rel_name(relid)) :
 				 errdetail("iterjob iterates tables, partitioned tables, materialized views and queries.")));
+
+	if (get_rel_persistence(relid) == RELPERSISTENCE_TEMP)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot iterate temporary table \"%s\"", get_rel_name(relid)),
+				 errdetail("Jobs run in background workers, which cannot see this session's temporary tables.")));
 
 	aclresult = pg_class_aclcheck(relid, GetUserId(), ACL_SELECT);
 	if (aclresult != ACLCHECK_OK)
@@ -224,7 +233,7 @@ iterjob_resolve_key(const char *key, IterjobSpec *spec)
 void
 iterjob_check_query(IterjobSpec *spec, const char *key)
 {
-	List	   *stmts = raw_parser(spec->query, RAW_PARSE_DEFAULT);
+	List	   *stmts = parse_argument(spec->query, "query", spec->query, 0);
 	RawStmt    *raw;
 	SPIPlanPtr	plan;
 	CachedPlanSource *source;
@@ -285,11 +294,54 @@ iterjob_check_query(IterjobSpec *spec, const char *key)
 	SPI_finish();
 }
 
+typedef struct ParseContext
+{
+	const char *what;			/* "action", "filter", ... */
+	const char *text;			/* the argument as given */
+	int			offset;			/* where it starts in the parsed string */
+} ParseContext;
+
+/*
+ * A syntax error in an argument points into that argument (as an internal
+ * query), not into the caller's statement, and says which argument it was.
+ */
+static void
+parse_error_callback(void *arg)
+{
+	ParseContext *ctx = (ParseContext *) arg;
+	int			pos = geterrposition();
+
+	if (pos > 0)
+	{
+		errposition(0);
+		internalerrposition(Max(1, pos - ctx->offset));
+		internalerrquery(ctx->text);
+	}
+	errcontext("iterjob %s: %s", ctx->what, ctx->text);
+}
+
+/* raw_parser() of sql, which holds text (what) at offset */
+static List *
+parse_argument(const char *sql, const char *what, const char *text, int offset)
+{
+	ErrorContextCallback errcb;
+	ParseContext ctx = {what, text, offset};
+	List	   *stmts;
+
+	errcb.callback = parse_error_callback;
+	errcb.arg = &ctx;
+	errcb.previous = error_context_stack;
+	error_context_stack = &errcb;
+	stmts = raw_parser(sql, RAW_PARSE_DEFAULT);
+	error_context_stack = errcb.previous;
+	return stmts;
+}
+
 /* Parse text that must be exactly one SQL statement. */
 static RawStmt *
-parse_one_statement(const char *sql, const char *what)
+parse_one_statement(const char *sql, const char *what, const char *text, int offset)
 {
-	List	   *stmts = raw_parser(sql, RAW_PARSE_DEFAULT);
+	List	   *stmts = parse_argument(sql, what, text, offset);
 
 	if (list_length(stmts) != 1)
 		ereport(ERROR,
@@ -307,7 +359,7 @@ iterjob_check_filter_syntax(const char *filter)
 	SelectStmt *sel;
 	ResTarget  *target;
 
-	raw = parse_one_statement(sql, "filter");
+	raw = parse_one_statement(sql, "filter", filter, (int) strlen("SELECT\n"));
 	sel = (SelectStmt *) raw->stmt;
 	if (!IsA(sel, SelectStmt) || sel->op != SETOP_NONE ||
 		list_length(sel->targetList) != 1 || sel->fromClause != NIL ||
@@ -333,7 +385,7 @@ iterjob_check_filter_syntax(const char *filter)
 void
 iterjob_check_statement_syntax(const char *sql, const char *what)
 {
-	RawStmt    *raw = parse_one_statement(sql, what);
+	RawStmt    *raw = parse_one_statement(sql, what, sql, 0);
 
 	if (IsA(raw->stmt, TransactionStmt))
 		ereport(ERROR,
@@ -358,8 +410,23 @@ check_plan_permissions(SPIPlanPtr plan)
 	{
 		PlannedStmt *stmt = lfirst_node(PlannedStmt, lc);
 
-		if (stmt->commandType != CMD_UTILITY)
-			ExecCheckRTPerms(stmt->rtable, true);
+		ListCell   *rc;
+
+		if (stmt->commandType == CMD_UTILITY)
+			continue;
+		ExecCheckRTPerms(stmt->rtable, true);
+		foreach(rc, stmt->rtable)
+		{
+			RangeTblEntry *rte = lfirst_node(RangeTblEntry, rc);
+
+			if (rte->rtekind == RTE_RELATION &&
+				get_rel_persistence(rte->relid) == RELPERSISTENCE_TEMP)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot use temporary table \"%s\" in a job",
+								get_rel_name(rte->relid)),
+						 errdetail("Jobs run in background workers, which cannot see this session's temporary tables.")));
+		}
 	}
 	ReleaseCachedPlan(cplan, NULL);	/* the plan is not saved */
 }
@@ -418,7 +485,7 @@ iterjob_check_plans(const IterjobSpec *spec)
 	error_context_stack = &errcb;
 
 	{
-		char	   *keyset = iterjob_keyset_query(spec, 0, NULL, true);
+		char	   *keyset = iterjob_keyset_query(spec, 0, NULL, true, false);
 
 		check_one_plan(&ctx, "keyset query", keyset, keyset,
 					   spec->nkeys, (Oid *) spec->key_types);

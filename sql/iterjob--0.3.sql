@@ -1,5 +1,5 @@
-/* iterjob--0.2.sql: jobs, their instances (tasks), the functions and views.
- * Must define exactly what iterjob--0.1.sql followed by iterjob--0.1--0.2.sql does
+/* iterjob--0.3.sql: jobs, their instances (tasks), the functions and views.
+ * Must define exactly what iterjob--0.1.sql followed by the upgrade scripts does
  * (the upgrade test compares the two). */
 
 \echo Use "CREATE EXTENSION iterjob" to load this file. \quit
@@ -33,6 +33,9 @@ CREATE TABLE iterjob.job (
     last_error  text,
     -- the planner's estimate at enqueue, or an exact count by iterjob.recount()
     rows_total  bigint,
+    batch_pause interval NOT NULL DEFAULT '0',
+    max_rows_per_second integer CHECK (max_rows_per_second > 0),
+    target_batch_time interval,
     CHECK ((relation IS NULL) <> (query IS NULL))
 );
 
@@ -57,6 +60,8 @@ CREATE TABLE iterjob.task (
     rows_total   bigint,
     -- a moving average kept by each checkpoint
     rows_per_second double precision,
+    -- why a running instance holds at a batch boundary (the health gate)
+    held_reason  text,
     UNIQUE (job_id, instance)
 );
 
@@ -101,12 +106,15 @@ CREATE FUNCTION iterjob.enqueue(
     query      text DEFAULT NULL,
     follow     boolean DEFAULT false,
     on_complete text DEFAULT NULL,
-    on_instance_complete text DEFAULT NULL)
+    on_instance_complete text DEFAULT NULL,
+    batch_pause interval DEFAULT '0',
+    max_rows_per_second integer DEFAULT NULL,
+    target_batch_time interval DEFAULT NULL)
 RETURNS bigint
 LANGUAGE C VOLATILE
 AS 'MODULE_PATHNAME', 'iterjob_enqueue';
 
-COMMENT ON FUNCTION iterjob.enqueue(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text)
+COMMENT ON FUNCTION iterjob.enqueue(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval)
     IS 'create a job that runs action on every batch of keys of relation (or query), in instances parallel instances';
 
 -- A list of values as a job's source: iterated like a one-column table.
@@ -254,7 +262,8 @@ SELECT t.job_id,
            AS rows_per_second,
        iterjob.eta(t.state, t.rows_done, t.rows_total, t.rows_per_second) AS eta,
        coalesce(t.finished_at, now()) - t.started_at AS elapsed,
-       iterjob.progress_bar(iterjob.percent(t.state, t.rows_done, t.rows_total)) AS bar
+       iterjob.progress_bar(iterjob.percent(t.state, t.rows_done, t.rows_total)) AS bar,
+       t.held_reason
   FROM iterjob.task t
   JOIN iterjob.job j ON j.id = t.job_id
   LEFT JOIN pg_stat_activity a
@@ -290,7 +299,11 @@ SELECT j.id AS job_id,
                    sum(t.rows_per_second) FILTER (WHERE t.state = 'running')) AS eta,
        coalesce(j.finished_at, now()) - j.started_at AS elapsed,
        iterjob.progress_bar(iterjob.percent(j.state, coalesce(sum(t.rows_done), 0)::bigint,
-                                            j.rows_total)) AS bar
+                                            j.rows_total)) AS bar,
+       string_agg(DISTINCT t.held_reason, '; ') FILTER (WHERE t.state = 'running') AS held,
+       j.batch_pause,
+       j.max_rows_per_second,
+       j.target_batch_time
   FROM iterjob.job j
   LEFT JOIN iterjob.task t ON t.job_id = j.id
  WHERE iterjob.can_steer(j.owner)
@@ -365,13 +378,16 @@ CREATE FUNCTION iterjob.preview(
     query      text DEFAULT NULL,
     follow     boolean DEFAULT false,
     on_complete text DEFAULT NULL,
-    on_instance_complete text DEFAULT NULL)
+    on_instance_complete text DEFAULT NULL,
+    batch_pause interval DEFAULT '0',
+    max_rows_per_second integer DEFAULT NULL,
+    target_batch_time interval DEFAULT NULL)
 RETURNS TABLE (instance integer, keyset_query text, action text, plan text,
                estimated_rows bigint, estimated_batches bigint)
 LANGUAGE C VOLATILE
 AS 'MODULE_PATHNAME', 'iterjob_preview';
 
-COMMENT ON FUNCTION iterjob.preview(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text)
+COMMENT ON FUNCTION iterjob.preview(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval)
     IS 'check a job as enqueue would and show, per instance, its first keyset query, plan and estimates; creates nothing';
 
 CREATE FUNCTION iterjob.recount(job_id bigint)
@@ -397,6 +413,19 @@ AS 'MODULE_PATHNAME', 'iterjob_wake_workers';
 
 COMMENT ON FUNCTION iterjob.wake_workers()
     IS 'have iterjob look for runnable jobs in this database when the transaction commits';
+
+CREATE FUNCTION iterjob.set(
+    job_id     bigint,
+    batch_size integer DEFAULT NULL,
+    batch_pause interval DEFAULT NULL,
+    max_rows_per_second integer DEFAULT NULL,
+    target_batch_time interval DEFAULT NULL)
+RETURNS void
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'iterjob_set';
+
+COMMENT ON FUNCTION iterjob.set(bigint, integer, interval, integer, interval)
+    IS 'change a job''s pacing while it runs (NULL: unchanged, 0: no limit); workers apply it at their next batch';
 
 -- Nothing for PUBLIC.  iterjob_user may use iterjob (GRANT iterjob_user TO alice);
 -- iterjob_admin also sees and steers every role's jobs.  Roles are cluster-wide:

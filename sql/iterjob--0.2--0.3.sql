@@ -1,0 +1,154 @@
+/* iterjob--0.2--0.3.sql: throttling (batch_pause, max_rows_per_second,
+ * target_batch_time, iterjob.set) and the health gate's held_reason */
+
+\echo Use "ALTER EXTENSION iterjob UPDATE TO '0.3'" to load this file. \quit
+
+ALTER TABLE iterjob.job ADD COLUMN batch_pause interval NOT NULL DEFAULT '0';
+ALTER TABLE iterjob.job ADD COLUMN max_rows_per_second integer CHECK (max_rows_per_second > 0);
+ALTER TABLE iterjob.job ADD COLUMN target_batch_time interval;
+-- why a running instance holds at a batch boundary (the health gate)
+ALTER TABLE iterjob.task ADD COLUMN held_reason text;
+
+DROP FUNCTION iterjob.enqueue(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text);
+CREATE FUNCTION iterjob.enqueue(
+    relation   regclass,
+    action     text,
+    instances  integer DEFAULT 1,
+    batch_size integer DEFAULT 1000,
+    key        text DEFAULT NULL,
+    filter     text DEFAULT NULL,
+    name       text DEFAULT NULL,
+    max_attempts integer DEFAULT 5,
+    statement_timeout interval DEFAULT '10min',
+    lock_timeout interval DEFAULT '5s',
+    partition  text DEFAULT 'modulo',
+    query      text DEFAULT NULL,
+    follow     boolean DEFAULT false,
+    on_complete text DEFAULT NULL,
+    on_instance_complete text DEFAULT NULL,
+    batch_pause interval DEFAULT '0',
+    max_rows_per_second integer DEFAULT NULL,
+    target_batch_time interval DEFAULT NULL)
+RETURNS bigint
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'iterjob_enqueue';
+
+COMMENT ON FUNCTION iterjob.enqueue(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval)
+    IS 'create a job that runs action on every batch of keys of relation (or query), in instances parallel instances';
+
+DROP FUNCTION iterjob.preview(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text);
+CREATE FUNCTION iterjob.preview(
+    relation   regclass,
+    action     text,
+    instances  integer DEFAULT 1,
+    batch_size integer DEFAULT 1000,
+    key        text DEFAULT NULL,
+    filter     text DEFAULT NULL,
+    name       text DEFAULT NULL,
+    max_attempts integer DEFAULT 5,
+    statement_timeout interval DEFAULT '10min',
+    lock_timeout interval DEFAULT '5s',
+    partition  text DEFAULT 'modulo',
+    query      text DEFAULT NULL,
+    follow     boolean DEFAULT false,
+    on_complete text DEFAULT NULL,
+    on_instance_complete text DEFAULT NULL,
+    batch_pause interval DEFAULT '0',
+    max_rows_per_second integer DEFAULT NULL,
+    target_batch_time interval DEFAULT NULL)
+RETURNS TABLE (instance integer, keyset_query text, action text, plan text,
+               estimated_rows bigint, estimated_batches bigint)
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'iterjob_preview';
+
+COMMENT ON FUNCTION iterjob.preview(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval)
+    IS 'check a job as enqueue would and show, per instance, its first keyset query, plan and estimates; creates nothing';
+
+CREATE FUNCTION iterjob.set(
+    job_id     bigint,
+    batch_size integer DEFAULT NULL,
+    batch_pause interval DEFAULT NULL,
+    max_rows_per_second integer DEFAULT NULL,
+    target_batch_time interval DEFAULT NULL)
+RETURNS void
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'iterjob_set';
+
+COMMENT ON FUNCTION iterjob.set(bigint, integer, interval, integer, interval)
+    IS 'change a job''s pacing while it runs (NULL: unchanged, 0: no limit); workers apply it at their next batch';
+
+CREATE OR REPLACE VIEW iterjob.task_progress WITH (security_barrier) AS
+SELECT t.job_id,
+       t.instance,
+       t.state,
+       t.cursor,
+       t.range_start,
+       t.range_end,
+       t.rows_done,
+       t.batches_done,
+       t.attempts,
+       t.last_error,
+       a.pid AS worker_pid,
+       t.started_at,
+       t.finished_at,
+       t.updated_at,
+       t.rows_total,
+       iterjob.percent(t.state, t.rows_done, t.rows_total) AS percent,
+       CASE WHEN t.state = 'running' THEN round(t.rows_per_second::numeric, 1) END
+           AS rows_per_second,
+       iterjob.eta(t.state, t.rows_done, t.rows_total, t.rows_per_second) AS eta,
+       coalesce(t.finished_at, now()) - t.started_at AS elapsed,
+       iterjob.progress_bar(iterjob.percent(t.state, t.rows_done, t.rows_total)) AS bar,
+       t.held_reason
+  FROM iterjob.task t
+  JOIN iterjob.job j ON j.id = t.job_id
+  LEFT JOIN pg_stat_activity a
+         ON t.state = 'running' AND a.pid = t.worker_pid
+        AND a.backend_type = 'iterjob worker'
+ WHERE iterjob.can_steer(j.owner);
+
+CREATE OR REPLACE VIEW iterjob.job_progress WITH (security_barrier) AS
+SELECT j.id AS job_id,
+       j.name,
+       j.relation,
+       j.state,
+       j.instances,
+       count(t.job_id) FILTER (WHERE t.state IN ('succeeded', 'failed', 'cancelled'))::integer
+           AS instances_done,
+       coalesce(sum(t.rows_done), 0)::bigint AS rows_done,
+       coalesce(sum(t.batches_done), 0)::bigint AS batches_done,
+       j.batch_size,
+       array_to_string(j.key_columns, ', ') AS key_column,
+       j.partition,
+       j.max_attempts,
+       pg_get_userbyid(j.owner) AS owner,
+       j.created_at,
+       j.started_at,
+       j.finished_at,
+       j.last_error,
+       j.rows_total,
+       iterjob.percent(j.state, coalesce(sum(t.rows_done), 0)::bigint, j.rows_total) AS percent,
+       CASE WHEN j.state = 'running'
+            THEN round(coalesce(sum(t.rows_per_second) FILTER (WHERE t.state = 'running'), 0)::numeric, 1)
+       END AS rows_per_second,
+       iterjob.eta(j.state, coalesce(sum(t.rows_done), 0)::bigint, j.rows_total,
+                   sum(t.rows_per_second) FILTER (WHERE t.state = 'running')) AS eta,
+       coalesce(j.finished_at, now()) - j.started_at AS elapsed,
+       iterjob.progress_bar(iterjob.percent(j.state, coalesce(sum(t.rows_done), 0)::bigint,
+                                            j.rows_total)) AS bar,
+       string_agg(DISTINCT t.held_reason, '; ') FILTER (WHERE t.state = 'running') AS held,
+       j.batch_pause,
+       j.max_rows_per_second,
+       j.target_batch_time
+  FROM iterjob.job j
+  LEFT JOIN iterjob.task t ON t.job_id = j.id
+ WHERE iterjob.can_steer(j.owner)
+ GROUP BY j.id;
+
+REVOKE ALL ON FUNCTION iterjob.enqueue(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval), iterjob.preview(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval),
+    iterjob.set(bigint, integer, interval, integer, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION iterjob.enqueue(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval), iterjob.preview(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval),
+    iterjob.set(bigint, integer, interval, integer, interval) TO iterjob_user;
+
+-- jobs that waited for this update can start now
+SELECT iterjob.wake_workers();

@@ -1,0 +1,138 @@
+/*-------------------------------------------------------------------------
+ *
+ * throttle.c
+ *	  Pacing one instance: see throttle.h.
+ *
+ *	  After each committed batch the worker sleeps for batch_pause, and
+ *	  long enough that the instance stays under its share of the job's
+ *	  max_rows_per_second (the cap divided by the job's instances).  With a
+ *	  target_batch_time, the next batch size is scaled by target / actual,
+ *	  by at most a factor of 2 per batch, and halves after a timeout.  The
+ *	  health gate is looked at before a batch, at most once a second: while
+ *	  a standby's replay lag exceeds iterjob.max_replication_lag, or
+ *	  autovacuum works on the job's relation (iterjob.hold_for_autovacuum),
+ *	  the worker holds at the batch boundary.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/timestamp.h"
+
+#include "iterjob.h"
+#include "throttle.h"
+
+#define HEALTH_CHECK_INTERVAL_MS 1000
+
+void
+iterjob_throttle_init(IterjobThrottle *throttle, const IterjobSpec *spec)
+{
+	memset(throttle, 0, sizeof(*throttle));
+	throttle->pacing.batch_size = spec->batch_size;
+	throttle->pacing.batch_pause_ms = spec->batch_pause_ms;
+	throttle->pacing.max_rows_per_second = spec->max_rows_per_second;
+	throttle->pacing.target_batch_ms = spec->target_batch_ms;
+	throttle->batch_size = spec->batch_size;
+}
+
+/* Settings read back at a checkpoint (iterjob.set() may have changed them). */
+void
+iterjob_throttle_set_pacing(IterjobThrottle *throttle, const IterjobPacing *pacing)
+{
+	if (pacing->batch_size != throttle->pacing.batch_size ||
+		(pacing->target_batch_ms == 0 && throttle->pacing.target_batch_ms != 0))
+		throttle->batch_size = pacing->batch_size;
+	throttle->pacing = *pacing;
+}
+
+/*
+ * After a batch of rows that took batch_ms: adapt the batch size and
+ * return how long to sleep before the next batch.
+ */
+long
+iterjob_throttle_after_batch(IterjobThrottle *throttle, int instances,
+							 uint64 rows, long batch_ms)
+{
+	IterjobPacing *pacing = &throttle->pacing;
+	long		sleep_ms = pacing->batch_pause_ms;
+
+	if (pacing->target_batch_ms > 0 && batch_ms > 0 &&
+		rows >= (uint64) throttle->batch_size)
+	{
+		double		scale = (double) pacing->target_batch_ms / batch_ms;
+
+		scale = Max(0.5, Min(2.0, scale));
+		throttle->batch_size = (int32) Max(1, Min(ITERJOB_MAX_BATCH_SIZE,
+												  throttle->batch_size * scale));
+	}
+	if (pacing->max_rows_per_second > 0)
+	{
+		/* this instance's share of the cap */
+		double		share = (double) pacing->max_rows_per_second / Max(1, instances);
+		long		min_ms = (long) (1000.0 * rows / share);
+
+		sleep_ms = Max(sleep_ms, min_ms - batch_ms);
+	}
+	return Max(0, sleep_ms);
+}
+
+/* A batch timed out: with a target batch time, try half the size. */
+void
+iterjob_throttle_after_timeout(IterjobThrottle *throttle)
+{
+	if (throttle->pacing.target_batch_ms > 0)
+		throttle->batch_size = Max(1, throttle->batch_size / 2);
+}
+
+static const char *const health_sql =
+"SELECT CASE"
+"  WHEN $1 OPERATOR(pg_catalog.>=) 0 AND lag OPERATOR(pg_catalog.>)"
+"       pg_catalog.make_interval(secs => $1 OPERATOR(pg_catalog./) 1000.0)"
+"  THEN 'replication lag ' OPERATOR(pg_catalog.||) lag::pg_catalog.text"
+"       OPERATOR(pg_catalog.||) ' exceeds iterjob.max_replication_lag'"
+"  WHEN $2 AND $3 OPERATOR(pg_catalog.<>) 0 AND EXISTS ("
+"       SELECT FROM pg_catalog.pg_stat_progress_vacuum v"
+"         JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) v.pid"
+"        WHERE a.backend_type OPERATOR(pg_catalog.=) 'autovacuum worker'"
+"          AND v.relid OPERATOR(pg_catalog.=) ANY ("
+"              SELECT relid FROM pg_catalog.pg_partition_tree($3::pg_catalog.regclass)))"
+"  THEN 'autovacuum is processing ' OPERATOR(pg_catalog.||) $3::pg_catalog.regclass::pg_catalog.text"
+"  END"
+"  FROM (SELECT COALESCE(iterjob_test_lag.v, (SELECT pg_catalog.max(replay_lag)"
+"                                               FROM pg_catalog.pg_stat_replication)) AS lag"
+"          FROM (SELECT CASE WHEN $4 OPERATOR(pg_catalog.>=) 0"
+"                       THEN pg_catalog.make_interval(secs => $4 OPERATOR(pg_catalog./) 1000.0)"
+"                       END AS v) AS iterjob_test_lag) AS l";
+
+/*
+ * Should the instance hold before its next batch?  Returns why, or NULL.
+ * Runs in a transaction with SPI connected; looks at most once a second,
+ * keeping the last answer in between.
+ */
+char *
+iterjob_health_check(IterjobThrottle *throttle, Oid relid)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	Oid			types[4] = {INT4OID, BOOLOID, OIDOID, INT4OID};
+	Datum		args[4];
+	char	   *reason = NULL;
+
+	if (iterjob_max_replication_lag_ms < 0 && !iterjob_hold_for_autovacuum)
+		return NULL;
+	if (!throttle->held && now < throttle->next_health_check)
+		return NULL;
+	throttle->next_health_check = TimestampTzPlusMilliseconds(now, HEALTH_CHECK_INTERVAL_MS);
+
+	args[0] = Int32GetDatum(iterjob_max_replication_lag_ms);
+	args[1] = BoolGetDatum(iterjob_hold_for_autovacuum);
+	args[2] = ObjectIdGetDatum(relid);
+	args[3] = Int32GetDatum(iterjob_test_replication_lag_ms);
+	if (SPI_execute_with_args(health_sql, 4, types, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not check iterjob's health gate");
+	if (SPI_processed == 1)
+		reason = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	throttle->held = (reason != NULL);
+	return reason;
+}

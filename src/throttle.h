@@ -1,0 +1,43 @@
+/*-------------------------------------------------------------------------
+ *
+ * throttle.h
+ *	  Pacing one instance so a backfill does not hurt production: pauses
+ *	  between batches, a job-wide rows-per-second cap, batch sizes adapted
+ *	  to a target batch time, and the health gate (replication lag,
+ *	  autovacuum of the relation).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef ITERJOB_THROTTLE_H
+#define ITERJOB_THROTTLE_H
+
+#include "postgres.h"
+
+#include "job_spec.h"
+
+/* the job's pacing settings, as iterjob.set() may change them */
+typedef struct IterjobPacing
+{
+	int32		batch_size;
+	int32		batch_pause_ms;
+	int32		max_rows_per_second;
+	int32		target_batch_ms;
+} IterjobPacing;
+
+typedef struct IterjobThrottle
+{
+	IterjobPacing pacing;
+	int32		batch_size;		/* this instance's current batch size */
+	TimestampTz next_health_check;
+	bool		held;			/* the last health check said hold */
+} IterjobThrottle;
+
+extern void iterjob_throttle_init(IterjobThrottle *throttle, const IterjobSpec *spec);
+extern void iterjob_throttle_set_pacing(IterjobThrottle *throttle,
+										const IterjobPacing *pacing);
+extern long iterjob_throttle_after_batch(IterjobThrottle *throttle, int instances,
+										 uint64 rows, long batch_ms);
+extern void iterjob_throttle_after_timeout(IterjobThrottle *throttle);
+extern char *iterjob_health_check(IterjobThrottle *throttle, Oid relid);
+
+#endif							/* ITERJOB_THROTTLE_H */
