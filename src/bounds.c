@@ -118,18 +118,19 @@ sample_clause(const IterjobSpec *spec)
 IterjobRange *
 iterjob_split_ranges(const IterjobSpec *spec)
 {
-	const char *json = iterjob_key_jsonb_sql(spec);
 	MemoryContext cxt = CurrentMemoryContext;
 	IterjobRange *ranges = palloc0(sizeof(IterjobRange) * spec->instances);
 	StringInfoData sql;
+	StringInfoData boundary_sql;
+	SPITupleTable *sample;
 	uint64		m;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "SELECT %s, iterjob.key_texts(%s) FROM %s%s WHERE true%s",
-					 json, json, iterjob_source_sql(spec), sample_clause(spec),
-					 keys_not_null(spec));
+	appendStringInfo(&sql, "SELECT %s FROM %s%s WHERE true%s",
+					 iterjob_key_list(spec, "", false), iterjob_source_sql(spec),
+					 sample_clause(spec), keys_not_null(spec));
 	if (spec->filter)
 		appendStringInfo(&sql, " AND (\n%s\n)", spec->filter);
 	if (!spec->follow && spec->upper_bound.present)
@@ -139,17 +140,47 @@ iterjob_split_ranges(const IterjobSpec *spec)
 	appendStringInfo(&sql, " ORDER BY %s", iterjob_key_list(spec, "", false));
 	if (SPI_execute(sql.data, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not sample keys");
-
+	sample = SPI_tuptable;
 	m = SPI_processed;
+
+	/* the jsonb form of a boundary: $1.. are its key columns */
+	initStringInfo(&boundary_sql);
+	appendStringInfoString(&boundary_sql, "SELECT v, iterjob.key_texts(v) FROM (SELECT ");
+	if (spec->nkeys == 1)
+		appendStringInfoString(&boundary_sql, "pg_catalog.to_jsonb($1)");
+	else
+	{
+		appendStringInfoString(&boundary_sql, "pg_catalog.jsonb_build_array(");
+		for (int k = 0; k < spec->nkeys; k++)
+			appendStringInfo(&boundary_sql, "%s$%d", k > 0 ? ", " : "", k + 1);
+		appendStringInfoChar(&boundary_sql, ')');
+	}
+	appendStringInfoString(&boundary_sql, " AS v) AS b");
+
 	for (int i = 1; i < spec->instances; i++)
 	{
+		HeapTuple	row;
+		Datum		values[ITERJOB_MAX_KEYS];
+
 		if (m == 0)
 		{
 			ranges[i].empty = true;
 			continue;
 		}
-		iterjob_key_value_from_row(spec, SPI_tuptable->vals[(uint64) i * m / spec->instances],
-						   SPI_tuptable->tupdesc, 1, &ranges[i].lower, cxt);
+		row = sample->vals[(uint64) i * m / spec->instances];
+		for (int k = 0; k < spec->nkeys; k++)
+		{
+			bool		isnull;
+
+			values[k] = SPI_getbinval(row, sample->tupdesc, k + 1, &isnull);
+		}
+		if (SPI_execute_with_args(boundary_sql.data, spec->nkeys,
+								  (Oid *) spec->key_types, values, NULL, true, 1) != SPI_OK_SELECT ||
+			SPI_processed != 1)
+			elog(ERROR, "could not encode a range boundary");
+		iterjob_key_value_from_row(spec, SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+								   1, &ranges[i].lower, cxt);
+		SPI_freetuptable(SPI_tuptable);
 		ranges[i - 1].upper = ranges[i].lower;
 	}
 	SPI_finish();

@@ -67,7 +67,30 @@ enum
 	JCOL_TARGET_BATCH_TIME
 };
 
-static const char *const claim_sql =
+/*
+ * Candidates go through the partial index on runnable tasks, so claims cost
+ * the same however many finished tasks pile up.  Tasks marked running are
+ * looked at without a row lock (their live workers checkpoint them);
+ * only one whose task lock is free (its worker died) is locked and taken.
+ */
+static const char *const running_sql =
+"SELECT id FROM iterjob.task"
+" WHERE state OPERATOR(pg_catalog.=) 'running'"
+" ORDER BY id";
+
+static const char *const lock_orphan_sql =
+"SELECT id FROM iterjob.task"
+" WHERE id OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.=) 'running'"
+"   FOR UPDATE SKIP LOCKED";
+
+static const char *const queued_sql =
+"SELECT id FROM iterjob.task"
+" WHERE state OPERATOR(pg_catalog.=) 'queued'"
+" ORDER BY id"
+"   FOR UPDATE SKIP LOCKED";
+
+/* the claimed task with its job */
+static const char *const task_sql =
 "SELECT t.id, t.job_id, t.instance,"
 "       t.cursor OPERATOR(pg_catalog.->) 'inner_cursor',"
 "       iterjob.key_texts(t.cursor OPERATOR(pg_catalog.->) 'inner_cursor'),"
@@ -76,11 +99,9 @@ static const char *const claim_sql =
 "       t.range_end, iterjob.key_texts(t.range_end), t.range_empty,"
 JOB_COLUMNS_SQL
 "  FROM iterjob.task t JOIN iterjob.job j ON j.id OPERATOR(pg_catalog.=) t.job_id"
-" WHERE t.state OPERATOR(pg_catalog.=) ANY ('{queued,running}'::pg_catalog.text[])"
-" ORDER BY t.id"
-"   FOR UPDATE OF t SKIP LOCKED";
+" WHERE t.id OPERATOR(pg_catalog.=) $1";
 
-/* claim_sql's columns */
+/* task_sql's columns */
 enum
 {
 	COL_TASK_ID = 1,
@@ -260,17 +281,45 @@ iterjob_load_job(int64 job_id, IterjobSpec *spec, Oid *owner, char **search_path
 	return true;
 }
 
-IterjobTask *
-iterjob_claim_task(MemoryContext parent)
+/* An orphaned running task (its worker died), locked and task-locked, or 0. */
+static int64
+claim_orphan(void)
 {
-	Portal		portal;
-	IterjobTask *task = NULL;
-	Datum		args[2];
-	Oid			argtypes[2] = {INT8OID, INT4OID};
+	Oid			type = INT8OID;
+	int64	   *ids;
+	uint64		n;
 
-	portal = SPI_cursor_open_with_args(NULL, claim_sql, 0, NULL, NULL, NULL,
-									   false, 0);
-	while (task == NULL)
+	if (SPI_execute(running_sql, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not look for orphaned iterjob tasks");
+	n = SPI_processed;
+	ids = palloc(sizeof(int64) * (n + 1));
+	for (uint64 i = 0; i < n; i++)
+		ids[i] = int8_column(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+
+	for (uint64 i = 0; i < n; i++)
+	{
+		Datum		arg = Int64GetDatum(ids[i]);
+
+		CHECK_FOR_INTERRUPTS();
+		if (!iterjob_try_lock_task(ids[i]))
+			continue;			/* a live worker holds it */
+		if (SPI_execute_with_args(lock_orphan_sql, 1, &type, &arg, NULL,
+								  false, 1) == SPI_OK_SELECT && SPI_processed == 1)
+			return ids[i];
+		iterjob_unlock_task(ids[i]);
+	}
+	return 0;
+}
+
+/* The first queued task we can lock, task-locked, or 0. */
+static int64
+claim_queued(void)
+{
+	Portal		portal = SPI_cursor_open_with_args(NULL, queued_sql, 0, NULL, NULL,
+												   NULL, false, 0);
+	int64		claimed = 0;
+
+	while (claimed == 0)
 	{
 		CHECK_FOR_INTERRUPTS();
 		SPI_cursor_fetch(portal, true, CLAIM_FETCH_SIZE);
@@ -278,21 +327,45 @@ iterjob_claim_task(MemoryContext parent)
 			break;
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			int64		task_id = int8_column(tup, SPI_tuptable->tupdesc, COL_TASK_ID);
+			int64		task_id = int8_column(SPI_tuptable->vals[i],
+											  SPI_tuptable->tupdesc, 1);
 
-			/* a task whose lock is held has a live worker: leave it */
 			if (iterjob_try_lock_task(task_id))
 			{
-				task = task_from_row(tup, SPI_tuptable->tupdesc, parent);
+				claimed = task_id;
 				break;
 			}
 		}
 	}
 	SPI_cursor_close(portal);
+	return claimed;
+}
 
-	if (task == NULL)
+/*
+ * Claim a runnable task: first one whose worker died (so interrupted work
+ * resumes first), else the oldest queued one.  Returns NULL if there is
+ * none.
+ */
+IterjobTask *
+iterjob_claim_task(MemoryContext parent)
+{
+	IterjobTask *task;
+	int64		claimed;
+	Datum		args[2];
+	Oid			argtypes[2] = {INT8OID, INT4OID};
+
+	claimed = claim_orphan();
+	if (claimed == 0)
+		claimed = claim_queued();
+	if (claimed == 0)
 		return NULL;
+
+	args[0] = Int64GetDatum(claimed);
+	/* a fresh snapshot: the row as it is now that it is locked */
+	if (SPI_execute_with_args(task_sql, 1, argtypes, args, NULL, false, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not read iterjob task " INT64_FORMAT, claimed);
+	task = task_from_row(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, parent);
 
 	args[0] = Int64GetDatum(task->task_id);
 	args[1] = Int32GetDatum(MyProcPid);

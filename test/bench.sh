@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# iterjob benchmark: a backfill (w = v * 2) over items(id bigint primary key, v int, w int)
+# measured against its baselines in the same run, cases interleaved, median of REPS.
+#
+#   test/bench.sh                 2,000,000 rows, 5 repetitions
+#   ROWS=500000 REPS=3 test/bench.sh
+#
+# Cases: (1) one UPDATE statement; (2) a PL/pgSQL procedure looping keyset batches of
+# 1000 with a COMMIT per batch (the usual do-it-yourself); (3) iterjob, 1 instance,
+# batch 1000; (4) 2 instances, modulo partition; (5) 2 instances, range partition;
+# (6) batch 100 and 10000.  Then: enqueue-to-first-batch latency over 50 small jobs;
+# 1000 one-batch jobs with iterjob.max_workers 2 and 4; a worker's memory over 100,000
+# batches.  Before each timed run the table is reset: w = NULL, VACUUM FULL, CHECKPOINT.
+source "$(dirname "$0")/lib.sh"
+
+ROWS=${ROWS:-2000000}
+REPS=${REPS:-5}
+MEMORY_BATCHES=${MEMORY_BATCHES:-100000}
+
+setup_iterjob
+# durable commits, as in production; no checkpoint in the middle of a run
+cluster_start "fsync = on" "max_wal_size = 8GB" "checkpoint_timeout = 1h" \
+	"shared_buffers = 512MB" "iterjob.max_workers = 4" "iterjob.hold_for_autovacuum = off" \
+	"autovacuum = off"
+
+q() { psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
+now() { date +%s.%N; }
+
+q <<SQL
+CREATE EXTENSION iterjob;
+CREATE TABLE items (id bigint PRIMARY KEY, v int, w int);
+INSERT INTO items SELECT g, g % 1000, NULL FROM generate_series(1, $ROWS) g;
+VACUUM ANALYZE items;
+CREATE PROCEDURE diy_backfill(batch int) LANGUAGE plpgsql AS \$\$
+DECLARE
+    last bigint := 0;
+    ids bigint[];
+BEGIN
+    LOOP
+        SELECT array_agg(id) INTO ids
+          FROM (SELECT id FROM items WHERE id > last ORDER BY id LIMIT batch) s;
+        EXIT WHEN ids IS NULL;
+        UPDATE items SET w = v * 2 WHERE id = ANY (ids);
+        last := ids[array_upper(ids, 1)];
+        COMMIT;
+    END LOOP;
+END
+\$\$;
+CREATE TABLE results (name text, rep int, seconds float8, wal_bytes numeric);
+SQL
+
+reset_table() {
+	q -c "UPDATE items SET w = NULL" -c "VACUUM FULL items" -c "ANALYZE items" -c "CHECKPOINT"
+}
+
+# iterjob: enqueue, wait by polling (iterjob.wait's snapshot would hold back
+# pruning), time from before the enqueue to the job's finished_at
+run_iterjob() {
+	local args=$1 id
+	id=$(q -c "SELECT iterjob.enqueue('items', 'UPDATE items SET w = v * 2 WHERE id = ANY(\$1)', $args)")
+	until [ "$(q -c "SELECT state IN ('succeeded','failed','cancelled') FROM iterjob.job WHERE id = $id")" = t ]; do
+		sleep 0.05
+	done
+	[ "$(q -c "SELECT state FROM iterjob.job WHERE id = $id")" = succeeded ] || { echo "job $id failed" >&2; exit 1; }
+	q -c "SELECT extract(epoch FROM finished_at) FROM iterjob.job WHERE id = $id"
+}
+
+run_case() {
+	local name=$1 rep=$2 t0 t1 lsn0
+	reset_table
+	lsn0=$(q -c "SELECT pg_current_wal_lsn()")
+	t0=$(now)
+	case "$name" in
+	"1 UPDATE") q -c "UPDATE items SET w = v * 2"; t1=$(now) ;;
+	"2 DIY procedure") q -c "CALL diy_backfill(1000)"; t1=$(now) ;;
+	"3 iterjob 1 instance") t1=$(run_iterjob "instances => 1, batch_size => 1000") ;;
+	"4 iterjob 2 modulo") t1=$(run_iterjob "instances => 2, batch_size => 1000") ;;
+	"5 iterjob 2 range") t1=$(run_iterjob "instances => 2, batch_size => 1000, partition => 'range'") ;;
+	"6a iterjob batch 100") t1=$(run_iterjob "instances => 1, batch_size => 100") ;;
+	"6b iterjob batch 10000") t1=$(run_iterjob "instances => 1, batch_size => 10000") ;;
+	esac
+	[ "$(q -c "SELECT count(*) FROM items WHERE w IS DISTINCT FROM v * 2")" = 0 ] ||
+		{ echo "$name left rows unprocessed" >&2; exit 1; }
+	q -c "INSERT INTO results VALUES ('$name', $rep, $t1 - $t0,
+	        pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn0'))"
+	q -c "DELETE FROM iterjob.job"
+}
+
+CASES=("1 UPDATE" "2 DIY procedure" "3 iterjob 1 instance" "4 iterjob 2 modulo"
+	"5 iterjob 2 range" "6a iterjob batch 100" "6b iterjob batch 10000")
+for rep in $(seq 1 "$REPS"); do
+	for c in "${CASES[@]}"; do
+		echo "== rep $rep: $c"
+		run_case "$c" "$rep"
+	done
+done
+
+echo
+echo "== backfill of $ROWS rows, median of $REPS runs (cases interleaved)"
+psql -X -q -v ON_ERROR_STOP=1 <<SQL
+WITH m AS (
+    SELECT name,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS seconds,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY wal_bytes) AS wal
+      FROM results GROUP BY name)
+SELECT name AS "case",
+       round(seconds::numeric, 2) AS "seconds",
+       round($ROWS / seconds) AS "rows/s",
+       round(((SELECT seconds FROM m WHERE name = '2 DIY procedure') / seconds)::numeric, 2)
+           AS "x DIY (2)",
+       round(((SELECT seconds FROM m WHERE name = '1 UPDATE') / seconds)::numeric, 2)
+           AS "x UPDATE (1)",
+       round((wal / $ROWS)::numeric) AS "WAL bytes/row"
+  FROM m ORDER BY name;
+SQL
+
+echo "== enqueue-to-first-batch latency, 50 small jobs"
+q -c "CREATE TABLE tiny (id int PRIMARY KEY)" -c "INSERT INTO tiny VALUES (1)" \
+	-c "CREATE TABLE first_batch (job int, at timestamptz)"
+for j in $(seq 1 50); do
+	t0=$(now)
+	q -c "SELECT iterjob.enqueue('tiny', 'INSERT INTO first_batch VALUES ($j, clock_timestamp())')" >/dev/null
+	until [ "$(q -c "SELECT count(*) FROM first_batch WHERE job = $j")" = 1 ]; do sleep 0.01; done
+	q -c "INSERT INTO results VALUES ('latency', $j,
+	        extract(epoch FROM (SELECT at FROM first_batch WHERE job = $j)) - $t0, 0)"
+done
+q -c "SELECT format('median %s ms, p95 %s ms',
+         round(1000 * percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds))::text,
+         round(1000 * percentile_cont(0.95) WITHIN GROUP (ORDER BY seconds))::text)
+        FROM results WHERE name = 'latency'"
+
+echo "== 1000 one-batch jobs"
+q -c "CREATE TABLE tiny_many (id int PRIMARY KEY, n int NOT NULL DEFAULT 0)" \
+	-c "INSERT INTO tiny_many SELECT g FROM generate_series(1, 1000) g"
+for workers in 2 4; do
+	q -c "ALTER SYSTEM SET iterjob.max_workers = $workers" -c "SELECT pg_reload_conf()" >/dev/null
+	sleep 0.5
+	q -c "DELETE FROM iterjob.job" -c "UPDATE tiny_many SET n = 0"
+	t0=$(now)
+	q -c "BEGIN" -c "SELECT count(iterjob.enqueue('tiny_many',
+	        'UPDATE tiny_many SET n = n + 1 WHERE id = ANY(\$1)', filter => 'id = ' || g))
+	        FROM generate_series(1, 1000) g" -c "COMMIT" >/dev/null
+	t1=$(now)
+	until [ "$(q -c "SELECT count(*) FROM iterjob.job WHERE state = 'succeeded'")" = 1000 ]; do sleep 0.05; done
+	t2=$(q -c "SELECT extract(epoch FROM max(finished_at)) FROM iterjob.job")
+	[ "$(q -c "SELECT count(*) FROM tiny_many WHERE n <> 1")" = 0 ] || { echo "tiny jobs: a row was not processed once" >&2; exit 1; }
+	echo "max_workers = $workers: enqueue of 1000 jobs $(echo "$t1 - $t0" | bc) s;" \
+		"$(echo "scale=0; 1000 / ($t2 - $t1)" | bc) jobs/s from commit to the last job's end"
+done
+q -c "ALTER SYSTEM RESET iterjob.max_workers" -c "SELECT pg_reload_conf()" >/dev/null
+
+echo "== a worker's memory over $MEMORY_BATCHES batches"
+q -c "DELETE FROM iterjob.job"
+size=$(( ROWS / MEMORY_BATCHES ))
+[ "$size" -ge 1 ] || size=1
+id=$(q -c "SELECT iterjob.enqueue('items', 'UPDATE items SET w = v * 2 WHERE id = ANY(\$1)', batch_size => $size)")
+pid=""
+until [ -n "$pid" ]; do pid=$(q -c "SELECT worker_pid FROM iterjob.task_progress WHERE job_id = $id AND worker_pid IS NOT NULL"); sleep 0.05; done
+sleep 1
+rss_start=$(awk '/VmRSS/ {print $2}' /proc/"$pid"/status 2>/dev/null || echo "?")
+batches_start=$(q -c "SELECT batches_done FROM iterjob.task WHERE job_id = $id")
+rss_end=$rss_start
+while [ "$(q -c "SELECT state FROM iterjob.job WHERE id = $id")" = running ]; do
+	r=$(awk '/VmRSS/ {print $2}' /proc/"$pid"/status 2>/dev/null) && [ -n "$r" ] && rss_end=$r
+	sleep 1
+done
+echo "batch_size $size: $(q -c "SELECT batches_done FROM iterjob.task WHERE job_id = $id") batches;" \
+	"worker RSS ${rss_start} kB after $batches_start batches, ${rss_end} kB near the end"
