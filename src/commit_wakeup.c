@@ -4,8 +4,9 @@
  *	  Wakes the launcher when a transaction that made work runnable
  *	  (enqueued, resumed or retried a job) commits, so the first batch
  *	  starts promptly; nothing polls.  Wakes iterjob.wait() callers when a
- *	  transaction that ended a job commits.  A rolled-back transaction wakes
- *	  nobody.
+ *	  transaction that ended a job commits, and the workers on a job that was
+ *	  paused, cancelled or resumed, so no batch starts after that commit.  A
+ *	  rolled-back transaction wakes nobody.
  *
  *-------------------------------------------------------------------------
  */
@@ -19,6 +20,42 @@
 
 static bool wake_pending = false;
 static bool notify_pending = false;
+
+/* jobs whose workers must look at their state again after commit */
+#define MAX_SIGNALLED_JOBS 16
+static int64 signalled_jobs[MAX_SIGNALLED_JOBS];
+static int	n_signalled_jobs = 0;
+static bool signal_all_jobs = false;
+
+/* Flag and wake the workers of this database on the signalled jobs. */
+static void
+signal_workers(void)
+{
+	Latch	   *latches[ITERJOB_MAX_WORKER_SLOTS];
+	int			nlatches = 0;
+
+	if (iterjob_shared == NULL)
+		return;
+	SpinLockAcquire(&iterjob_shared->mutex);
+	for (int i = 0; i < ITERJOB_MAX_WORKER_SLOTS; i++)
+	{
+		IterjobWorkerSlot *slot = &iterjob_shared->workers[i];
+		bool		hit = signal_all_jobs;
+
+		if (!slot->in_use || slot->dboid != MyDatabaseId || slot->latch == NULL)
+			continue;
+		for (int j = 0; j < n_signalled_jobs && !hit; j++)
+			hit = (slot->job_id == signalled_jobs[j]);
+		if (hit)
+		{
+			slot->recheck = true;
+			latches[nlatches++] = slot->latch;
+		}
+	}
+	SpinLockRelease(&iterjob_shared->mutex);
+	for (int i = 0; i < nlatches; i++)
+		SetLatch(latches[i]);
+}
 
 static void
 commit_wakeup_callback(XactEvent event, void *arg)
@@ -38,11 +75,17 @@ commit_wakeup_callback(XactEvent event, void *arg)
 				notify_pending = false;
 				iterjob_notify_job_state();
 			}
+			if (n_signalled_jobs > 0 || signal_all_jobs)
+				signal_workers();
+			n_signalled_jobs = 0;
+			signal_all_jobs = false;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			wake_pending = false;
 			notify_pending = false;
+			n_signalled_jobs = 0;
+			signal_all_jobs = false;
 			break;
 		default:
 			break;
@@ -79,4 +122,17 @@ iterjob_wake_workers(PG_FUNCTION_ARGS)
 {
 	iterjob_wake_at_commit();
 	PG_RETURN_VOID();
+}
+
+/*
+ * When this transaction commits, have the workers on job_id look at its
+ * state before their next batch (it was paused, cancelled or resumed).
+ */
+void
+iterjob_signal_workers_at_commit(int64 job_id)
+{
+	if (n_signalled_jobs < MAX_SIGNALLED_JOBS)
+		signalled_jobs[n_signalled_jobs++] = job_id;
+	else
+		signal_all_jobs = true;
 }

@@ -93,7 +93,12 @@ run_sql(const char *sql, int64 job_id)
 		elog(ERROR, "could not update iterjob job " INT64_FORMAT, job_id);
 }
 
-/* Lock the job row; return its state; error out if the caller may not steer it. */
+/*
+ * Check the caller may steer the job, then lock its task rows and its job
+ * row, in that order (workers lock a task row, then the job row, when they
+ * claim or end a task: the same order cannot deadlock), and return the
+ * job's state.
+ */
 static char *
 lock_job(int64 job_id, ControlAction action, Oid caller)
 {
@@ -102,17 +107,27 @@ lock_job(int64 job_id, ControlAction action, Oid caller)
 	bool		isnull;
 	Oid			owner;
 
-	if (SPI_execute_with_args("SELECT state, owner FROM iterjob.job"
-							  " WHERE id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+	if (SPI_execute_with_args("SELECT owner FROM iterjob.job WHERE id OPERATOR(pg_catalog.=) $1",
 							  1, &type, &arg, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not lock iterjob job " INT64_FORMAT, job_id);
+		elog(ERROR, "could not read iterjob job " INT64_FORMAT, job_id);
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("iterjob job " INT64_FORMAT " does not exist", job_id)));
 	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-										   SPI_tuptable->tupdesc, 2, &isnull));
+										   SPI_tuptable->tupdesc, 1, &isnull));
 	iterjob_check_job_access(caller, job_id, owner, action_names[action]);
+
+	if (action != CONTROL_SET &&
+		SPI_execute_with_args("SELECT id FROM iterjob.task"
+							  " WHERE job_id OPERATOR(pg_catalog.=) $1 ORDER BY id FOR UPDATE",
+							  1, &type, &arg, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not lock the tasks of iterjob job " INT64_FORMAT, job_id);
+	if (SPI_execute_with_args("SELECT state FROM iterjob.job"
+							  " WHERE id OPERATOR(pg_catalog.=) $1 FOR UPDATE",
+							  1, &type, &arg, NULL, false, 0) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not lock iterjob job " INT64_FORMAT, job_id);
 	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 }
 
@@ -167,7 +182,10 @@ control_job(FunctionCallInfo fcinfo, ControlAction action)
 			else if (is_final(state))
 				refuse(job_id, action, state);
 			else
+			{
 				run_sql(pause_sql, job_id);
+				iterjob_signal_workers_at_commit(job_id);
+			}
 			break;
 		case CONTROL_RESUME:
 			if (is_final(state))
@@ -177,6 +195,7 @@ control_job(FunctionCallInfo fcinfo, ControlAction action)
 			else
 			{
 				run_sql(resume_sql, job_id);
+				iterjob_signal_workers_at_commit(job_id);
 				/* tasks that ended while it was paused may have ended it */
 				iterjob_settle_job(job_id);
 				iterjob_wake_at_commit();
@@ -190,6 +209,7 @@ control_job(FunctionCallInfo fcinfo, ControlAction action)
 			else
 			{
 				run_sql(cancel_sql, job_id);
+				iterjob_signal_workers_at_commit(job_id);
 				ereport(LOG, (errmsg("iterjob: job " INT64_FORMAT " cancelled", job_id)));
 				iterjob_notify_waiters_at_commit();
 			}

@@ -30,6 +30,9 @@ typedef struct IterjobWorkerSlot
 {
 	bool		in_use;			/* slot reserved by the launcher */
 	bool		clean_exit;		/* worker left because it found no work */
+	bool		exited;			/* the worker process has ended */
+	bool		recheck;		/* its job's state changed: look again */
+	Latch	   *latch;			/* the worker's latch, to wake it */
 	pid_t		pid;			/* 0 until the worker has started */
 	Oid			dboid;			/* database the worker serves */
 	int64		job_id;			/* task being worked on, or 0 */
@@ -100,6 +103,7 @@ extern void iterjob_unlock_task(int64 task_id);
 extern void iterjob_register_commit_wakeup(void);
 extern void iterjob_wake_at_commit(void);
 extern void iterjob_notify_waiters_at_commit(void);
+extern void iterjob_signal_workers_at_commit(int64 job_id);
 
 /* access.c */
 extern bool iterjob_may_steer(Oid caller, Oid owner);

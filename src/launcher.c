@@ -17,6 +17,8 @@
  */
 #include "postgres.h"
 
+#include <signal.h>
+
 #include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
@@ -103,6 +105,32 @@ connectable_databases(MemoryContext ctx)
 	return result;
 }
 
+/*
+ * Has the worker in slot i ended?  We know from its handle when we started
+ * it; a slot a previous launcher started (this one was restarted) tells by
+ * itself, or by its process being gone.
+ */
+static bool
+worker_ended(int i)
+{
+	IterjobWorkerSlot *slot = &iterjob_shared->workers[i];
+	bool		in_use;
+	bool		exited;
+	pid_t		pid;
+
+	if (handles[i] != NULL)
+		return GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STOPPED;
+
+	SpinLockAcquire(&iterjob_shared->mutex);
+	in_use = slot->in_use;
+	exited = slot->exited;
+	pid = slot->pid;
+	SpinLockRelease(&iterjob_shared->mutex);
+	if (!in_use)
+		return false;
+	return exited || (pid != 0 && kill(pid, 0) != 0 && errno == ESRCH);
+}
+
 /* Free the slots of workers that have exited; re-mark their databases. */
 static void
 reap_workers(void)
@@ -112,12 +140,10 @@ reap_workers(void)
 	for (i = 0; i < ITERJOB_MAX_WORKER_SLOTS; i++)
 	{
 		IterjobWorkerSlot *slot = &iterjob_shared->workers[i];
-		pid_t		pid;
 		Oid			dboid;
 		bool		clean;
 
-		if (handles[i] == NULL ||
-			GetBackgroundWorkerPid(handles[i], &pid) != BGWH_STOPPED)
+		if (!worker_ended(i))
 			continue;
 
 		SpinLockAcquire(&iterjob_shared->mutex);
@@ -125,7 +151,8 @@ reap_workers(void)
 		clean = slot->clean_exit;
 		memset(slot, 0, sizeof(*slot));
 		SpinLockRelease(&iterjob_shared->mutex);
-		pfree(handles[i]);
+		if (handles[i] != NULL)
+			pfree(handles[i]);
 		handles[i] = NULL;
 
 		/*
@@ -155,14 +182,17 @@ reap_workers(void)
 	}
 }
 
+/* Slots in use: workers we started, and any a previous launcher started. */
 static int
 running_workers(void)
 {
 	int			n = 0;
 
+	SpinLockAcquire(&iterjob_shared->mutex);
 	for (int i = 0; i < ITERJOB_MAX_WORKER_SLOTS; i++)
-		if (handles[i] != NULL)
+		if (iterjob_shared->workers[i].in_use)
 			n++;
+	SpinLockRelease(&iterjob_shared->mutex);
 	return n;
 }
 
@@ -176,10 +206,13 @@ start_worker(Oid dboid)
 	BackgroundWorker worker;
 	int			slotno;
 
+	SpinLockAcquire(&iterjob_shared->mutex);
 	for (slotno = 0; slotno < ITERJOB_MAX_WORKER_SLOTS; slotno++)
-		if (handles[slotno] == NULL)
+		if (!iterjob_shared->workers[slotno].in_use)
 			break;
-	Assert(slotno < ITERJOB_MAX_WORKER_SLOTS);
+	SpinLockRelease(&iterjob_shared->mutex);
+	if (slotno >= ITERJOB_MAX_WORKER_SLOTS)
+		return false;			/* cannot happen: the cap is checked first */
 
 	SpinLockAcquire(&iterjob_shared->mutex);
 	memset(&iterjob_shared->workers[slotno], 0, sizeof(IterjobWorkerSlot));
@@ -330,5 +363,11 @@ iterjob_launcher_main(Datum main_arg)
 						 sleep_ms, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
-	proc_exit(0);
+
+	/*
+	 * Exit code 1: the postmaster restarts the launcher after
+	 * bgw_restart_time if it was stopped by itself (pg_terminate_backend);
+	 * at server shutdown it restarts nothing anyway.
+	 */
+	proc_exit(1);
 }

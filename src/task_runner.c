@@ -79,9 +79,10 @@ static const char *const hold_sql =
 /*
  * The checkpoint: $1 task, $2 rows, $3.. the batch's last key.  It also
  * keeps the instance's rate, a moving average over recent batches (the
- * time from one batch's start to the next's).  A task paused or cancelled
- * while its batch ran still commits that batch (work and cursor agree);
- * the worker then leaves it.
+ * time from one batch's start to the next's).  A task paused, cancelled, or
+ * paused and resumed (queued again) while its batch ran still commits that
+ * batch (work and cursor agree); the worker then leaves it, and a resumed
+ * task is claimed again from that cursor.
  */
 static char *
 checkpoint_sql(const IterjobSpec *spec)
@@ -114,7 +115,7 @@ checkpoint_sql(const IterjobSpec *spec)
 					"       END,"
 					"       attempts = 0, held_reason = NULL, updated_at = pg_catalog.now()"
 					" WHERE id OPERATOR(pg_catalog.=) $1"
-					"   AND state OPERATOR(pg_catalog.=) ANY ('{running,paused,cancelled}'::pg_catalog.text[])"
+					"   AND state OPERATOR(pg_catalog.=) ANY ('{running,paused,queued,cancelled}'::pg_catalog.text[])"
 					" RETURNING state OPERATOR(pg_catalog.=) 'running', %s",
 					cursor.data, pacing_sql);
 }
@@ -441,13 +442,17 @@ record_failure(IterjobTask *task, ErrorData *edata, long *retry_ms)
 	bool		running;
 	bool		isnull;
 
+	/* now(), for finished_at and updated_at, is when the failure is recorded */
+	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	if (!OidIsValid(get_extension_oid("iterjob", true)))
 	{
-		CommitTransactionCommand();
+		char	   *dbname = get_database_name(MyDatabaseId);
+
 		ereport(LOG,
 				(errmsg("iterjob: the extension was dropped from database \"%s\"; worker exits",
-						get_database_name(MyDatabaseId))));
+						dbname ? dbname : "?")));
+		CommitTransactionCommand();
 		iterjob_worker_exit_clean();
 	}
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -501,7 +506,52 @@ record_failure(IterjobTask *task, ErrorData *edata, long *retry_ms)
 	return outcome;
 }
 
-/* Sleep between batches, waking for interrupts (SIGTERM, reload). */
+/*
+ * Has a pause, cancel or resume of our job committed since we last looked
+ * (control.c flags the slot and sets our latch)?  Clears the flag.
+ */
+static bool
+job_state_changed(void)
+{
+	bool		changed;
+
+	if (iterjob_my_slot == NULL)
+		return false;
+	SpinLockAcquire(&iterjob_shared->mutex);
+	changed = iterjob_my_slot->recheck;
+	iterjob_my_slot->recheck = false;
+	SpinLockRelease(&iterjob_shared->mutex);
+	return changed;
+}
+
+/* Is the task still ours to run (state running)?  In its own transaction. */
+static bool
+still_running(IterjobTask *task)
+{
+	Oid			type = INT8OID;
+	Datum		arg = Int64GetDatum(task->task_id);
+	bool		running = false;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_execute_with_args("SELECT state FROM iterjob.task WHERE id OPERATOR(pg_catalog.=) $1",
+							  1, &type, &arg, NULL, true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+		running = strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
+						 "running") == 0;
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return running;
+}
+
+/*
+ * Sleep between batches, waking for interrupts (SIGTERM, reload) and when
+ * the job's state changes.
+ */
 static void
 pause_for(long ms, const char *phase)
 {
@@ -514,7 +564,7 @@ pause_for(long ms, const char *phase)
 
 		CHECK_FOR_INTERRUPTS();
 		left = (long) ((end - GetCurrentTimestamp()) / 1000);
-		if (left <= 0)
+		if (left <= 0 || (iterjob_my_slot != NULL && iterjob_my_slot->recheck))
 			break;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 left, PG_WAIT_EXTENSION);
@@ -587,6 +637,7 @@ void
 iterjob_run_task(IterjobTask *task)
 {
 	TaskPlans	plans;
+	bool		must_recheck = false;
 
 	memset(&plans, 0, sizeof(plans));
 	for (;;)
@@ -598,9 +649,21 @@ iterjob_run_task(IterjobTask *task)
 		long		sleep_ms;
 
 		CHECK_FOR_INTERRUPTS();
+
+		/*
+		 * No batch starts after a pause or cancel has committed; after a
+		 * failed attempt's backoff, look too (no signal may have come).
+		 */
+		if ((job_state_changed() || must_recheck) && !still_running(task))
+			break;
+		must_recheck = false;
+
 		outcome = run_batch(task, &plans, &retry_ms);
 		if (outcome == BATCH_RETRY)
+		{
 			pause_for(retry_ms, "retry backoff");
+			must_recheck = true;
+		}
 		else if (outcome == BATCH_HELD)
 			pause_for(HOLD_RECHECK_MS, "held");
 		else if (outcome != BATCH_MORE)

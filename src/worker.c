@@ -127,6 +127,17 @@ claim_next_task(MemoryContext cxt)
 	return task;
 }
 
+/* before_shmem_exit: tell the launcher this slot's process has ended */
+static void
+worker_exited(int code, Datum arg)
+{
+	SpinLockAcquire(&iterjob_shared->mutex);
+	iterjob_my_slot->exited = true;
+	iterjob_my_slot->latch = NULL;
+	SpinLockRelease(&iterjob_shared->mutex);
+	iterjob_wake_launcher();
+}
+
 void
 iterjob_worker_main(Datum main_arg)
 {
@@ -142,7 +153,9 @@ iterjob_worker_main(Datum main_arg)
 	iterjob_my_slot = &iterjob_shared->workers[slotno];
 	SpinLockAcquire(&iterjob_shared->mutex);
 	iterjob_my_slot->pid = MyProcPid;
+	iterjob_my_slot->latch = MyLatch;
 	SpinLockRelease(&iterjob_shared->mutex);
+	before_shmem_exit(worker_exited, (Datum) 0);
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("iterjob worker");

@@ -157,12 +157,12 @@ id=$(q -c "SELECT iterjob.enqueue('items', 'UPDATE items SET w = v * 2 WHERE id 
 pid=""
 until [ -n "$pid" ]; do pid=$(q -c "SELECT worker_pid FROM iterjob.task_progress WHERE job_id = $id AND worker_pid IS NOT NULL"); sleep 0.05; done
 sleep 1
-rss_start=$(awk '/VmRSS/ {print $2}' /proc/"$pid"/status 2>/dev/null || echo "?")
+rss_start=$(awk '/RssAnon/ {print $2}' /proc/"$pid"/status 2>/dev/null || echo "?")
 batches_start=$(q -c "SELECT batches_done FROM iterjob.task WHERE job_id = $id")
 rss_end=$rss_start
 while [ "$(q -c "SELECT state FROM iterjob.job WHERE id = $id")" = running ]; do
-	r=$(awk '/VmRSS/ {print $2}' /proc/"$pid"/status 2>/dev/null) && [ -n "$r" ] && rss_end=$r
+	r=$(awk '/RssAnon/ {print $2}' /proc/"$pid"/status 2>/dev/null) && [ -n "$r" ] && rss_end=$r
 	sleep 1
 done
 echo "batch_size $size: $(q -c "SELECT batches_done FROM iterjob.task WHERE job_id = $id") batches;" \
-	"worker RSS ${rss_start} kB after $batches_start batches, ${rss_end} kB near the end"
+	"worker private memory (RssAnon) ${rss_start} kB after $batches_start batches, ${rss_end} kB near the end"
