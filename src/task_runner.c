@@ -127,9 +127,10 @@ static const char *const log_error_sql =
 "   WHERE id OPERATOR(pg_catalog.=) $1"
 "  RETURNING job_id, instance, attempts, cursor, state),"
 " e AS ("
-"  INSERT INTO iterjob.error_log (job_id, instance, attempt, cursor, sqlstate,"
-"                                 message, detail, hint, context)"
-"  SELECT job_id, instance, attempts, cursor, $3, $2, $4, $5, $6 FROM t)"
+"  INSERT INTO iterjob.error_log (logged_at, job_id, instance, attempt, cursor,"
+"                                 sqlstate, message, detail, hint, context)"
+"  SELECT pg_catalog.now(), job_id, instance, attempts, cursor, $3, $2, $4, $5, $6"
+"    FROM t)"
 "SELECT attempts, state FROM t";
 
 static int
