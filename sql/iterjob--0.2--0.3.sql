@@ -9,6 +9,28 @@ ALTER TABLE iterjob.job ADD COLUMN target_batch_time interval;
 -- why a running instance holds at a batch boundary (the health gate)
 ALTER TABLE iterjob.task ADD COLUMN held_reason text;
 
+-- percent and bar never show 100 before the end
+CREATE OR REPLACE FUNCTION iterjob.percent(state text, rows_done bigint, rows_total bigint)
+RETURNS numeric
+LANGUAGE sql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT CASE WHEN state = 'succeeded' THEN 100.0
+                WHEN coalesce(rows_total, 0) <= 0 THEN 0.0
+                -- floor, not round: 99.99% is not done
+                ELSE least(100.0, round(floor(1000.0 * rows_done / rows_total) / 10, 1)) END
+$$;
+
+CREATE OR REPLACE FUNCTION iterjob.progress_bar(percent numeric)
+RETURNS text
+LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT '[' || repeat('#', floor(percent / 5)::integer)
+               || repeat('-', 20 - floor(percent / 5)::integer) || '] '
+               || floor(percent)::text || '%'
+$$;
+
 DROP FUNCTION iterjob.enqueue(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text);
 CREATE FUNCTION iterjob.enqueue(
     relation   regclass,
@@ -97,7 +119,7 @@ SELECT t.job_id,
        CASE WHEN t.state = 'running' THEN round(t.rows_per_second::numeric, 1) END
            AS rows_per_second,
        iterjob.eta(t.state, t.rows_done, t.rows_total, t.rows_per_second) AS eta,
-       coalesce(t.finished_at, now()) - t.started_at AS elapsed,
+       coalesce(t.finished_at, clock_timestamp()) - t.started_at AS elapsed,
        iterjob.progress_bar(iterjob.percent(t.state, t.rows_done, t.rows_total)) AS bar,
        t.held_reason
   FROM iterjob.task t
@@ -133,7 +155,7 @@ SELECT j.id AS job_id,
        END AS rows_per_second,
        iterjob.eta(j.state, coalesce(sum(t.rows_done), 0)::bigint, j.rows_total,
                    sum(t.rows_per_second) FILTER (WHERE t.state = 'running')) AS eta,
-       coalesce(j.finished_at, now()) - j.started_at AS elapsed,
+       coalesce(j.finished_at, clock_timestamp()) - j.started_at AS elapsed,
        iterjob.progress_bar(iterjob.percent(j.state, coalesce(sum(t.rows_done), 0)::bigint,
                                             j.rows_total)) AS bar,
        string_agg(DISTINCT t.held_reason, '; ') FILTER (WHERE t.state = 'running') AS held,

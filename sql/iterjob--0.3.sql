@@ -217,7 +217,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT CASE WHEN state = 'succeeded' THEN 100.0
                 WHEN coalesce(rows_total, 0) <= 0 THEN 0.0
-                ELSE least(100.0, round(100.0 * rows_done / rows_total, 1)) END
+                -- floor, not round: 99.99% is not done
+                ELSE least(100.0, round(floor(1000.0 * rows_done / rows_total) / 10, 1)) END
 $$;
 
 CREATE FUNCTION iterjob.progress_bar(percent numeric)
@@ -225,9 +226,9 @@ RETURNS text
 LANGUAGE sql IMMUTABLE STRICT
 SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT '[' || repeat('#', (percent / 5)::integer)
-               || repeat('-', 20 - (percent / 5)::integer) || '] '
-               || round(percent)::text || '%'
+    SELECT '[' || repeat('#', floor(percent / 5)::integer)
+               || repeat('-', 20 - floor(percent / 5)::integer) || '] '
+               || floor(percent)::text || '%'
 $$;
 
 CREATE FUNCTION iterjob.eta(state text, rows_done bigint, rows_total bigint,
@@ -261,7 +262,7 @@ SELECT t.job_id,
        CASE WHEN t.state = 'running' THEN round(t.rows_per_second::numeric, 1) END
            AS rows_per_second,
        iterjob.eta(t.state, t.rows_done, t.rows_total, t.rows_per_second) AS eta,
-       coalesce(t.finished_at, now()) - t.started_at AS elapsed,
+       coalesce(t.finished_at, clock_timestamp()) - t.started_at AS elapsed,
        iterjob.progress_bar(iterjob.percent(t.state, t.rows_done, t.rows_total)) AS bar,
        t.held_reason
   FROM iterjob.task t
@@ -297,7 +298,7 @@ SELECT j.id AS job_id,
        END AS rows_per_second,
        iterjob.eta(j.state, coalesce(sum(t.rows_done), 0)::bigint, j.rows_total,
                    sum(t.rows_per_second) FILTER (WHERE t.state = 'running')) AS eta,
-       coalesce(j.finished_at, now()) - j.started_at AS elapsed,
+       coalesce(j.finished_at, clock_timestamp()) - j.started_at AS elapsed,
        iterjob.progress_bar(iterjob.percent(j.state, coalesce(sum(t.rows_done), 0)::bigint,
                                             j.rows_total)) AS bar,
        string_agg(DISTINCT t.held_reason, '; ') FILTER (WHERE t.state = 'running') AS held,

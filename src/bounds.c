@@ -98,8 +98,10 @@ sample_clause(const IterjobSpec *spec)
 	if (SPI_execute_with_args("SELECT pg_catalog.sum(CASE WHEN c.reltuples OPERATOR(pg_catalog.>=) 0"
 							  "   THEN c.reltuples ELSE pg_catalog.pg_relation_size(c.oid)"
 							  "   OPERATOR(pg_catalog./) 8192 OPERATOR(pg_catalog.*) 100 END)::float8"
-							  "  FROM pg_catalog.pg_partition_tree($1) p"
-							  "  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) p.relid",
+							  "  FROM pg_catalog.pg_class c"
+							  " WHERE c.oid OPERATOR(pg_catalog.=) $1"
+							  "    OR c.oid OPERATOR(pg_catalog.=) ANY ("
+							  "       SELECT relid FROM pg_catalog.pg_partition_tree($1))",
 							  1, &type, &arg, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not estimate the size of relation %u", spec->relid);
 	rows = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,

@@ -19,6 +19,7 @@
 #include "iterjob.h"
 
 static bool wake_pending = false;
+static bool wake_at_end = false;
 static bool notify_pending = false;
 
 /* jobs whose workers must look at their state again after commit */
@@ -64,9 +65,10 @@ commit_wakeup_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-			if (wake_pending)
+			if (wake_pending || wake_at_end)
 			{
 				wake_pending = false;
+				wake_at_end = false;
 				iterjob_mark_database_pending(MyDatabaseId);
 				iterjob_wake_launcher();
 			}
@@ -82,6 +84,12 @@ commit_wakeup_callback(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+			if (wake_at_end)
+			{
+				iterjob_mark_database_pending(MyDatabaseId);
+				iterjob_wake_launcher();
+			}
+			wake_at_end = false;
 			wake_pending = false;
 			notify_pending = false;
 			n_signalled_jobs = 0;
@@ -135,4 +143,14 @@ iterjob_signal_workers_at_commit(int64 job_id)
 		signalled_jobs[n_signalled_jobs++] = job_id;
 	else
 		signal_all_jobs = true;
+}
+
+/*
+ * Wake the launcher when this transaction ends, committed or not: it held
+ * task rows locked, so workers that came meanwhile may have skipped them.
+ */
+void
+iterjob_wake_at_end(void)
+{
+	wake_at_end = true;
 }

@@ -118,6 +118,8 @@ lock_job(int64 job_id, ControlAction action, Oid caller)
 										   SPI_tuptable->tupdesc, 1, &isnull));
 	iterjob_check_job_access(caller, job_id, owner, action_names[action]);
 
+	if (action != CONTROL_SET)
+		iterjob_wake_at_end();
 	if (action != CONTROL_SET &&
 		SPI_execute_with_args("SELECT id FROM iterjob.task"
 							  " WHERE job_id OPERATOR(pg_catalog.=) $1 ORDER BY id FOR UPDATE",

@@ -102,6 +102,7 @@ extern void iterjob_unlock_task(int64 task_id);
 /* commit_wakeup.c */
 extern void iterjob_register_commit_wakeup(void);
 extern void iterjob_wake_at_commit(void);
+extern void iterjob_wake_at_end(void);
 extern void iterjob_notify_waiters_at_commit(void);
 extern void iterjob_signal_workers_at_commit(int64 job_id);
 

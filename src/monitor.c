@@ -149,6 +149,8 @@ iterjob_recount(PG_FUNCTION_ARGS)
 				 errmsg("iterjob job " INT64_FORMAT " does not exist", job_id)));
 	iterjob_check_job_access(caller, job_id, owner, "recount");
 	iterjob_check_owner(owner, job_id);
+	/* the task rows stay locked until the end of the caller's transaction */
+	iterjob_wake_at_end();
 
 	for (int i = 0; i < spec.instances; i++)
 	{

@@ -120,7 +120,7 @@ static const char *const mark_running_sql =
 "  UPDATE iterjob.task"
 "     SET state = 'running', worker_pid = $2,"
 "         started_at = COALESCE(started_at, pg_catalog.now()),"
-"         updated_at = pg_catalog.now()"
+"         updated_at = pg_catalog.clock_timestamp()"
 "   WHERE id OPERATOR(pg_catalog.=) $1 RETURNING job_id)"
 "UPDATE iterjob.job j SET state = 'running', started_at = pg_catalog.now()"
 "  FROM t WHERE j.id OPERATOR(pg_catalog.=) t.job_id"
@@ -385,7 +385,7 @@ iterjob_claim_task(MemoryContext parent)
 static const char *const finish_task_sql =
 "UPDATE iterjob.task"
 "   SET state = $2, last_error = COALESCE($3, last_error),"
-"       worker_pid = NULL, finished_at = pg_catalog.now(),"
+"       worker_pid = NULL, held_reason = NULL, finished_at = pg_catalog.now(),"
 "       updated_at = pg_catalog.now()"
 " WHERE id OPERATOR(pg_catalog.=) $1"
 "   AND state OPERATOR(pg_catalog.=) ANY ('{running,paused}'::pg_catalog.text[])";

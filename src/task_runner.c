@@ -22,6 +22,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "postmaster/interrupt.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -78,8 +79,9 @@ static const char *const hold_sql =
 
 /*
  * The checkpoint: $1 task, $2 rows, $3.. the batch's last key.  It also
- * keeps the instance's rate, a moving average over recent batches (the
- * time from one batch's start to the next's).  A task paused, cancelled, or
+ * keeps the instance's rate, a moving average over recent batches of rows
+ * per second between two checkpoints (the first batch's counted from the
+ * claim), pauses and throttling included.  A task paused, cancelled, or
  * paused and resumed (queued again) while its batch ran still commits that
  * batch (work and cursor agree); the worker then leaves it, and a resumed
  * task is claimed again from that cursor.
@@ -105,15 +107,15 @@ checkpoint_sql(const IterjobSpec *spec)
 					"       rows_done = rows_done OPERATOR(pg_catalog.+) $2,"
 					"       batches_done = batches_done OPERATOR(pg_catalog.+) 1,"
 					"       rows_per_second = CASE"
-					"         WHEN updated_at IS NULL OR pg_catalog.now() OPERATOR(pg_catalog.<=) updated_at"
+					"         WHEN updated_at IS NULL OR pg_catalog.clock_timestamp() OPERATOR(pg_catalog.<=) updated_at"
 					"         THEN rows_per_second"
 					"         ELSE COALESCE((rows_per_second OPERATOR(pg_catalog.*) 0.7) OPERATOR(pg_catalog.+) (0.3"
 					"                OPERATOR(pg_catalog.*) ($2 OPERATOR(pg_catalog./)"
-					"                  pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) updated_at))),"
+					"                  pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) updated_at))),"
 					"              $2 OPERATOR(pg_catalog./)"
-					"                pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) updated_at))"
+					"                pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) updated_at))"
 					"       END,"
-					"       attempts = 0, held_reason = NULL, updated_at = pg_catalog.now()"
+					"       attempts = 0, held_reason = NULL, updated_at = pg_catalog.clock_timestamp()"
 					" WHERE id OPERATOR(pg_catalog.=) $1"
 					"   AND state OPERATOR(pg_catalog.=) ANY ('{running,paused,queued,cancelled}'::pg_catalog.text[])"
 					" RETURNING state OPERATOR(pg_catalog.=) 'running', %s",
@@ -577,7 +579,7 @@ static BatchOutcome
 run_batch(IterjobTask *task, TaskPlans *plans, long *retry_ms)
 {
 	volatile BatchOutcome outcome = BATCH_MORE;
-	Datum		pending[ITERJOB_MAX_KEYS];
+	Datum		pending[ITERJOB_MAX_KEYS] = {0};
 	ErrorData  *volatile edata = NULL;
 	MemoryContext worker_cxt = CurrentMemoryContext;
 
@@ -650,6 +652,12 @@ iterjob_run_task(IterjobTask *task)
 		long		sleep_ms;
 
 		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			/* GUCs of the health gate and logging apply from the next batch */
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
 
 		/*
 		 * No batch starts after a pause or cancel has committed; after a

@@ -198,7 +198,7 @@ iterjob_resolve_key(const char *key, IterjobSpec *spec)
 {
 	Relation	rel = table_open(spec->relid, AccessShareLock);
 	List	   *names = key ? parse_key_list(key) : primary_key_columns(rel);
-	AttrNumber	attnums[ITERJOB_MAX_KEYS];
+	AttrNumber	attnums[ITERJOB_MAX_KEYS] = {0};
 	ListCell   *lc;
 
 	foreach(lc, names)
