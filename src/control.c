@@ -170,10 +170,7 @@ control_job(FunctionCallInfo fcinfo, ControlAction action)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	nest = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	iterjob_become_superuser(&saved);
+	nest = iterjob_begin_internal(&saved);
 	state = lock_job(job_id, action, saved.userid);
 
 	switch (action)
@@ -241,8 +238,7 @@ control_job(FunctionCallInfo fcinfo, ControlAction action)
 									 SPI_getvalue(SPI_tuptable->vals[0],
 												  SPI_tuptable->tupdesc, 1));
 	}
-	iterjob_restore_user(&saved);
-	AtEOXact_GUC(true, nest);
+	iterjob_end_internal(nest, &saved);
 	SPI_finish();
 	PG_RETURN_TEXT_P(cstring_to_text(result));
 }
@@ -331,10 +327,7 @@ iterjob_set(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	nest = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	iterjob_become_superuser(&saved);
+	nest = iterjob_begin_internal(&saved);
 	state = lock_job(job_id, CONTROL_SET, saved.userid);
 	if (is_final(state))
 		refuse(job_id, CONTROL_SET, state);
@@ -348,8 +341,7 @@ iterjob_set(PG_FUNCTION_ARGS)
 							  " WHERE id OPERATOR(pg_catalog.=) $1",
 							  5, types, args, nulls, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not update iterjob job " INT64_FORMAT, job_id);
-	iterjob_restore_user(&saved);
-	AtEOXact_GUC(true, nest);
+	iterjob_end_internal(nest, &saved);
 	SPI_finish();
 	PG_RETURN_VOID();
 }

@@ -191,17 +191,13 @@ insert_job(const IterjobSpec *spec, const char *name, const IterjobRange *ranges
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	nest = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	iterjob_become_superuser(&saved);
+	nest = iterjob_begin_internal(&saved);
 	if (SPI_execute_with_args(insert_job_sql, INSERT_NARGS, types, args, nulls,
 							  false, 0) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not insert iterjob job");
 	job_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 										 SPI_tuptable->tupdesc, 1, &isnull));
-	iterjob_restore_user(&saved);
-	AtEOXact_GUC(true, nest);
+	iterjob_end_internal(nest, &saved);
 	SPI_finish();
 	return job_id;
 }

@@ -129,5 +129,7 @@ extern int	iterjob_begin_owner_section(Oid owner, const char *search_path,
 										int lock_timeout_ms, bool keyset_planner,
 										IterjobSavedUser *saved);
 extern void iterjob_end_owner_section(int nest, const IterjobSavedUser *saved);
+extern int	iterjob_begin_internal(IterjobSavedUser *saved);
+extern void iterjob_end_internal(int nest, const IterjobSavedUser *saved);
 
 #endif							/* ITERJOB_H */

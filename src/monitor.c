@@ -47,10 +47,7 @@ may_see_worker(Oid caller, bool admin, Oid dboid, int64 job_id)
 		return false;
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	nest = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	iterjob_become_superuser(&saved);
+	nest = iterjob_begin_internal(&saved);
 	if (SPI_execute_with_args("SELECT owner FROM iterjob.job WHERE id OPERATOR(pg_catalog.=) $1",
 							  1, &type, &arg, NULL, true, 1) == SPI_OK_SELECT &&
 		SPI_processed == 1)
@@ -58,8 +55,7 @@ may_see_worker(Oid caller, bool admin, Oid dboid, int64 job_id)
 									DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
 																   SPI_tuptable->tupdesc,
 																   1, &isnull)));
-	iterjob_restore_user(&saved);
-	AtEOXact_GUC(true, nest);
+	iterjob_end_internal(nest, &saved);
 	SPI_finish();
 	return visible;
 }
@@ -139,10 +135,7 @@ iterjob_recount(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	nest = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	iterjob_become_superuser(&saved);
+	nest = iterjob_begin_internal(&saved);
 	if (!iterjob_load_job(job_id, &spec, &owner, &search_path))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -205,8 +198,7 @@ iterjob_recount(PG_FUNCTION_ARGS)
 	run_internal("UPDATE iterjob.job SET rows_total = $2 WHERE id OPERATOR(pg_catalog.=) $1",
 				 job_id, 2, Int64GetDatum(total), INT8OID);
 
-	iterjob_restore_user(&saved);
-	AtEOXact_GUC(true, nest);
+	iterjob_end_internal(nest, &saved);
 	SPI_finish();
 	PG_RETURN_INT64(total);
 }
@@ -239,10 +231,7 @@ iterjob_purge(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	nest = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	iterjob_become_superuser(&saved);
+	nest = iterjob_begin_internal(&saved);
 	run_internal("SELECT id, owner FROM iterjob.job"
 				 " WHERE state OPERATOR(pg_catalog.=) ANY ('{succeeded,failed,cancelled}'::pg_catalog.text[])"
 				 "   AND finished_at OPERATOR(pg_catalog.<=) (pg_catalog.now()"
@@ -268,8 +257,7 @@ iterjob_purge(PG_FUNCTION_ARGS)
 			elog(ERROR, "could not purge iterjob jobs");
 		deleted = SPI_processed;
 	}
-	iterjob_restore_user(&saved);
-	AtEOXact_GUC(true, nest);
+	iterjob_end_internal(nest, &saved);
 	SPI_finish();
 	PG_RETURN_INT64((int64) deleted);
 }

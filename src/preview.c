@@ -14,8 +14,8 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
-#include "miscadmin.h"
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 
@@ -29,25 +29,19 @@ static char *
 explain(const char *sql)
 {
 	StringInfoData plan;
-	int			nest = NewGUCNestLevel();
+	IterjobSavedUser saved;
+	int			nest;
 
-	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("enable_hashagg", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("max_parallel_workers_per_gather", "0", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	nest = iterjob_begin_owner_section(GetUserId(),
+									   GetConfigOption("search_path", false, false),
+									   0, true, &saved);
 	if (SPI_execute(psprintf("EXPLAIN %s", sql), false, 0) != SPI_OK_UTILITY)
 		elog(ERROR, "could not explain the keyset query");
+	iterjob_end_owner_section(nest, &saved);
 	initStringInfo(&plan);
 	for (uint64 i = 0; i < SPI_processed; i++)
 		appendStringInfo(&plan, "%s%s", i > 0 ? "\n" : "",
 						 SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
-	AtEOXact_GUC(true, nest);
 	return plan.data;
 }
 

@@ -88,6 +88,7 @@ iterjob_begin_owner_section(Oid owner, const char *search_path,
 		set_local("enable_bitmapscan", "off");
 		set_local("enable_sort", "off");
 		set_local("enable_hashagg", "off");
+		set_local("max_parallel_workers_per_gather", "0");
 	}
 	iterjob_become_owner(owner, saved);
 	return nest;
@@ -99,4 +100,25 @@ iterjob_end_owner_section(int nest, const IterjobSavedUser *saved)
 	iterjob_restore_user(saved);
 	/* false: also undo settings the user's SQL changed, SET or not */
 	AtEOXact_GUC(false, nest);
+}
+
+/*
+ * Enter iterjob's own bookkeeping: as the superuser, with search_path =
+ * pg_catalog.  Returns the GUC nest level to end it with.
+ */
+int
+iterjob_begin_internal(IterjobSavedUser *saved)
+{
+	int			nest = NewGUCNestLevel();
+
+	set_local("search_path", "pg_catalog");
+	iterjob_become_superuser(saved);
+	return nest;
+}
+
+void
+iterjob_end_internal(int nest, const IterjobSavedUser *saved)
+{
+	iterjob_restore_user(saved);
+	AtEOXact_GUC(true, nest);
 }

@@ -42,10 +42,7 @@ report_progress(int64 job_id)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	nest = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	iterjob_become_superuser(&saved);
+	nest = iterjob_begin_internal(&saved);
 	if (SPI_execute_with_args("SELECT state, rows_done, rows_total, percent,"
 							  "       pg_catalog.round(COALESCE(rows_per_second, 0)),"
 							  "       COALESCE(pg_catalog.date_trunc('second', eta)::pg_catalog.text, 'unknown'),"
@@ -64,8 +61,7 @@ report_progress(int64 job_id)
 						SPI_getvalue(tup, desc, 5), SPI_getvalue(tup, desc, 6),
 						SPI_getvalue(tup, desc, 7), SPI_getvalue(tup, desc, 8))));
 	}
-	iterjob_restore_user(&saved);
-	AtEOXact_GUC(true, nest);
+	iterjob_end_internal(nest, &saved);
 	SPI_finish();
 }
 
@@ -94,16 +90,12 @@ read_job_state(int64 job_id, MemoryContext cxt)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	nest = NewGUCNestLevel();
-	(void) set_config_option("search_path", "pg_catalog", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	iterjob_become_superuser(&saved);
+	nest = iterjob_begin_internal(&saved);
 	if (SPI_execute_with_args("SELECT state, xmin, owner FROM iterjob.job"
 							  " WHERE id OPERATOR(pg_catalog.=) $1",
 							  1, &type, &arg, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read iterjob job");
-	iterjob_restore_user(&saved);
-	AtEOXact_GUC(true, nest);
+	iterjob_end_internal(nest, &saved);
 
 	if (SPI_processed == 0)
 		ereport(ERROR,
