@@ -9,6 +9,8 @@
  */
 #include "postgres.h"
 
+#include <ctype.h>
+
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -91,6 +93,23 @@ static char *
 optional_text(FunctionCallInfo fcinfo, int argno)
 {
 	return PG_ARGISNULL(argno) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(argno));
+}
+
+/*
+ * SQL that iterjob embeds in parentheses (a query, a filter): without the
+ * trailing semicolons and white space one may write after it.
+ */
+static char *
+embeddable(char *sql)
+{
+	size_t		len;
+
+	if (sql == NULL)
+		return NULL;
+	len = strlen(sql);
+	while (len > 0 && (sql[len - 1] == ';' || isspace((unsigned char) sql[len - 1])))
+		sql[--len] = '\0';
+	return sql;
 }
 
 static Datum
@@ -242,7 +261,7 @@ read_arguments(FunctionCallInfo fcinfo, IterjobSpec *spec, char **key, char **na
 
 	memset(spec, 0, sizeof(*spec));
 	spec->relid = PG_ARGISNULL(ARG_RELATION) ? InvalidOid : PG_GETARG_OID(ARG_RELATION);
-	spec->query = optional_text(fcinfo, ARG_QUERY);
+	spec->query = embeddable(optional_text(fcinfo, ARG_QUERY));
 	if (OidIsValid(spec->relid) == (spec->query != NULL))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -253,7 +272,7 @@ read_arguments(FunctionCallInfo fcinfo, IterjobSpec *spec, char **key, char **na
 	spec->instances = PG_GETARG_INT32(ARG_INSTANCES);
 	spec->batch_size = PG_GETARG_INT32(ARG_BATCH_SIZE);
 	*key = optional_text(fcinfo, ARG_KEY);
-	spec->filter = optional_text(fcinfo, ARG_FILTER);
+	spec->filter = embeddable(optional_text(fcinfo, ARG_FILTER));
 	*name = optional_text(fcinfo, ARG_NAME);
 	spec->max_attempts = PG_GETARG_INT32(ARG_MAX_ATTEMPTS);
 	spec->statement_timeout_ms = (int32)
@@ -290,6 +309,7 @@ iterjob_prepare_job(FunctionCallInfo fcinfo, IterjobSpec *spec, char **name,
 					IterjobRange **ranges)
 {
 	char	   *key;
+	int			nest;
 
 	/* before reading arguments an older SQL definition may not pass */
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -298,6 +318,14 @@ iterjob_prepare_job(FunctionCallInfo fcinfo, IterjobSpec *spec, char **name,
 	SPI_finish();
 
 	read_arguments(fcinfo, spec, &key, name);
+
+	/*
+	 * Bounds are written with to_jsonb(): make it print float keys exactly,
+	 * whatever the session's extra_float_digits.
+	 */
+	nest = NewGUCNestLevel();
+	(void) set_config_option("extra_float_digits", "3", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 
 	iterjob_check_owner(GetUserId(), 0);
 	if (OidIsValid(spec->relid))
@@ -322,6 +350,7 @@ iterjob_prepare_job(FunctionCallInfo fcinfo, IterjobSpec *spec, char **name,
 	if (spec->partition == ITERJOB_PARTITION_RANGE)
 		*ranges = iterjob_split_ranges(spec);
 	spec->rows_total = iterjob_estimate_rows(spec);
+	AtEOXact_GUC(true, nest);
 }
 
 Datum

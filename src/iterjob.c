@@ -12,6 +12,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
+#include "utils/varlena.h"
 
 #include "iterjob.h"
 
@@ -38,12 +39,49 @@ startup_shmem(void)
 	iterjob_shmem_startup();
 }
 
+/* Did the postmaster load iterjob through shared_preload_libraries? */
+static bool
+preloaded_by_postmaster(void)
+{
+	char	   *raw = pstrdup(shared_preload_libraries_string ?
+							  shared_preload_libraries_string : "");
+	List	   *names = NIL;
+	ListCell   *lc;
+
+	if (!SplitDirectoriesString(raw, ',', &names))
+		return false;
+	foreach(lc, names)
+	{
+		const char *name = lfirst(lc);
+		const char *base = strrchr(name, '/');
+
+		base = base ? base + 1 : name;
+		if (strcmp(base, "iterjob") == 0 || strcmp(base, "iterjob.so") == 0)
+			return true;
+	}
+	return false;
+}
+
 void
 _PG_init(void)
 {
+	/*
+	 * A backend loads a second copy of the library when its file was
+	 * replaced (a package upgrade) after the server started.  The preloaded
+	 * copy already defined the GUCs; this one attaches to the shared memory
+	 * that copy made (if its layout changed, that fails: restart the server
+	 * after an upgrade).
+	 */
+	if (!process_shared_preload_libraries_in_progress && IsUnderPostmaster &&
+		preloaded_by_postmaster())
+	{
+		iterjob_register_commit_wakeup();
+		iterjob_shmem_startup();
+		return;
+	}
+
 	iterjob_define_gucs();
 	iterjob_register_commit_wakeup();
-
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 

@@ -310,14 +310,21 @@ launch_pending(MemoryContext ctx)
 		}
 		if (running_workers() >= Min(iterjob_max_workers, ITERJOB_MAX_WORKER_SLOTS))
 			break;				/* a worker's exit wakes us */
-		if (!start_worker(dboid))
-		{
-			sleep_ms = NO_SLOT_DELAY_MS;
-			break;
-		}
+
+		/*
+		 * Clear the mark before the worker starts: a commit that marks the
+		 * database again meanwhile is then never lost, and the worker's claim
+		 * comes after the clearing.
+		 */
 		SpinLockAcquire(&iterjob_shared->mutex);
 		db->pending = false;
 		SpinLockRelease(&iterjob_shared->mutex);
+		if (!start_worker(dboid))
+		{
+			iterjob_mark_database_pending(dboid);
+			sleep_ms = NO_SLOT_DELAY_MS;
+			break;
+		}
 	}
 	MemoryContextReset(ctx);
 	return sleep_ms;

@@ -187,6 +187,17 @@ add_key_column(IterjobSpec *spec, const char *name, Oid type)
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("key column \"%s\" is an array", name),
 				 errdetail("Array-typed key columns are not supported.")));
+
+	/*
+	 * A cursor stores a key as its jsonb form (to_jsonb()); keys whose jsonb
+	 * form is itself an array or an object would not read back as one value.
+	 */
+	if (get_typtype(getBaseType(type)) == TYPTYPE_COMPOSITE ||
+		getBaseType(type) == JSONBOID || getBaseType(type) == JSONOID)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("key column \"%s\" has type %s", name, format_type_be(type)),
+				 errdetail("Composite, json and jsonb key columns are not supported.")));
 	(void) iterjob_key_array_type(type);
 	spec->key_names[spec->nkeys] = pstrdup(name);
 	spec->key_types[spec->nkeys] = type;

@@ -113,6 +113,13 @@ claim_next_task(MemoryContext cxt)
 	pgstat_report_activity(STATE_RUNNING, "iterjob: claiming a task");
 	iterjob_set_phase("claiming");
 
+	/*
+	 * A claim that a crash loses leaves its task queued, to be claimed again:
+	 * no need to wait for its commit to reach disk.
+	 */
+	(void) set_config_option("synchronous_commit", "off", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
+
 	if (extension_usable())
 	{
 		task = iterjob_claim_task(cxt);
