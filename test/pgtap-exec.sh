@@ -4,7 +4,7 @@
 set -euo pipefail
 file=$1
 db="tap_$(basename "$file" .sql)"
-psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+PGOPTIONS="-c client_min_messages=warning" psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
 psql -X -q -d postgres -c "CREATE DATABASE $db" >/dev/null
 psql -X -q -d "$db" -c "SET client_min_messages = warning; CREATE EXTENSION pgtap; CREATE EXTENSION iterjob" >/dev/null
 set +e
