@@ -21,6 +21,8 @@
 
 /* rows sampled to split ranges; tables with fewer rows are read whole */
 #define RANGE_SAMPLE_ROWS	50000
+/* pages read at most to sample them */
+#define RANGE_SAMPLE_PAGES	20000
 
 /* " AND k1 IS NOT NULL AND k2 IS NOT NULL" */
 static char *
@@ -84,20 +86,34 @@ iterjob_find_upper_bound(IterjobSpec *spec)
 	SPI_finish();
 }
 
-/* TABLESAMPLE clause reading about RANGE_SAMPLE_ROWS rows of a big relation */
-static char *
-sample_clause(const IterjobSpec *spec)
+/*
+ * How to sample about RANGE_SAMPLE_ROWS keys of a big relation, uniformly:
+ * a TABLESAMPLE of whole pages (at most RANGE_SAMPLE_PAGES of them, read at
+ * random) and, appended to the WHERE clause, a random thinning of their
+ * rows.  Sampling pages alone would put boundaries several percent off on
+ * tables stored in key order; rows from many pages do not.  Small relations
+ * are read whole.
+ */
+static void
+sample_clauses(const IterjobSpec *spec, char **tablesample, char **thinning)
 {
 	Oid			type = OIDOID;
 	Datum		arg = ObjectIdGetDatum(spec->relid);
 	bool		isnull;
 	double		rows;
+	double		pages;
+	double		page_fraction;
+	double		row_fraction;
 
+	*tablesample = "";
+	*thinning = "";
 	if (!OidIsValid(spec->relid))
-		return "";
+		return;
 	if (SPI_execute_with_args("SELECT pg_catalog.sum(CASE WHEN c.reltuples OPERATOR(pg_catalog.>=) 0"
 							  "   THEN c.reltuples ELSE pg_catalog.pg_relation_size(c.oid)"
-							  "   OPERATOR(pg_catalog./) 8192 OPERATOR(pg_catalog.*) 100 END)::float8"
+							  "   OPERATOR(pg_catalog./) 8192 OPERATOR(pg_catalog.*) 100 END)::float8,"
+							  "       pg_catalog.sum(pg_catalog.pg_relation_size(c.oid)"
+							  "   OPERATOR(pg_catalog./) 8192)::float8"
 							  "  FROM pg_catalog.pg_class c"
 							  " WHERE c.oid OPERATOR(pg_catalog.=) $1"
 							  "    OR c.oid OPERATOR(pg_catalog.=) ANY ("
@@ -107,9 +123,15 @@ sample_clause(const IterjobSpec *spec)
 	rows = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 										1, &isnull));
 	if (isnull || rows <= 2 * RANGE_SAMPLE_ROWS)
-		return "";
-	return psprintf(" TABLESAMPLE SYSTEM (%g) REPEATABLE (0)",
-					Max(100.0 * RANGE_SAMPLE_ROWS / rows, 0.001));
+		return;
+	pages = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+										 2, &isnull));
+	page_fraction = (isnull || pages <= RANGE_SAMPLE_PAGES) ? 1.0 :
+		RANGE_SAMPLE_PAGES / pages;
+	row_fraction = Min(1.0, RANGE_SAMPLE_ROWS / (rows * page_fraction));
+	if (page_fraction < 1.0)
+		*tablesample = psprintf(" TABLESAMPLE SYSTEM (%g)", 100.0 * page_fraction);
+	*thinning = psprintf(" AND pg_catalog.random() OPERATOR(pg_catalog.<) %g", row_fraction);
 }
 
 /*
@@ -125,14 +147,17 @@ iterjob_split_ranges(const IterjobSpec *spec)
 	StringInfoData sql;
 	StringInfoData boundary_sql;
 	SPITupleTable *sample;
+	char	   *tablesample;
+	char	   *thinning;
 	uint64		m;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	sample_clauses(spec, &tablesample, &thinning);
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "SELECT %s FROM %s%s WHERE true%s",
+	appendStringInfo(&sql, "SELECT %s FROM %s%s WHERE true%s%s",
 					 iterjob_key_list(spec, "", false), iterjob_source_sql(spec),
-					 sample_clause(spec), keys_not_null(spec));
+					 tablesample, keys_not_null(spec), thinning);
 	if (spec->filter)
 		appendStringInfo(&sql, " AND (\n%s\n)", spec->filter);
 	if (!spec->follow && spec->upper_bound.present)

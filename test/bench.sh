@@ -8,7 +8,8 @@
 # Cases: (1) one UPDATE statement; (2) a PL/pgSQL procedure looping keyset batches of
 # 1000 with a COMMIT per batch (the usual do-it-yourself); (3) iterjob, 1 instance,
 # batch 1000; (4) 2 instances, modulo partition; (5) 2 instances, range partition;
-# (6) batch 100 and 10000.  Then: enqueue-to-first-batch latency over 50 small jobs;
+# (6) batch 100 and 10000; and (2r) two sessions running the procedure side by side
+# on the two halves of the keys, the do-it-yourself parallel baseline.  Then: enqueue-to-first-batch latency over 50 small jobs;
 # 1000 one-batch jobs with iterjob.max_workers 2 and 4; a worker's memory over 100,000
 # batches.  Before each timed run the table is reset: w = NULL, VACUUM FULL, CHECKPOINT.
 source "$(dirname "$0")/lib.sh"
@@ -46,6 +47,22 @@ BEGIN
     END LOOP;
 END
 \$\$;
+-- the same loop over a slice of the keys, for two sessions side by side
+CREATE PROCEDURE diy_backfill_range(lo bigint, hi bigint, batch int) LANGUAGE plpgsql AS \$\$
+DECLARE
+    last bigint := lo - 1;
+    ids bigint[];
+BEGIN
+    LOOP
+        SELECT array_agg(id) INTO ids
+          FROM (SELECT id FROM items WHERE id > last AND id <= hi ORDER BY id LIMIT batch) s;
+        EXIT WHEN ids IS NULL;
+        UPDATE items SET w = v * 2 WHERE id = ANY (ids);
+        last := ids[array_upper(ids, 1)];
+        COMMIT;
+    END LOOP;
+END
+\$\$;
 CREATE TABLE results (name text, rep int, seconds float8, wal_bytes numeric);
 SQL
 
@@ -75,6 +92,11 @@ run_case() {
 	case "$name" in
 	"1 UPDATE") q -c "UPDATE items SET w = v * 2"; t1=$(now) ;;
 	"2 DIY procedure") q -c "CALL diy_backfill(1000)"; t1=$(now) ;;
+	"2r DIY 2 sessions, 2 ranges")
+		q -c "CALL diy_backfill_range(1, $((ROWS / 2)), 1000)" &
+		q -c "CALL diy_backfill_range($((ROWS / 2 + 1)), $ROWS, 1000)"
+		wait
+		t1=$(now) ;;
 	"3 iterjob 1 instance") t1=$(run_iterjob "instances => 1, batch_size => 1000") ;;
 	"4 iterjob 2 modulo") t1=$(run_iterjob "instances => 2, batch_size => 1000") ;;
 	"5 iterjob 2 range") t1=$(run_iterjob "instances => 2, batch_size => 1000, partition => 'range'") ;;
@@ -88,7 +110,7 @@ run_case() {
 	q -c "DELETE FROM iterjob.job"
 }
 
-CASES=("1 UPDATE" "2 DIY procedure" "3 iterjob 1 instance" "4 iterjob 2 modulo"
+CASES=("1 UPDATE" "2 DIY procedure" "2r DIY 2 sessions, 2 ranges" "3 iterjob 1 instance" "4 iterjob 2 modulo"
 	"5 iterjob 2 range" "6a iterjob batch 100" "6b iterjob batch 10000")
 for rep in $(seq 1 "$REPS"); do
 	for c in "${CASES[@]}"; do
