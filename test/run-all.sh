@@ -65,7 +65,10 @@ for suite in $suites; do
 			echo "== TAP (crash, kill, restart)"
 			tapdir=$(mktemp -d /tmp/iterjob-tap.XXXXXX)
 			chmod 755 "$tapdir"
-			as_root chown postgres: "$tapdir"
+			# the postgres user runs the scripts: give it a copy it can read
+			# wherever this checkout lives
+			cp -r "$ITERJOB_ROOT/test/t" "$tapdir/t"
+			as_root chown -R postgres: "$tapdir"
 			# PostgreSQL::Test::Cluster makes and stops its own clusters.  PG 15's
 			# PostgreSQL::Test::Utils puts its tmp_check (node data and logs under
 			# tmp_check/log) in $TESTDIR, or else in the current directory, which
@@ -76,7 +79,7 @@ for suite in $suites; do
 				PG_REGRESS=/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress \
 				TESTDIR="$tapdir" TESTDATADIR="$tapdir" TESTLOGDIR="$tapdir/tmp_check/log" \
 				prove -f --timer -I /usr/lib/postgresql/15/lib/pgxs/src/test/perl \
-				-I "$ITERJOB_ROOT/test/t" "$ITERJOB_ROOT"/test/t/*.pl) || tap_ok=0
+				-I "$tapdir/t" "$tapdir"/t/*.pl) || tap_ok=0
 			if [ $tap_ok = 1 ] && [ -z "${KEEP_TAP_DIR:-}" ]; then
 				as_root rm -rf "$tapdir"
 			else
