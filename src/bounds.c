@@ -22,7 +22,7 @@
 /* rows sampled to split ranges; tables with fewer rows are read whole */
 #define RANGE_SAMPLE_ROWS	50000
 /* pages read at most to sample them */
-#define RANGE_SAMPLE_PAGES	2000
+#define RANGE_SAMPLE_PAGES	5000
 
 /* " AND k1 IS NOT NULL AND k2 IS NOT NULL" */
 static char *

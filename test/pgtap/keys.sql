@@ -702,7 +702,7 @@ UNION ALL SELECT g::bigint * 1000000 FROM generate_series(1, 20000) g;
 ANALYZE r_big;
 
 -- The split reads each row of a table this size at most once: it takes whole
--- pages (all of them, below 2,000 pages; a random sample above) and keeps a
+-- pages (all of them, below 5,000 pages; a random sample above) and keeps a
 -- random share of their rows, so boundaries are exact to a fraction of a
 -- percent without sorting the table.  preview() computes the ranges as
 -- enqueue does; count the rows it read in this transaction.
