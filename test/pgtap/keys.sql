@@ -56,36 +56,6 @@ BEGIN
 END
 $$;
 
--- True as soon as the boolean SQL expression cond is true, false when
--- timeout passes first.  Each check sees fresh snapshots.
-CREATE FUNCTION tap_wait_until(cond text, timeout interval DEFAULT '30 s')
-RETURNS boolean LANGUAGE plpgsql AS $$
-DECLARE
-    deadline timestamptz := clock_timestamp() + timeout;
-    r boolean;
-BEGIN
-    LOOP
-        PERFORM pg_stat_clear_snapshot();
-        EXECUTE 'SELECT (' || cond || ')' INTO r;
-        IF r THEN
-            RETURN true;
-        END IF;
-        IF clock_timestamp() > deadline THEN
-            RETURN false;
-        END IF;
-        PERFORM pg_sleep(0.02);
-    END LOOP;
-END
-$$;
-
--- Workers running a batch of job p_job right now.
-CREATE FUNCTION tap_active_workers(p_job bigint)
-RETURNS bigint LANGUAGE sql VOLATILE AS $$
-    SELECT count(*) FROM pg_stat_activity
-     WHERE backend_type = 'iterjob worker' AND state = 'active'
-       AND query LIKE 'iterjob job ' || p_job || ' instance %'
-$$;
-
 -- "a, b" of quoted key columns, with an optional suffix per column (" DESC")
 CREATE FUNCTION tap_keylist(keys text[], suffix text DEFAULT '')
 RETURNS text LANGUAGE sql IMMUTABLE AS $$

@@ -71,7 +71,8 @@ SELECT tap_log_mark('start') >= 0 AS marked \gset
 
 -- True as soon as the boolean SQL expression cond is true, false when
 -- timeout passes first; every check with fresh snapshots.
-CREATE FUNCTION tap_wait_until(cond text, timeout interval DEFAULT '30 s')
+-- (a slower poll than the shared helper's)
+CREATE OR REPLACE FUNCTION tap_wait_until(cond text, timeout interval DEFAULT '30 s')
 RETURNS boolean LANGUAGE plpgsql AS $$
 DECLARE
     deadline timestamptz := clock_timestamp() + timeout;

@@ -22,36 +22,6 @@ SELECT plan(68);
 
 -- Helpers -----------------------------------------------------------------
 
--- True as soon as the boolean SQL expression cond is true, false when
--- timeout passes first.  Every check runs with a fresh snapshot.
-CREATE FUNCTION tap_wait_until(cond text, timeout interval DEFAULT '30 s')
-RETURNS boolean LANGUAGE plpgsql AS $$
-DECLARE
-    deadline timestamptz := clock_timestamp() + timeout;
-    r boolean;
-BEGIN
-    LOOP
-        PERFORM pg_stat_clear_snapshot();
-        EXECUTE 'SELECT (' || cond || ')' INTO r;
-        IF r THEN
-            RETURN true;
-        END IF;
-        IF clock_timestamp() > deadline THEN
-            RETURN false;
-        END IF;
-        PERFORM pg_sleep(0.02);
-    END LOOP;
-END
-$$;
-
--- Workers running a batch of job p_job right now (see control.sql).
-CREATE FUNCTION tap_active_workers(p_job bigint)
-RETURNS bigint LANGUAGE sql VOLATILE AS $$
-    SELECT count(*) FROM pg_stat_activity
-     WHERE backend_type = 'iterjob worker' AND state = 'active'
-       AND query LIKE 'iterjob job ' || p_job || ' instance %'
-$$;
-
 -- Switches the actions below read: a batch fails while its switch is off.
 CREATE TABLE ctl (job text PRIMARY KEY, ok boolean NOT NULL);
 INSERT INTO ctl VALUES ('transient', false), ('permanent', false);

@@ -45,36 +45,6 @@ BEGIN
 END
 $$;
 
--- True as soon as the boolean SQL expression cond is true, false when
--- timeout passes first.  Each check sees fresh snapshots.
-CREATE FUNCTION tap_wait_until(cond text, timeout interval DEFAULT '30 s')
-RETURNS boolean LANGUAGE plpgsql AS $$
-DECLARE
-    deadline timestamptz := clock_timestamp() + timeout;
-    r boolean;
-BEGIN
-    LOOP
-        PERFORM pg_stat_clear_snapshot();
-        EXECUTE 'SELECT (' || cond || ')' INTO r;
-        IF r THEN
-            RETURN true;
-        END IF;
-        IF clock_timestamp() > deadline THEN
-            RETURN false;
-        END IF;
-        PERFORM pg_sleep(0.02);
-    END LOOP;
-END
-$$;
-
--- Workers running a batch of job p_job right now.
-CREATE FUNCTION tap_active_workers(p_job bigint)
-RETURNS bigint LANGUAGE sql VOLATILE AS $$
-    SELECT count(*) FROM pg_stat_activity
-     WHERE backend_type = 'iterjob worker' AND state = 'active'
-       AND query LIKE 'iterjob job ' || p_job || ' instance %'
-$$;
-
 -- wait() for a job; if it is not over after 5 s, wake the launcher (as a
 -- new enqueue would) and wait on.  nudged says whether that was needed.
 CREATE PROCEDURE tap_wait_nudged(p_job bigint, INOUT state text DEFAULT NULL,

@@ -47,29 +47,6 @@ SELECT plan(102);
 
 -- Helpers -----------------------------------------------------------------
 
--- True as soon as the boolean SQL expression cond is true, false when
--- timeout passes first.  Every check runs with a fresh snapshot, and a
--- fresh pg_stat_activity snapshot.
-CREATE FUNCTION tap_wait_until(cond text, timeout interval DEFAULT '30 s')
-RETURNS boolean LANGUAGE plpgsql AS $$
-DECLARE
-    deadline timestamptz := clock_timestamp() + timeout;
-    r boolean;
-BEGIN
-    LOOP
-        PERFORM pg_stat_clear_snapshot();
-        EXECUTE 'SELECT (' || cond || ')' INTO r;
-        IF r THEN
-            RETURN true;
-        END IF;
-        IF clock_timestamp() > deadline THEN
-            RETURN false;
-        END IF;
-        PERFORM pg_sleep(0.02);
-    END LOOP;
-END
-$$;
-
 -- The text result of a query, or 'ERROR <sqlstate>: <message>': never raises.
 CREATE FUNCTION tap_try(sql text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
