@@ -23,7 +23,7 @@ SELECT iterjob.enqueue(
 
 SELECT pg_sleep(0.2) \gset
 \echo == job_progress while it runs
-SELECT job_id, name, state, instances, instances_done, rows_done, batches_done
+SELECT job_id, name, state, rows_done, rows_total, percent, rows_per_second, eta, bar
   FROM iterjob.job_progress;
 
 \echo == iterjob.wait(job_id)
