@@ -12,6 +12,7 @@ psql_q <<'SQL'
 CREATE EXTENSION iterjob;
 CREATE TABLE items (id bigint PRIMARY KEY, v int, w int);
 INSERT INTO items SELECT g, g % 1000, NULL FROM generate_series(1, 200000) g;
+ANALYZE items;   -- rows_total is the planner's estimate
 
 \echo == enqueue: set w = v * 2 on every row, 4 instances, batches of 1000
 SELECT iterjob.enqueue(
