@@ -24,18 +24,6 @@
 /* pages read at most to sample them */
 #define RANGE_SAMPLE_PAGES	5000
 
-/* " AND k1 IS NOT NULL AND k2 IS NOT NULL" */
-static char *
-keys_not_null(const IterjobSpec *spec)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	for (int i = 0; i < spec->nkeys; i++)
-		appendStringInfo(&buf, " AND %s IS NOT NULL", quote_identifier(spec->key_names[i]));
-	return buf.data;
-}
-
 /*
  * Fill value from column col (jsonb) and col + 1 (its iterjob.key_texts())
  * of an SPI row, allocating in cxt.  A NULL jsonb is an absent value.
@@ -73,7 +61,7 @@ iterjob_find_upper_bound(IterjobSpec *spec)
 
 	sql = psprintf("SELECT %s, iterjob.key_texts(%s) FROM %s WHERE true%s"
 				   " ORDER BY %s LIMIT 1",
-				   json, json, iterjob_source_sql(spec), keys_not_null(spec),
+				   json, json, iterjob_source_sql(spec), iterjob_keys_not_null(spec),
 				   iterjob_key_list(spec, "", true));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -157,7 +145,7 @@ iterjob_split_ranges(const IterjobSpec *spec)
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "SELECT %s FROM %s%s WHERE true%s%s",
 					 iterjob_key_list(spec, "", false), iterjob_source_sql(spec),
-					 tablesample, keys_not_null(spec), thinning);
+					 tablesample, iterjob_keys_not_null(spec), thinning);
 	if (spec->filter)
 		appendStringInfo(&sql, " AND (\n%s\n)", spec->filter);
 	if (!spec->follow && spec->upper_bound.present)
@@ -232,7 +220,7 @@ iterjob_estimate_rows(const IterjobSpec *spec)
 		elog(ERROR, "SPI_connect failed");
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "EXPLAIN (FORMAT JSON) SELECT 1 FROM %s WHERE true%s",
-					 iterjob_source_sql(spec), keys_not_null(spec));
+					 iterjob_source_sql(spec), iterjob_keys_not_null(spec));
 	if (spec->filter)
 		appendStringInfo(&sql, " AND (\n%s\n)", spec->filter);
 	if (!spec->follow && spec->upper_bound.present)

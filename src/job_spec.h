@@ -95,6 +95,7 @@ extern char *iterjob_count_query(const IterjobSpec *spec, int32 instance,
 extern char *iterjob_key_literal(const IterjobSpec *spec,
 								 const IterjobKeyValue *value);
 extern char *iterjob_key_jsonb_sql(const IterjobSpec *spec);
+extern char *iterjob_keys_not_null(const IterjobSpec *spec);
 extern Oid	iterjob_key_array_type(Oid key_type);
 
 /* bounds.c */

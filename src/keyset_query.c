@@ -133,6 +133,18 @@ append_modulo_predicate(StringInfo buf, const IterjobSpec *spec, int32 instance)
 					 spec->instances, instance);
 }
 
+/* " AND k1 IS NOT NULL AND k2 IS NOT NULL" */
+char *
+iterjob_keys_not_null(const IterjobSpec *spec)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 0; i < spec->nkeys; i++)
+		appendStringInfo(&buf, " AND %s IS NOT NULL", quote_identifier(spec->key_names[i]));
+	return buf.data;
+}
+
 /* The predicates that select an instance's keys, after "WHERE true". */
 static void
 append_instance_predicates(StringInfo buf, const IterjobSpec *spec,
@@ -141,8 +153,7 @@ append_instance_predicates(StringInfo buf, const IterjobSpec *spec,
 	const char *keys = iterjob_key_list(spec, "", false);
 
 	/* rows whose key has a NULL are never visited */
-	for (int i = 0; i < spec->nkeys; i++)
-		appendStringInfo(buf, " AND %s IS NOT NULL", quote_identifier(spec->key_names[i]));
+	appendStringInfoString(buf, iterjob_keys_not_null(spec));
 	if (range != NULL && range->empty)
 		appendStringInfoString(buf, " AND false");
 	if (spec->partition == ITERJOB_PARTITION_MODULO && spec->instances > 1)
