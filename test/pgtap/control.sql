@@ -20,7 +20,7 @@
 
 SET client_min_messages = warning;
 
-SELECT plan(115);
+SELECT plan(117);
 
 -- Helpers -----------------------------------------------------------------
 
@@ -487,32 +487,41 @@ SELECT is((SELECT count(*) FILTER (WHERE n <> 1) || ' of ' || count(*) FROM end_
 -- job rows; neither may deadlock the other.
 CREATE TABLE race_items (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0);
 INSERT INTO race_items (id) SELECT generate_series(1, 8);
-CREATE TABLE race_calls (i int PRIMARY KEY, job_id bigint NOT NULL, call text NOT NULL, outcome text NOT NULL);
+CREATE TABLE race_calls (i int PRIMARY KEY, job_id bigint NOT NULL, call text NOT NULL, outcome text NOT NULL,
+                         resumed text);
 
 DO $$
 DECLARE
     j bigint;
     call text;
     outcome text;
+    resumed text;
 BEGIN
     PERFORM setseed(0.5);
-    FOR i IN 1..100 LOOP
+    FOR n IN 1..100 LOOP
         j := iterjob.enqueue('race_items', 'UPDATE race_items SET n = n + 1 WHERE id = ANY($1)',
                              instances => 4, batch_size => 1);
         COMMIT;
         PERFORM pg_sleep(random() * 0.03);
-        call := CASE WHEN i % 2 = 0 THEN 'cancel' ELSE 'pause' END;
+        call := CASE WHEN n % 2 = 0 THEN 'cancel' ELSE 'pause' END;
         BEGIN
             EXECUTE format('SELECT iterjob.%s($1)', call) INTO outcome USING j;
         EXCEPTION WHEN OTHERS THEN
             outcome := SQLSTATE || ' ' || SQLERRM;
         END;
-        INSERT INTO race_calls VALUES (i, j, call, outcome);
-        COMMIT;
+        resumed := NULL;
         IF outcome = 'paused' THEN
-            PERFORM iterjob.resume(j);
-            COMMIT;
+            -- The batches in flight commit after a pause; if they were the
+            -- instances' final, empty ones the job ends succeeded while
+            -- paused, and resume() rightly finds it ended.
+            BEGIN
+                resumed := iterjob.resume(j);
+            EXCEPTION WHEN OTHERS THEN
+                resumed := SQLSTATE || ' ' || SQLERRM;
+            END;
         END IF;
+        INSERT INTO race_calls VALUES (n, j, call, outcome, resumed);
+        COMMIT;
     END LOOP;
 END
 $$;
@@ -525,6 +534,17 @@ SELECT is((SELECT coalesce(string_agg(DISTINCT outcome, '; '), '') FROM race_cal
               AND outcome !~ '^55000 cannot (pause|cancel) iterjob job \d+ because it is succeeded$'),
           '',
           'race: each call (deadlocks aside) returned paused or cancelled, or found its job already succeeded');
+
+SELECT is((SELECT coalesce(string_agg(DISTINCT resumed, '; '), '') FROM race_calls
+            WHERE resumed NOT IN ('queued', 'running')
+              AND resumed !~ '^55000 cannot resume iterjob job \d+ because it is succeeded$'),
+          '',
+          'race: each resume() after a pause returned queued or running, or found the job ended succeeded by its final batches');
+
+SELECT is((SELECT count(*) FROM race_calls c JOIN iterjob.job_progress p USING (job_id)
+            WHERE c.resumed LIKE '55000%' AND (p.state <> 'succeeded' OR p.rows_done <> 8)),
+          0::bigint,
+          'race: a job that ended while paused succeeded with all 8 rows done');
 
 SELECT cmp_ok((SELECT count(*) FROM race_calls WHERE outcome IN ('paused', 'cancelled')), '>=', 20::bigint,
               'race: at least 20 calls caught their job before it ended (the race was run)');
