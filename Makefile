@@ -16,3 +16,13 @@ override CFLAGS += -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initia
 
 # every object depends on the shared headers
 $(OBJS): $(wildcard src/*.h)
+
+# static analysis of src/ (cppcheck and clang-tidy, both must report nothing)
+PG_INCLUDEDIR_SERVER := $(shell $(PG_CONFIG) --includedir-server)
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,style,performance,portability \
+		-I $(PG_INCLUDEDIR_SERVER) --suppress='*:$(PG_INCLUDEDIR_SERVER)/*' \
+		--suppress=toomanyconfigs src/
+	clang-tidy --quiet --warnings-as-errors='*' src/*.c -- -I$(PG_INCLUDEDIR_SERVER) -Isrc
+
+.PHONY: lint

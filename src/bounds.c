@@ -212,8 +212,6 @@ iterjob_estimate_rows(const IterjobSpec *spec)
 	StringInfoData sql;
 	Oid			type = TEXTOID;
 	Datum		arg;
-	bool		isnull;
-	Datum		rows;
 	int64		result = 0;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -238,7 +236,10 @@ iterjob_estimate_rows(const IterjobSpec *spec)
 							  1, &type, &arg, NULL, true, 1) == SPI_OK_SELECT &&
 		SPI_processed == 1)
 	{
-		rows = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		bool		isnull;
+		Datum		rows = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+										 1, &isnull);
+
 		if (!isnull)
 			result = (int64) DatumGetFloat8(rows);
 	}

@@ -17,6 +17,7 @@ bool		iterjob_log_batches = false;
 int			iterjob_max_replication_lag_ms = -1;
 bool		iterjob_hold_for_autovacuum = true;
 int			iterjob_test_replication_lag_ms = -1;
+bool		iterjob_synchronous_commit = false;
 
 void
 iterjob_define_gucs(void)
@@ -58,6 +59,15 @@ iterjob_define_gucs(void)
 							 NULL,
 							 &iterjob_hold_for_autovacuum,
 							 true,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("iterjob.synchronous_commit",
+							 "Batches commit with the server's synchronous_commit instead of asynchronously.",
+							 "A batch's work and its checkpoint commit together, so an asynchronous commit lost "
+							 "in a crash only makes the batch run again. The commit that ends an instance is always synchronous.",
+							 &iterjob_synchronous_commit,
+							 false,
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
 

@@ -76,7 +76,12 @@ extern bool iterjob_log_batches;
 extern int	iterjob_max_replication_lag_ms;
 extern bool iterjob_hold_for_autovacuum;
 extern int	iterjob_test_replication_lag_ms;
+extern bool iterjob_synchronous_commit;
 extern void iterjob_define_gucs(void);
+
+/* commit_mode.c */
+extern void iterjob_commit_batch_mode(void);
+extern void iterjob_commit_durably(void);
 
 /* launcher.c */
 extern void iterjob_register_launcher(void);

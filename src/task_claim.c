@@ -477,8 +477,8 @@ iterjob_settle_job(int64 job_id)
 /*
  * Record that a task ended in state ("succeeded" or "failed", with error),
  * and end its job if it was the last open task.  Runs in the transaction of
- * the task's final checkpoint, so both commit together.  A task that was
- * cancelled meanwhile stays cancelled.
+ * the task's final checkpoint, so both commit together, durably.  A task
+ * that was cancelled meanwhile stays cancelled.
  */
 void
 iterjob_finish_task(IterjobTask *task, const char *state, const char *error)
@@ -487,6 +487,7 @@ iterjob_finish_task(IterjobTask *task, const char *state, const char *error)
 	Datum		args[3];
 	char		nulls[3] = {' ', ' ', error ? ' ' : 'n'};
 
+	iterjob_commit_durably();
 	args[0] = Int64GetDatum(task->task_id);
 	args[1] = CStringGetTextDatum(state);
 	args[2] = error ? CStringGetTextDatum(error) : (Datum) 0;

@@ -219,12 +219,12 @@ static BatchOutcome
 read_state_and_pacing(IterjobTask *task)
 {
 	bool		isnull;
-	Datum		still_running;
+	Datum		running;
 	Datum		pacing;
 
 	if (SPI_processed != 1)
 		elog(ERROR, "iterjob task " INT64_FORMAT " no longer exists", task->task_id);
-	still_running = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	running = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	pacing = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
 	if (!isnull)
 	{
@@ -244,7 +244,7 @@ read_state_and_pacing(IterjobTask *task)
 			iterjob_throttle_set_pacing(&task->throttle, &p);
 		}
 	}
-	return DatumGetBool(still_running) ? BATCH_MORE : BATCH_STOPPED;
+	return DatumGetBool(running) ? BATCH_MORE : BATCH_STOPPED;
 }
 
 /* The health gate said hold: say why in the task row, run nothing. */
@@ -586,6 +586,7 @@ run_batch(IterjobTask *task, TaskPlans *plans, long *retry_ms)
 	report_activity(task);
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	iterjob_commit_batch_mode();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());

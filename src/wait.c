@@ -171,24 +171,24 @@ iterjob_wait(PG_FUNCTION_ARGS)
 			break;
 		if (progress)
 		{
-			TimestampTz now = GetCurrentTimestamp();
+			TimestampTz now_ts = GetCurrentTimestamp();
 
 			if (next_progress == 0)
-				next_progress = TimestampTzPlusMilliseconds(now, PROGRESS_INTERVAL_MS);
-			else if (now >= next_progress)
+				next_progress = TimestampTzPlusMilliseconds(now_ts, PROGRESS_INTERVAL_MS);
+			else if (now_ts >= next_progress)
 			{
 				report_progress(job_id);
-				next_progress = TimestampTzPlusMilliseconds(now, PROGRESS_INTERVAL_MS);
+				next_progress = TimestampTzPlusMilliseconds(now_ts, PROGRESS_INTERVAL_MS);
 			}
-			sleep_ms = Min(sleep_ms, (long) ((next_progress - now) / 1000) + 1);
+			sleep_ms = Min(sleep_ms, (long) ((next_progress - now_ts) / 1000) + 1);
 		}
 		if (deadline != 0)
 		{
-			TimestampTz now = GetCurrentTimestamp();
+			TimestampTz now_ts = GetCurrentTimestamp();
 
-			if (now >= deadline)
+			if (now_ts >= deadline)
 				break;
-			sleep_ms = Min(sleep_ms, (long) ((deadline - now) / 1000) + 1);
+			sleep_ms = Min(sleep_ms, (long) ((deadline - now_ts) / 1000) + 1);
 		}
 
 		if (iterjob_shared != NULL)

@@ -7,10 +7,11 @@
 #
 # Cases: (1) one UPDATE statement; (2) a PL/pgSQL procedure looping keyset batches of
 # 1000 with a COMMIT per batch (the usual do-it-yourself); (3) iterjob, 1 instance,
-# batch 1000; (4) 2 instances, modulo partition; (5) 2 instances, range partition;
+# batch 1000, and the same with iterjob.synchronous_commit = on (3s); (4) 2 instances,
+# modulo partition; (5) 2 instances, range partition;
 # (6) batch 100 and 10000; and (2r) two sessions running the procedure side by side
-# on the two halves of the keys, the do-it-yourself parallel baseline.  Then: enqueue-to-first-batch latency over 50 small jobs;
-# 1000 one-batch jobs with iterjob.max_workers 2 and 4; a worker's memory over 100,000
+# on the two halves of the keys, the do-it-yourself parallel baseline.  Then:
+# enqueue-to-first-batch latency over 50 small jobs; 1000 one-batch jobs with iterjob.max_workers 2 and 4; a worker's memory over 100,000
 # batches.  Before each timed run the table is reset: w = NULL, VACUUM FULL, CHECKPOINT.
 source "$(dirname "$0")/lib.sh"
 
@@ -98,6 +99,11 @@ run_case() {
 		wait
 		t1=$(now) ;;
 	"3 iterjob 1 instance") t1=$(run_iterjob "instances => 1, batch_size => 1000") ;;
+	"3s iterjob 1 instance, synchronous commits")
+		q -c "ALTER SYSTEM SET iterjob.synchronous_commit = on" -c "SELECT pg_reload_conf()" >/dev/null
+		sleep 0.5
+		t1=$(run_iterjob "instances => 1, batch_size => 1000")
+		q -c "ALTER SYSTEM RESET iterjob.synchronous_commit" -c "SELECT pg_reload_conf()" >/dev/null ;;
 	"4 iterjob 2 modulo") t1=$(run_iterjob "instances => 2, batch_size => 1000") ;;
 	"5 iterjob 2 range") t1=$(run_iterjob "instances => 2, batch_size => 1000, partition => 'range'") ;;
 	"6a iterjob batch 100") t1=$(run_iterjob "instances => 1, batch_size => 100") ;;
@@ -110,7 +116,8 @@ run_case() {
 	q -c "DELETE FROM iterjob.job"
 }
 
-CASES=("1 UPDATE" "2 DIY procedure" "2r DIY 2 sessions, 2 ranges" "3 iterjob 1 instance" "4 iterjob 2 modulo"
+CASES=("1 UPDATE" "2 DIY procedure" "2r DIY 2 sessions, 2 ranges" "3 iterjob 1 instance"
+	"3s iterjob 1 instance, synchronous commits" "4 iterjob 2 modulo"
 	"5 iterjob 2 range" "6a iterjob batch 100" "6b iterjob batch 10000")
 for rep in $(seq 1 "$REPS"); do
 	for c in "${CASES[@]}"; do
