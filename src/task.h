@@ -32,7 +32,7 @@ typedef struct IterjobTask
 } IterjobTask;
 
 /* task_claim.c */
-extern IterjobTask *iterjob_claim_task(MemoryContext parent);
+extern IterjobTask *iterjob_claim_task(MemoryContext parent, bool *busy);
 extern void iterjob_finish_task(IterjobTask *task, const char *state,
 								const char *error);
 extern void iterjob_settle_job(int64 job_id);

@@ -311,9 +311,13 @@ claim_orphan(void)
 	return 0;
 }
 
-/* The first queued task we can lock, task-locked, or 0. */
+/*
+ * The first queued task we can lock, task-locked, or 0.  Sets *busy when a
+ * queued task's task lock was still held: its previous worker is leaving it
+ * (the task was paused and resumed, or failed and retried, meanwhile).
+ */
 static int64
-claim_queued(void)
+claim_queued(bool *busy)
 {
 	Portal		portal = SPI_cursor_open_with_args(NULL, queued_sql, 0, NULL, NULL,
 												   NULL, false, 0);
@@ -335,6 +339,7 @@ claim_queued(void)
 				claimed = task_id;
 				break;
 			}
+			*busy = true;
 		}
 	}
 	SPI_cursor_close(portal);
@@ -344,19 +349,21 @@ claim_queued(void)
 /*
  * Claim a runnable task: first one whose worker died (so interrupted work
  * resumes first), else the oldest queued one.  Returns NULL if there is
- * none.
+ * none; *busy then says whether a queued task was only held back by its
+ * previous worker, which is about to let it go.
  */
 IterjobTask *
-iterjob_claim_task(MemoryContext parent)
+iterjob_claim_task(MemoryContext parent, bool *busy)
 {
 	IterjobTask *task;
 	int64		claimed;
 	Datum		args[2];
 	Oid			argtypes[2] = {INT8OID, INT4OID};
 
+	*busy = false;
 	claimed = claim_orphan();
 	if (claimed == 0)
-		claimed = claim_queued();
+		claimed = claim_queued(busy);
 	if (claimed == 0)
 		return NULL;
 

@@ -26,6 +26,14 @@
 #include "iterjob.h"
 #include "task.h"
 
+/*
+ * A queued task whose previous worker still holds its task lock is looked
+ * at again every BUSY_WAIT_MS, BUSY_MAX_WAITS times at most, rather than
+ * left behind when this worker exits.
+ */
+#define BUSY_WAIT_MS		10
+#define BUSY_MAX_WAITS		500
+
 IterjobWorkerSlot *iterjob_my_slot = NULL;
 
 static void
@@ -97,14 +105,16 @@ purge_old_jobs(void)
 
 /*
  * Claim the next runnable task in its own transaction.  Returns NULL when
- * there is none (purging old jobs then), or when the extension is not
- * usable in this database.
+ * there is none (purging old jobs then, unless *busy says a queued task was
+ * held back by its previous worker), or when the extension is not usable
+ * in this database.
  */
 static IterjobTask *
-claim_next_task(MemoryContext cxt)
+claim_next_task(MemoryContext cxt, bool *busy)
 {
 	IterjobTask *task = NULL;
 
+	*busy = false;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -122,8 +132,8 @@ claim_next_task(MemoryContext cxt)
 
 	if (extension_usable())
 	{
-		task = iterjob_claim_task(cxt);
-		if (task == NULL)
+		task = iterjob_claim_task(cxt, busy);
+		if (task == NULL && !*busy)
 			purge_old_jobs();
 	}
 
@@ -151,6 +161,8 @@ iterjob_worker_main(Datum main_arg)
 	int			slotno = DatumGetInt32(main_arg);
 	Oid			dboid;
 	MemoryContext cxt;
+	bool		busy;
+	int			busy_waits = 0;
 
 	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
 	pqsignal(SIGTERM, die);
@@ -189,9 +201,18 @@ iterjob_worker_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		task = claim_next_task(cxt);
+		task = claim_next_task(cxt, &busy);
+		if (task == NULL && busy && busy_waits++ < BUSY_MAX_WAITS)
+		{
+			/* its previous worker lets go of that task in a moment */
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 BUSY_WAIT_MS, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			continue;
+		}
 		if (task == NULL)
 			break;
+		busy_waits = 0;
 
 		/* there may be more runnable tasks: let the launcher add a worker */
 		iterjob_mark_database_pending(MyDatabaseId);
