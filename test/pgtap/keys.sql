@@ -32,7 +32,7 @@
 
 SET client_min_messages = warning;
 
-SELECT plan(217);
+SELECT plan(224);
 
 -- Helpers -----------------------------------------------------------------
 
@@ -683,6 +683,47 @@ SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) AS r_big_read
 COMMIT;
 SELECT cmp_ok(:r_big_read::bigint, '<=', 200008::bigint,
               'range: splitting a 200,000-row table reads each row at most once (read ' || :r_big_read || ' rows)');
+
+-- A single key column with fresh statistics: the split takes the planner's
+-- histogram quantiles and reads no rows (only the largest key, from the
+-- index).  Statistics older than 10% of the rows' changes are not trusted:
+-- r_stale doubled in size after its ANALYZE, so it is sampled, and its
+-- ranges are balanced over all its rows.
+CREATE TABLE r_hist (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0);
+INSERT INTO r_hist (id) SELECT generate_series(1, 100000);
+CREATE TABLE r_stale (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0);
+INSERT INTO r_stale (id) SELECT generate_series(1, 60000);
+-- (the inserts' counts reach the statistics before the ANALYZE)
+SELECT pg_stat_force_next_flush();
+ANALYZE r_hist;
+ANALYZE r_stale;
+INSERT INTO r_stale (id) SELECT generate_series(60001, 120000);
+SELECT pg_stat_force_next_flush();
+BEGIN;
+SELECT count(*) AS r_hist_preview FROM iterjob.preview('r_hist', 'SELECT 1', instances => 4, partition => 'range') \gset
+SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) AS r_hist_read
+  FROM pg_stat_xact_user_tables WHERE relid = 'r_hist'::regclass \gset
+COMMIT;
+SELECT cmp_ok(:r_hist_read::bigint, '<', 100::bigint,
+              'range: an analyzed table is split from its statistics (read ' || :r_hist_read || ' rows)');
+SELECT iterjob.enqueue('r_hist', 'UPDATE r_hist SET n = n + 1 WHERE id = ANY($1)',
+                       instances => 4, batch_size => 1000, partition => 'range') AS r_hist_job \gset
+SELECT iterjob.enqueue('r_stale', 'UPDATE r_stale SET n = n + 1 WHERE id = ANY($1)',
+                       instances => 4, batch_size => 1000, partition => 'range') AS r_stale_job \gset
+SELECT is((SELECT array_agg((range_start #>> '{}')::bigint ORDER BY instance)
+             FROM iterjob.task WHERE job_id = :r_hist_job AND instance > 0),
+          (SELECT ARRAY[h[26], h[51], h[76]]
+             FROM (SELECT histogram_bounds::text::bigint[] AS h FROM pg_stats
+                    WHERE tablename = 'r_hist' AND attname = 'id') s),
+          'range: the boundaries of r_hist are its histogram''s quartiles');
+SELECT is(iterjob.wait(:r_hist_job, '60 s'), 'succeeded', 'range: histogram-split job succeeds');
+SELECT is(iterjob.wait(:r_stale_job, '60 s'), 'succeeded', 'range: job over a table changed since ANALYZE succeeds');
+SELECT is(tap_count('r_hist', 'n <> 1') + tap_count('r_stale', 'n <> 1'), 0::bigint,
+          'range: histogram-split and stale-statistics jobs: every row exactly once');
+SELECT ok((SELECT bool_and(rows_done BETWEEN 23750 AND 26250) FROM iterjob.task WHERE job_id = :r_hist_job),
+          'range: histogram split: each instance within 5% of 25,000 rows (' || tap_balance(:r_hist_job) || ')');
+SELECT ok((SELECT bool_and(rows_done BETWEEN 27000 AND 33000) FROM iterjob.task WHERE job_id = :r_stale_job),
+          'range: a table that doubled since its ANALYZE is still split evenly: each instance within 10% of 30,000 rows (' || tap_balance(:r_stale_job) || ')');
 
 SELECT iterjob.enqueue('r_ids', 'UPDATE r_ids SET n = n + 1 WHERE id = ANY($1)',
                        instances => 4, batch_size => 300, partition => 'range') AS r_ids_job \gset
