@@ -74,6 +74,18 @@ iterjob_find_upper_bound(IterjobSpec *spec)
 	SPI_finish();
 }
 
+/* The job's filter, and its largest key unless it follows new keys. */
+static void
+append_job_conditions(StringInfo sql, const IterjobSpec *spec)
+{
+	if (spec->filter)
+		appendStringInfo(sql, " AND (\n%s\n)", spec->filter);
+	if (!spec->follow && spec->upper_bound.present)
+		appendStringInfo(sql, " AND (%s) OPERATOR(pg_catalog.<=) %s",
+						 iterjob_key_list(spec, "", false),
+						 iterjob_key_literal(spec, &spec->upper_bound));
+}
+
 /*
  * How to sample about RANGE_SAMPLE_ROWS keys of a big relation, uniformly:
  * a TABLESAMPLE of whole pages (at most RANGE_SAMPLE_PAGES of them, read at
@@ -198,12 +210,7 @@ iterjob_split_ranges(const IterjobSpec *spec)
 		appendStringInfo(&sql, "SELECT %s FROM %s%s WHERE true%s%s",
 						 iterjob_key_list(spec, "", false), iterjob_source_sql(spec),
 						 tablesample, iterjob_keys_not_null(spec), thinning);
-		if (spec->filter)
-			appendStringInfo(&sql, " AND (\n%s\n)", spec->filter);
-		if (!spec->follow && spec->upper_bound.present)
-			appendStringInfo(&sql, " AND (%s) OPERATOR(pg_catalog.<=) %s",
-							 iterjob_key_list(spec, "", false),
-							 iterjob_key_literal(spec, &spec->upper_bound));
+		append_job_conditions(&sql, spec);
 		appendStringInfo(&sql, " ORDER BY %s", iterjob_key_list(spec, "", false));
 	}
 	if (SPI_execute(sql.data, true, 0) != SPI_OK_SELECT)
@@ -276,13 +283,8 @@ iterjob_estimate_rows(const IterjobSpec *spec)
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "EXPLAIN (FORMAT JSON) SELECT 1 FROM %s WHERE true%s",
 					 iterjob_source_sql(spec), iterjob_keys_not_null(spec));
-	if (spec->filter)
-		appendStringInfo(&sql, " AND (\n%s\n)", spec->filter);
-	if (!spec->follow && spec->upper_bound.present)
-		appendStringInfo(&sql, " AND (%s) OPERATOR(pg_catalog.<=) %s",
-						 iterjob_key_list(spec, "", false),
-						 iterjob_key_literal(spec, &spec->upper_bound));
-	else if (!spec->follow)
+	append_job_conditions(&sql, spec);
+	if (!spec->follow && !spec->upper_bound.present)
 		appendStringInfoString(&sql, " AND false");
 	if (SPI_execute(sql.data, false, 0) != SPI_OK_UTILITY || SPI_processed != 1)
 		elog(ERROR, "could not estimate the rows of the job");
