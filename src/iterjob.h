@@ -91,6 +91,7 @@ extern PGDLLEXPORT void iterjob_launcher_main(Datum main_arg);
 #define ITERJOB_SCHEMA_VERSION "0.3"
 
 /* schema_version.c */
+extern bool iterjob_lock_extension(void);
 extern char *iterjob_installed_version(void);
 extern void iterjob_require_schema_version(void);
 

@@ -1,17 +1,40 @@
 /*-------------------------------------------------------------------------
  *
  * schema_version.c
- *	  Checking that the extension's SQL objects in this database are at the
- *	  version the loaded library works with (after a package upgrade,
- *	  ALTER EXTENSION iterjob UPDATE brings them there).
+ *	  Checking that the extension's SQL objects in this database exist and
+ *	  are at the version the loaded library works with (after a package
+ *	  upgrade, ALTER EXTENSION iterjob UPDATE brings them there).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
 #include "executor/spi.h"
+#include "storage/lmgr.h"
+#include "utils/snapmgr.h"
 
 #include "iterjob.h"
+
+/*
+ * Is iterjob installed in this database?  If so, keep it so until this
+ * transaction ends: DROP EXTENSION, which locks the extension before its
+ * tables, waits for us (and we never wait halfway through our work for a
+ * drop that would leave our tables gone).  A drop that committed while we
+ * waited for the lock is seen by looking again.
+ */
+bool
+iterjob_lock_extension(void)
+{
+	Oid			extoid = get_extension_oid("iterjob", true);
+
+	if (!OidIsValid(extoid))
+		return false;
+	LockDatabaseObject(ExtensionRelationId, extoid, 0, AccessShareLock);
+	InvalidateCatalogSnapshot();
+	return get_extension_oid("iterjob", true) == extoid;
+}
 
 /* extversion of iterjob here, or NULL; SPI must be connected */
 char *

@@ -18,7 +18,6 @@
 #include "catalog/pg_type.h"
 #include "lib/stringinfo.h"
 #include "commands/dbcommands.h"
-#include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -430,6 +429,25 @@ set_nullable_text(Datum *arg, char *null, const char *value)
 }
 
 /*
+ * At the start of each of the worker's transactions: leave if the extension
+ * has been dropped, else keep it from being dropped until we commit.
+ */
+static void
+exit_if_dropped(void)
+{
+	char	   *dbname;
+
+	if (iterjob_lock_extension())
+		return;
+	dbname = get_database_name(MyDatabaseId);
+	ereport(LOG,
+			(errmsg("iterjob: the extension was dropped from database \"%s\"; worker exits",
+					dbname ? dbname : "?")));
+	CommitTransactionCommand();
+	iterjob_worker_exit_clean();
+}
+
+/*
  * After a failed batch (rolled back already): log the error, and either
  * schedule a retry or, once max_attempts attempts failed, fail the task.
  * Sets *retry_ms to the backoff before the retry.
@@ -448,16 +466,7 @@ record_failure(IterjobTask *task, ErrorData *edata, long *retry_ms)
 	/* now(), for finished_at and updated_at, is when the failure is recorded */
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	if (!OidIsValid(get_extension_oid("iterjob", true)))
-	{
-		char	   *dbname = get_database_name(MyDatabaseId);
-
-		ereport(LOG,
-				(errmsg("iterjob: the extension was dropped from database \"%s\"; worker exits",
-						dbname ? dbname : "?")));
-		CommitTransactionCommand();
-		iterjob_worker_exit_clean();
-	}
+	exit_if_dropped();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -537,6 +546,7 @@ still_running(IterjobTask *task)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	exit_if_dropped();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -586,6 +596,7 @@ run_batch(IterjobTask *task, TaskPlans *plans, long *retry_ms)
 	report_activity(task);
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	exit_if_dropped();
 	iterjob_commit_batch_mode();
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");

@@ -10,7 +10,6 @@
 
 #include "access/xact.h"
 #include "commands/dbcommands.h"
-#include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -67,7 +66,7 @@ extension_usable(void)
 {
 	char	   *version;
 
-	if (!OidIsValid(get_extension_oid("iterjob", true)))
+	if (!iterjob_lock_extension())
 		return false;
 	version = iterjob_installed_version();
 	if (version == NULL)
