@@ -18,6 +18,7 @@ int			iterjob_max_replication_lag_ms = -1;
 bool		iterjob_hold_for_autovacuum = true;
 int			iterjob_test_replication_lag_ms = -1;
 bool		iterjob_synchronous_commit = false;
+bool		iterjob_trail_instances = true;
 
 void
 iterjob_define_gucs(void)
@@ -68,6 +69,15 @@ iterjob_define_gucs(void)
 							 "in a crash only makes the batch run again. The commit that ends an instance is always synchronous.",
 							 &iterjob_synchronous_commit,
 							 false,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("iterjob.trail_instances",
+							 "Under the modulo partition with an integer key, each instance runs behind the one before it.",
+							 "Instances then never modify the same pages at the same moment; "
+							 "a stalled instance is not waited for.",
+							 &iterjob_trail_instances,
+							 true,
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
 

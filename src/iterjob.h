@@ -40,6 +40,11 @@ typedef struct IterjobWorkerSlot
 	int64		batches;		/* batches committed in this task */
 	TimestampTz since;			/* when the current task was claimed */
 	char		phase[16];		/* what the worker is doing */
+	/* where its instance is, for the next instance to trail (instance_trail.c) */
+	bool		trail_active;	/* running batches of a trailing job */
+	bool		trail_has_key;	/* trail_key holds a committed key */
+	int64		trail_key;		/* the instance's last committed key */
+	TimestampTz trail_at;		/* when it started or last advanced */
 } IterjobWorkerSlot;
 
 /* A database that may hold runnable tasks. */
@@ -77,6 +82,7 @@ extern int	iterjob_max_replication_lag_ms;
 extern bool iterjob_hold_for_autovacuum;
 extern int	iterjob_test_replication_lag_ms;
 extern bool iterjob_synchronous_commit;
+extern bool iterjob_trail_instances;
 extern void iterjob_define_gucs(void);
 
 /* commit_mode.c */

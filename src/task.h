@@ -29,6 +29,7 @@ typedef struct IterjobTask
 	int64		batches_done;
 	uint64		last_batch_rows;	/* keys in the last committed batch */
 	IterjobThrottle throttle;
+	int64		trail_span;		/* keys its last batch spanned; 0: unknown */
 } IterjobTask;
 
 /* task_claim.c */
@@ -38,6 +39,12 @@ extern void iterjob_finish_task(IterjobTask *task, const char *state,
 extern void iterjob_settle_job(int64 job_id);
 extern bool iterjob_load_job(int64 job_id, IterjobSpec *spec, Oid *owner,
 							 char **search_path);
+
+/* instance_trail.c */
+extern void iterjob_trail_before_batch(IterjobTask *task);
+extern void iterjob_trail_advanced(IterjobTask *task, bool had_cursor,
+								   Datum old_key);
+extern void iterjob_trail_stop(void);
 
 /* task_runner.c */
 extern void iterjob_run_task(IterjobTask *task);

@@ -635,7 +635,11 @@ run_batch(IterjobTask *task, TaskPlans *plans, long *retry_ms)
 		MemoryContextSwitchTo(worker_cxt);
 		if (outcome == BATCH_MORE || outcome == BATCH_STOPPED)
 		{
+			bool		had_cursor = task->has_cursor;
+			Datum		old_key = task->cursor[0];
+
 			advance_cursor(task, plans, pending);
+			iterjob_trail_advanced(task, had_cursor, old_key);
 			if (iterjob_log_batches)
 				ereport(LOG,
 						(errmsg("iterjob: job " INT64_FORMAT " instance %d: batch " INT64_FORMAT " committed",
@@ -671,6 +675,9 @@ iterjob_run_task(IterjobTask *task)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
+		/* under the modulo partition, stay behind the instance before */
+		iterjob_trail_before_batch(task);
+
 		/*
 		 * No batch starts after a pause or cancel has committed; after a
 		 * failed attempt's backoff, look too (no signal may have come).
@@ -680,6 +687,8 @@ iterjob_run_task(IterjobTask *task)
 		must_recheck = false;
 
 		outcome = run_batch(task, &plans, &retry_ms);
+		if (outcome == BATCH_RETRY || outcome == BATCH_HELD)
+			iterjob_trail_stop();
 		if (outcome == BATCH_RETRY)
 		{
 			pause_for(retry_ms, "retry backoff");
@@ -698,5 +707,6 @@ iterjob_run_task(IterjobTask *task)
 				pause_for(sleep_ms, "throttled");
 		}
 	}
+	iterjob_trail_stop();
 	free_plans(&plans);
 }

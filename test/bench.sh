@@ -8,7 +8,8 @@
 # Cases: (1) one UPDATE statement; (2) a PL/pgSQL procedure looping keyset batches of
 # 1000 with a COMMIT per batch (the usual do-it-yourself); (3) iterjob, 1 instance,
 # batch 1000, and the same with iterjob.synchronous_commit = on (3s); (4) 2 instances,
-# modulo partition; (5) 2 instances, range partition;
+# modulo partition, and the same with iterjob.trail_instances = off (4s); (5) 2
+# instances, range partition;
 # (6) batch 100 and 10000; and (2r) two sessions running the procedure side by side
 # on the two halves of the keys, the do-it-yourself parallel baseline.  Then:
 # enqueue-to-first-batch latency over 50 small jobs; 1000 one-batch jobs with iterjob.max_workers 2 and 4; a worker's memory over 100,000
@@ -105,6 +106,11 @@ run_case() {
 		t1=$(run_iterjob "instances => 1, batch_size => 1000")
 		q -c "ALTER SYSTEM RESET iterjob.synchronous_commit" -c "SELECT pg_reload_conf()" >/dev/null ;;
 	"4 iterjob 2 modulo") t1=$(run_iterjob "instances => 2, batch_size => 1000") ;;
+	"4s iterjob 2 modulo, side by side")
+		q -c "ALTER SYSTEM SET iterjob.trail_instances = off" -c "SELECT pg_reload_conf()" >/dev/null
+		sleep 0.5
+		t1=$(run_iterjob "instances => 2, batch_size => 1000")
+		q -c "ALTER SYSTEM RESET iterjob.trail_instances" -c "SELECT pg_reload_conf()" >/dev/null ;;
 	"5 iterjob 2 range") t1=$(run_iterjob "instances => 2, batch_size => 1000, partition => 'range'") ;;
 	"6a iterjob batch 100") t1=$(run_iterjob "instances => 1, batch_size => 100") ;;
 	"6b iterjob batch 10000") t1=$(run_iterjob "instances => 1, batch_size => 10000") ;;
@@ -118,6 +124,7 @@ run_case() {
 
 CASES=("1 UPDATE" "2 DIY procedure" "2r DIY 2 sessions, 2 ranges" "3 iterjob 1 instance"
 	"3s iterjob 1 instance, synchronous commits" "4 iterjob 2 modulo"
+	"4s iterjob 2 modulo, side by side"
 	"5 iterjob 2 range" "6a iterjob batch 100" "6b iterjob batch 10000")
 for rep in $(seq 1 "$REPS"); do
 	for c in "${CASES[@]}"; do

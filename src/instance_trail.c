@@ -1,0 +1,216 @@
+/*-------------------------------------------------------------------------
+ *
+ * instance_trail.c
+ *	  Keeping the instances of a modulo job off each other's pages.
+ *
+ *	  Under key % N = i every instance touches every heap and index page of
+ *	  the key range.  Side by side, the instances modify each page at the
+ *	  same moment and queue for its buffer lock; one behind the other, the
+ *	  one ahead pays each page's first-touch costs and the ones behind find
+ *	  the page hot.  So instance i > 0 starts a batch only once instance
+ *	  i - 1 has committed past the keys that batch will cover (estimated
+ *	  from the span of its own last batch).  Which keys an instance
+ *	  iterates, and in what order, does not change; only when.  An instance
+ *	  never waits for one that no worker runs, that backs off or holds, or
+ *	  that has not advanced for TRAIL_STALL_MS: a slow or stuck instance
+ *	  slows no other.  Applies to a single integer key under the modulo
+ *	  partition with more than one instance, while iterjob.trail_instances
+ *	  is on.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type_d.h"
+#include "common/int.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/interrupt.h"
+#include "storage/latch.h"
+#include "utils/timestamp.h"
+
+#include "iterjob.h"
+#include "task.h"
+
+/* an instance that has not advanced for this long is not waited for */
+#define TRAIL_STALL_MS	1000
+
+static bool
+trail_applies(const IterjobTask *task)
+{
+	const IterjobSpec *spec = &task->spec;
+
+	return iterjob_trail_instances && iterjob_my_slot != NULL &&
+		spec->partition == ITERJOB_PARTITION_MODULO &&
+		spec->instances > 1 && spec->nkeys == 1 &&
+		(spec->key_types[0] == INT2OID || spec->key_types[0] == INT4OID ||
+		 spec->key_types[0] == INT8OID);
+}
+
+static int64
+key_as_int64(const IterjobTask *task, Datum key)
+{
+	switch (task->spec.key_types[0])
+	{
+		case INT2OID:
+			return DatumGetInt16(key);
+		case INT4OID:
+			return DatumGetInt32(key);
+		default:
+			return DatumGetInt64(key);
+	}
+}
+
+/* The slot of the worker on instance `instance` of our job; mutex held. */
+static IterjobWorkerSlot *
+find_instance_slot(int32 instance)
+{
+	for (int i = 0; i < ITERJOB_MAX_WORKER_SLOTS; i++)
+	{
+		IterjobWorkerSlot *slot = &iterjob_shared->workers[i];
+
+		if (slot != iterjob_my_slot && slot->in_use && !slot->exited &&
+			slot->dboid == iterjob_my_slot->dboid &&
+			slot->job_id == iterjob_my_slot->job_id &&
+			slot->instance == instance)
+			return slot;
+	}
+	return NULL;
+}
+
+/* Set the latch of the worker on the next instance of our job, if any. */
+static void
+wake_follower(void)
+{
+	IterjobWorkerSlot *slot;
+	Latch	   *latch = NULL;
+
+	SpinLockAcquire(&iterjob_shared->mutex);
+	slot = find_instance_slot(iterjob_my_slot->instance + 1);
+	if (slot != NULL)
+		latch = slot->latch;
+	SpinLockRelease(&iterjob_shared->mutex);
+	if (latch != NULL)
+		SetLatch(latch);
+}
+
+/*
+ * Must the next batch wait for the instance before ours?  If so, *wait_ms
+ * is how long until that instance counts as stalled.  Mutex held.
+ */
+static bool
+must_wait(const IterjobTask *task, TimestampTz now, long *wait_ms)
+{
+	IterjobWorkerSlot *pred = find_instance_slot(task->instance - 1);
+	TimestampTz stalled_at;
+	int64		span;
+	int64		target;
+
+	if (pred == NULL || !pred->trail_active)
+		return false;
+	stalled_at = TimestampTzPlusMilliseconds(pred->trail_at, TRAIL_STALL_MS);
+	if (now >= stalled_at)
+		return false;
+	*wait_ms = (long) ((stalled_at - now) / 1000) + 1;
+	if (!pred->trail_has_key)
+		return true;
+	if (!task->has_cursor)
+		return false;
+	span = task->trail_span > 0 ? task->trail_span :
+		(int64) task->spec.batch_size * task->spec.instances;
+	if (pg_add_s64_overflow(key_as_int64(task, task->cursor[0]), span, &target))
+		return false;
+	return pred->trail_key < target;
+}
+
+/*
+ * Before each batch: say this instance is running batches, and wait while
+ * the instance before it has not committed past the keys of our batch.
+ * Returns early when the job's state changes (the caller looks at it).
+ */
+void
+iterjob_trail_before_batch(IterjobTask *task)
+{
+	bool		waited = false;
+
+	if (!trail_applies(task))
+		return;
+
+	SpinLockAcquire(&iterjob_shared->mutex);
+	if (!iterjob_my_slot->trail_active)
+	{
+		iterjob_my_slot->trail_active = true;
+		iterjob_my_slot->trail_has_key = task->has_cursor;
+		if (task->has_cursor)
+			iterjob_my_slot->trail_key = key_as_int64(task, task->cursor[0]);
+		iterjob_my_slot->trail_at = GetCurrentTimestamp();
+	}
+	SpinLockRelease(&iterjob_shared->mutex);
+
+	for (;;)
+	{
+		long		wait_ms = 0;
+		bool		wait;
+
+		CHECK_FOR_INTERRUPTS();
+		if (iterjob_my_slot->recheck)
+			break;
+		SpinLockAcquire(&iterjob_shared->mutex);
+		wait = task->instance > 0 && must_wait(task, GetCurrentTimestamp(), &wait_ms);
+		SpinLockRelease(&iterjob_shared->mutex);
+		if (!wait)
+			break;
+		if (!waited)
+		{
+			iterjob_set_phase("trailing");
+			waited = true;
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 wait_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/* After a batch committed: publish the new position, wake the follower. */
+void
+iterjob_trail_advanced(IterjobTask *task, bool had_cursor, Datum old_key)
+{
+	int64		key;
+
+	if (!trail_applies(task))
+		return;
+	key = key_as_int64(task, task->cursor[0]);
+	if (had_cursor)
+	{
+		int64		old = key_as_int64(task, old_key);
+
+		if (pg_sub_s64_overflow(key, old, &task->trail_span))
+			task->trail_span = 0;
+	}
+	SpinLockAcquire(&iterjob_shared->mutex);
+	iterjob_my_slot->trail_has_key = true;
+	iterjob_my_slot->trail_key = key;
+	iterjob_my_slot->trail_at = GetCurrentTimestamp();
+	SpinLockRelease(&iterjob_shared->mutex);
+	wake_follower();
+}
+
+/*
+ * This instance stops running batches for now (backoff, hold) or for good:
+ * the next instance no longer waits for it.
+ */
+void
+iterjob_trail_stop(void)
+{
+	bool		was_active;
+
+	if (iterjob_my_slot == NULL)
+		return;
+	SpinLockAcquire(&iterjob_shared->mutex);
+	was_active = iterjob_my_slot->trail_active;
+	iterjob_my_slot->trail_active = false;
+	iterjob_my_slot->trail_has_key = false;
+	SpinLockRelease(&iterjob_shared->mutex);
+	if (was_active)
+		wake_follower();
+}
