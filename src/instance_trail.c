@@ -112,10 +112,16 @@ must_wait(const IterjobTask *task, TimestampTz now, long *wait_ms)
 	if (now >= stalled_at)
 		return false;
 	*wait_ms = (long) ((stalled_at - now) / 1000) + 1;
-	if (!pred->trail_has_key)
-		return true;
+
+	/*
+	 * The first batches run side by side (held or stuck instances then hold
+	 * up no one before they have done anything); after its first batch the
+	 * follower waits for the instance before it to commit one.
+	 */
 	if (!task->has_cursor)
 		return false;
+	if (!pred->trail_has_key)
+		return true;
 	span = task->trail_span > 0 ? task->trail_span :
 		(int64) task->spec.batch_size * task->spec.instances;
 	if (pg_add_s64_overflow(key_as_int64(task, task->cursor[0]), span, &target))

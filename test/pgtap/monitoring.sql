@@ -512,7 +512,7 @@ SELECT is((SELECT count(*) FROM s_worker WHERE pid = task_worker_pid AND task_st
 
 SELECT is((SELECT count(*) FROM s_worker
             WHERE phase IN ('claiming', 'keyset query', 'action', 'checkpoint', 'finishing',
-                            'retry backoff', 'idle', 'held', 'throttled')),
+                            'retry backoff', 'idle', 'held', 'throttled', 'trailing')),
           40::bigint,
           'workers view: phase is one of iterjob''s phases');
 

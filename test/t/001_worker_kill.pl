@@ -56,7 +56,7 @@ SELECT instance, pid,
 
 	ok(wait_for($node, $db, "SELECT count(*) FROM pg_stat_activity WHERE pid = $pid", '0', 10),
 		"$label: the terminated worker $pid is gone");
-	ok($node->log_contains(qr/terminating background worker "iterjob worker[^"]*" due to administrator command/, $off),
+	ok(wait_log($node, qr/terminating background worker "iterjob worker[^"]*" due to administrator command/, $off),
 		"$label: the server log shows the worker terminated by SIGTERM");
 	check_no_orphans($node, $db, $job, $label, timeout => 10);
 	check_job_exact($node, $db, $job, 'items', $label);
@@ -81,12 +81,12 @@ reset_table($node, $db, 'items');
 	ok($done >= $LO && $done < $HI,
 		"$label: interrupted mid-run ($done of $ROWS rows done)");
 
+	ok(wait_log($node, qr/iterjob worker.*was terminated by signal 9/, $off),
+		"$label: the server log shows the worker killed by signal 9");
+	ok(wait_log($node, qr/all server processes terminated; reinitializing/, $off),
+		"$label: the postmaster went through its crash-restart cycle");
 	ok(wait_for($node, $db, 'SELECT true', 't', 60),
 		"$label: the server accepts connections again after the crash");
-	ok($node->log_contains(qr/iterjob worker.*was terminated by signal 9/, $off),
-		"$label: the server log shows the worker killed by signal 9");
-	ok($node->log_contains(qr/all server processes terminated; reinitializing/, $off),
-		"$label: the postmaster went through its crash-restart cycle");
 	my $after = poll_value($node, $db, "SELECT rows_done FROM iterjob.job_progress WHERE job_id = $job");
 	ok($after < $ROWS, "$label: the job was not finished at the crash ($after rows committed)");
 	check_no_orphans($node, $db, $job, $label, timeout => 15);

@@ -36,8 +36,8 @@ sub restart_test
 	$fault->();
 	ok($before >= $LO && $before < $HI,
 		"$label: interrupted mid-run ($before of $ROWS rows done just before)");
-	ok($node->log_contains($shutdown_log, $off), "$label: the server log shows the shutdown");
-	ok($node->log_contains(qr/database system is ready to accept connections/, $off),
+	ok(wait_log($node, $shutdown_log, $off), "$label: the server log shows the shutdown");
+	ok(wait_log($node, qr/database system is ready to accept connections/, $off),
 		"$label: the server started again");
 	my ($state, $after) = split /\|/, poll_value($node, $db, qq{
 SELECT state || '|' || rows_done FROM iterjob.job_progress WHERE job_id = $job});

@@ -19,7 +19,7 @@ use Time::HiRes qw(time usleep);
 our @EXPORT = qw(
   iterjob_node make_table reset_table enqueue_job wait_rows
   wait_for poll_value check_job_exact orphan_state check_no_orphans
-  worker_pids log_offset log_since count_iterjob_workers
+  worker_pids log_offset log_since wait_log count_iterjob_workers
   $BUMP_ACTION
 );
 
@@ -164,6 +164,24 @@ sub wait_for
 	}
 	diag("timed out after ${timeout}s waiting for\n$query\nto return '$expected'; "
 		  . "last output '$out', stderr '$err'");
+	return 0;
+}
+
+# Wait until the server log holds a line matching $re after offset $off
+# (the postmaster writes some lines a moment after what a test waits for),
+# or $timeout seconds pass.  Returns true when it does.
+sub wait_log
+{
+	my ($node, $re, $off, $timeout) = @_;
+	$timeout //= 30;
+	my $deadline = time + $timeout;
+	while (1)
+	{
+		return 1 if $node->log_contains($re, $off);
+		last if time > $deadline;
+		usleep(50_000);
+	}
+	diag("timed out after ${timeout}s waiting for a log line matching $re");
 	return 0;
 }
 
