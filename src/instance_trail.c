@@ -7,9 +7,9 @@
  *	  the key range.  Side by side, the instances modify each page at the
  *	  same moment and queue for its buffer lock; one behind the other, the
  *	  one ahead pays each page's first-touch costs and the ones behind find
- *	  the page hot.  So instance i > 0 starts a batch only once instance
- *	  i - 1 has committed past the keys that batch will cover (estimated
- *	  from the span of its own last batch).  Which keys an instance
+ *	  the page hot.  So, after its first batch, instance i > 0 starts a
+ *	  batch only once instance i - 1 has committed past the keys that batch
+ *	  will cover (estimated from the span of its own last batch).  Which keys an instance
  *	  iterates, and in what order, does not change; only when.  An instance
  *	  never waits for one that no worker runs, that backs off or holds, or
  *	  that has not advanced for TRAIL_STALL_MS: a slow or stuck instance
