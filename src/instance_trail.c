@@ -9,13 +9,13 @@
  *	  one ahead pays each page's first-touch costs and the ones behind find
  *	  the page hot.  So, after its first batch, instance i > 0 starts a
  *	  batch only once instance i - 1 has committed past the keys that batch
- *	  will cover (estimated from the span of its own last batch).  Which keys an instance
- *	  iterates, and in what order, does not change; only when.  An instance
- *	  never waits for one that no worker runs, that backs off or holds, or
- *	  that has not advanced for TRAIL_STALL_MS: a slow or stuck instance
- *	  slows no other.  Applies to a single integer key under the modulo
- *	  partition with more than one instance, while iterjob.trail_instances
- *	  is on.
+ *	  will cover (estimated from the span of its own last batch).  Which
+ *	  keys an instance iterates, and in what order, does not change; only
+ *	  when.  An instance never waits for one that no worker runs, that backs
+ *	  off or holds, or that has not advanced for TRAIL_STALL_MS: a slow or
+ *	  stuck instance slows no other.  Applies to a single integer key under
+ *	  the modulo partition with more than one instance, while
+ *	  iterjob.trail_instances is on.
  *
  *-------------------------------------------------------------------------
  */
@@ -25,7 +25,6 @@
 #include "common/int.h"
 #include "miscadmin.h"
 #include "pgstat.h"
-#include "postmaster/interrupt.h"
 #include "storage/latch.h"
 #include "utils/timestamp.h"
 
