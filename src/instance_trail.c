@@ -93,6 +93,19 @@ wake_follower(void)
 		SetLatch(latch);
 }
 
+/* Publish where this instance is: its last committed key, if any.  */
+static void
+publish_position(const IterjobTask *task)
+{
+	SpinLockAcquire(&iterjob_shared->mutex);
+	iterjob_my_slot->trail_active = true;
+	iterjob_my_slot->trail_has_key = task->has_cursor;
+	if (task->has_cursor)
+		iterjob_my_slot->trail_key = key_as_int64(task, task->cursor[0]);
+	iterjob_my_slot->trail_at = GetCurrentTimestamp();
+	SpinLockRelease(&iterjob_shared->mutex);
+}
+
 /*
  * Must the next batch wait for the instance before ours?  If so, *wait_ms
  * is how long until that instance counts as stalled.  Mutex held.
@@ -141,16 +154,8 @@ iterjob_trail_before_batch(IterjobTask *task)
 	if (!trail_applies(task))
 		return;
 
-	SpinLockAcquire(&iterjob_shared->mutex);
 	if (!iterjob_my_slot->trail_active)
-	{
-		iterjob_my_slot->trail_active = true;
-		iterjob_my_slot->trail_has_key = task->has_cursor;
-		if (task->has_cursor)
-			iterjob_my_slot->trail_key = key_as_int64(task, task->cursor[0]);
-		iterjob_my_slot->trail_at = GetCurrentTimestamp();
-	}
-	SpinLockRelease(&iterjob_shared->mutex);
+		publish_position(task);
 
 	for (;;)
 	{
@@ -180,23 +185,13 @@ iterjob_trail_before_batch(IterjobTask *task)
 void
 iterjob_trail_advanced(IterjobTask *task, bool had_cursor, Datum old_key)
 {
-	int64		key;
-
 	if (!trail_applies(task))
 		return;
-	key = key_as_int64(task, task->cursor[0]);
-	if (had_cursor)
-	{
-		int64		old = key_as_int64(task, old_key);
-
-		if (pg_sub_s64_overflow(key, old, &task->trail_span))
-			task->trail_span = 0;
-	}
-	SpinLockAcquire(&iterjob_shared->mutex);
-	iterjob_my_slot->trail_has_key = true;
-	iterjob_my_slot->trail_key = key;
-	iterjob_my_slot->trail_at = GetCurrentTimestamp();
-	SpinLockRelease(&iterjob_shared->mutex);
+	if (had_cursor &&
+		pg_sub_s64_overflow(key_as_int64(task, task->cursor[0]),
+							key_as_int64(task, old_key), &task->trail_span))
+		task->trail_span = 0;
+	publish_position(task);
 	wake_follower();
 }
 

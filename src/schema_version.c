@@ -22,18 +22,30 @@
  * transaction ends: DROP EXTENSION, which locks the extension before its
  * tables, waits for us (and we never wait halfway through our work for a
  * drop that would leave our tables gone).  A drop that committed while we
- * waited for the lock is seen by looking again.
+ * waited for the lock is seen by looking again.  The oid is remembered, so
+ * a batch looks the extension up once, after taking the lock.
  */
 bool
 iterjob_lock_extension(void)
 {
-	Oid			extoid = get_extension_oid("iterjob", true);
+	static Oid	extoid = InvalidOid;
 
-	if (!OidIsValid(extoid))
-		return false;
-	LockDatabaseObject(ExtensionRelationId, extoid, 0, AccessShareLock);
-	InvalidateCatalogSnapshot();
-	return get_extension_oid("iterjob", true) == extoid;
+	for (;;)
+	{
+		Oid			current;
+
+		if (!OidIsValid(extoid))
+			extoid = get_extension_oid("iterjob", true);
+		if (!OidIsValid(extoid))
+			return false;
+		LockDatabaseObject(ExtensionRelationId, extoid, 0, AccessShareLock);
+		InvalidateCatalogSnapshot();
+		current = get_extension_oid("iterjob", true);
+		if (current == extoid)
+			return true;
+		/* dropped, or dropped and created again: look again */
+		extoid = current;
+	}
 }
 
 /* extversion of iterjob here, or NULL; SPI must be connected */

@@ -43,8 +43,6 @@ set_slot_task(IterjobTask *task)
 	iterjob_my_slot->instance = task ? task->instance : 0;
 	iterjob_my_slot->batches = task ? task->batches_done : 0;
 	iterjob_my_slot->since = task ? GetCurrentTimestamp() : 0;
-	iterjob_my_slot->trail_active = false;
-	iterjob_my_slot->trail_has_key = false;
 	SpinLockRelease(&iterjob_shared->mutex);
 }
 
@@ -151,7 +149,6 @@ worker_exited(int code, Datum arg)
 {
 	SpinLockAcquire(&iterjob_shared->mutex);
 	iterjob_my_slot->exited = true;
-	iterjob_my_slot->trail_active = false;
 	iterjob_my_slot->latch = NULL;
 	SpinLockRelease(&iterjob_shared->mutex);
 	iterjob_wake_launcher();
