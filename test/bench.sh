@@ -86,9 +86,24 @@ run_iterjob() {
 	q -c "SELECT extract(epoch FROM finished_at) FROM iterjob.job WHERE id = $id"
 }
 
+# The server setting ("name = value") a case runs with, if any: set before
+# the case's clock starts (workers read it at their next batch; a reload is
+# asynchronous), reset after.
+case_setting() {
+	case "$1" in
+	"3s iterjob 1 instance, synchronous commits") echo "iterjob.synchronous_commit = on" ;;
+	"4s iterjob 2 modulo, side by side") echo "iterjob.trail_instances = off" ;;
+	esac
+}
+
 run_case() {
-	local name=$1 rep=$2 t0 t1 lsn0
+	local name=$1 rep=$2 t0 t1 lsn0 setting
 	reset_table
+	setting=$(case_setting "$name")
+	if [ -n "$setting" ]; then
+		q -c "ALTER SYSTEM SET $setting" -c "SELECT pg_reload_conf()" >/dev/null
+		sleep 0.5
+	fi
 	lsn0=$(q -c "SELECT pg_current_wal_lsn()")
 	t0=$(now)
 	case "$name" in
@@ -99,22 +114,17 @@ run_case() {
 		q -c "CALL diy_backfill_range($((ROWS / 2 + 1)), $ROWS, 1000)"
 		wait
 		t1=$(now) ;;
-	"3 iterjob 1 instance") t1=$(run_iterjob "instances => 1, batch_size => 1000") ;;
-	"3s iterjob 1 instance, synchronous commits")
-		q -c "ALTER SYSTEM SET iterjob.synchronous_commit = on" -c "SELECT pg_reload_conf()" >/dev/null
-		sleep 0.5
-		t1=$(run_iterjob "instances => 1, batch_size => 1000")
-		q -c "ALTER SYSTEM RESET iterjob.synchronous_commit" -c "SELECT pg_reload_conf()" >/dev/null ;;
-	"4 iterjob 2 modulo") t1=$(run_iterjob "instances => 2, batch_size => 1000") ;;
-	"4s iterjob 2 modulo, side by side")
-		q -c "ALTER SYSTEM SET iterjob.trail_instances = off" -c "SELECT pg_reload_conf()" >/dev/null
-		sleep 0.5
-		t1=$(run_iterjob "instances => 2, batch_size => 1000")
-		q -c "ALTER SYSTEM RESET iterjob.trail_instances" -c "SELECT pg_reload_conf()" >/dev/null ;;
+	"3 iterjob 1 instance" | "3s iterjob 1 instance, synchronous commits")
+		t1=$(run_iterjob "instances => 1, batch_size => 1000") ;;
+	"4 iterjob 2 modulo" | "4s iterjob 2 modulo, side by side")
+		t1=$(run_iterjob "instances => 2, batch_size => 1000") ;;
 	"5 iterjob 2 range") t1=$(run_iterjob "instances => 2, batch_size => 1000, partition => 'range'") ;;
 	"6a iterjob batch 100") t1=$(run_iterjob "instances => 1, batch_size => 100") ;;
 	"6b iterjob batch 10000") t1=$(run_iterjob "instances => 1, batch_size => 10000") ;;
 	esac
+	if [ -n "$setting" ]; then
+		q -c "ALTER SYSTEM RESET ${setting%% *}" -c "SELECT pg_reload_conf()" >/dev/null
+	fi
 	[ "$(q -c "SELECT count(*) FROM items WHERE w IS DISTINCT FROM v * 2")" = 0 ] ||
 		{ echo "$name left rows unprocessed" >&2; exit 1; }
 	q -c "INSERT INTO results VALUES ('$name', $rep, $t1 - $t0,
