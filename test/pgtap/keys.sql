@@ -23,6 +23,7 @@
 --      next-batch query
 --   5. partition => 'range': ranges partition the keys, balanced, exactly
 --      once; composite keys; skewed keys; a sampled big table; collations;
+--      an action over the batch's key range (BETWEEN its first and last key);
 --      more instances than keys; an empty table
 --   6. key errors: no matching unique index, a column named twice, arrays,
 --      no btree ordering, no hash function under modulo (and range for it)
@@ -32,7 +33,7 @@
 
 SET client_min_messages = warning;
 
-SELECT plan(224);
+SELECT plan(229);
 
 -- Helpers -----------------------------------------------------------------
 
@@ -774,6 +775,29 @@ SELECT ok(tap_balanced(:r_text_job), 'range: ICU text: each instance did a fifth
 
 SELECT is((SELECT sum(rows_done) FROM iterjob.task WHERE job_id = :r_ids_job), 10000::numeric,
           'range: bigint: rows_done add up to 10,000');
+
+-- Under the range partition a batch's keys are all the keys between its first
+-- and its last, so an action can find its rows by that key range (one index
+-- range scan) instead of = ANY of its keys (one index descent per key).  Keys
+-- with gaps, stored in random order, batches that end mid-gap.
+CREATE TABLE r_span (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0);
+INSERT INTO r_span (id) SELECT g * 3 + (g % 2) FROM generate_series(1, 6000) g ORDER BY random();
+CREATE TABLE r_span_pair (tenant_id int, id bigint, n int NOT NULL DEFAULT 0, PRIMARY KEY (tenant_id, id));
+INSERT INTO r_span_pair (tenant_id, id) SELECT t, g * 5 FROM generate_series(1, 6) t, generate_series(1, 1000) g
+ ORDER BY random();
+
+SELECT iterjob.enqueue('r_span', 'UPDATE r_span SET n = n + 1 WHERE id BETWEEN $1[1] AND $1[cardinality($1)]',
+                       instances => 3, batch_size => 97, partition => 'range') AS r_span_job \gset
+SELECT iterjob.enqueue('r_span_pair',
+                       'UPDATE r_span_pair SET n = n + 1
+                         WHERE (tenant_id, id) BETWEEN ($1[1], $2[1]) AND ($1[cardinality($1)], $2[cardinality($2)])',
+                       instances => 3, batch_size => 97, partition => 'range') AS r_span_pair_job \gset
+SELECT is(iterjob.wait(:r_span_job, '60 s'), 'succeeded', 'range: bigint job with a key range action succeeds');
+SELECT is(iterjob.wait(:r_span_pair_job, '60 s'), 'succeeded', 'range: (int, bigint) job with a key range action succeeds');
+SELECT is(tap_count('r_span', 'n <> 1'), 0::bigint, 'range: key range action: every row exactly once');
+SELECT is(tap_count('r_span_pair', 'n <> 1'), 0::bigint, 'range: (int, bigint) key range action: every row exactly once');
+SELECT is((SELECT sum(rows_done) FROM iterjob.task WHERE job_id IN (:r_span_job, :r_span_pair_job)), 12000::numeric,
+          'range: key range actions: rows_done add up to 12,000');
 
 -- More instances than keys, and no key at all.
 CREATE TABLE r_two (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0);
