@@ -5,17 +5,18 @@
 #   test/bench.sh                 2,000,000 rows, 5 repetitions
 #   ROWS=500000 REPS=3 test/bench.sh
 #
-# Cases: (1) one UPDATE statement, and (1h) two, side by side, on the two halves of
-# the keys (what two cores give PostgreSQL's own executor); (2) a PL/pgSQL procedure looping keyset batches of
-# 1000 with a COMMIT per batch (the usual do-it-yourself); (3) iterjob, 1 instance,
-# batch 1000, and the same with iterjob.synchronous_commit = on (3s); (4) 2 instances,
-# modulo partition, and the same with iterjob.trail_instances = off (4s); (5) 2
-# instances, range partition; (3b, 5b) cases 3 and 5 with the action written as the
-# batch's key range (BETWEEN its first and last key) instead of = ANY of its keys;
-# (6) batch 100 and 10000; and (2r) two sessions running the procedure side by side
-# on the two halves of the keys, the do-it-yourself parallel baseline.  Then:
-# enqueue-to-first-batch latency over 50 small jobs; 1000 one-batch jobs with iterjob.max_workers 2 and 4; a worker's memory over 100,000
-# batches.  Before each timed run the table is reset: w = NULL, VACUUM FULL, CHECKPOINT.
+# Cases: (1) one UPDATE statement, and (1h) two side by side on the two halves of the
+# keys (what two cores give PostgreSQL's own executor); (2) a PL/pgSQL procedure
+# looping keyset batches of 1000 with a COMMIT per batch (the usual do-it-yourself),
+# and (2r) two sessions running it side by side on the two halves of the keys;
+# (3) iterjob, 1 instance, batch 1000, and the same with iterjob.synchronous_commit
+# = on (3s); (4) 2 instances, modulo partition, and the same with
+# iterjob.trail_instances = off (4s); (5) 2 instances, range partition; (3b, 5b)
+# cases 3 and 5 with the action written as the batch's key range (BETWEEN its first
+# and last key) instead of = ANY of its keys; (6) batch 100 and 10000.  Then:
+# enqueue-to-first-batch latency over 50 small jobs; 1000 one-batch jobs with
+# iterjob.max_workers 2 and 4; a worker's memory over 100,000 batches.  Before each
+# timed run the table is reset: w = NULL, VACUUM FULL, CHECKPOINT.
 source "$(dirname "$0")/lib.sh"
 
 ROWS=${ROWS:-2000000}
@@ -115,12 +116,12 @@ run_case() {
 	t0=$(now)
 	case "$name" in
 	"1 UPDATE") q -c "UPDATE items SET w = v * 2"; t1=$(now) ;;
-	"2 DIY procedure") q -c "CALL diy_backfill(1000)"; t1=$(now) ;;
 	"1h 2 UPDATE statements, 2 halves")
 		q -c "UPDATE items SET w = v * 2 WHERE id <= $((ROWS / 2))" &
 		q -c "UPDATE items SET w = v * 2 WHERE id > $((ROWS / 2))"
 		wait
 		t1=$(now) ;;
+	"2 DIY procedure") q -c "CALL diy_backfill(1000)"; t1=$(now) ;;
 	"2r DIY 2 sessions, 2 ranges")
 		q -c "CALL diy_backfill_range(1, $((ROWS / 2)), 1000)" &
 		q -c "CALL diy_backfill_range($((ROWS / 2 + 1)), $ROWS, 1000)"
@@ -128,10 +129,10 @@ run_case() {
 		t1=$(now) ;;
 	"3 iterjob 1 instance" | "3s iterjob 1 instance, synchronous commits")
 		t1=$(run_iterjob "instances => 1, batch_size => 1000") ;;
-	"4 iterjob 2 modulo" | "4s iterjob 2 modulo, side by side")
-		t1=$(run_iterjob "instances => 2, batch_size => 1000") ;;
 	"3b iterjob 1 instance, key range action")
 		t1=$(run_iterjob "instances => 1, batch_size => 1000" "$SPAN_ACTION") ;;
+	"4 iterjob 2 modulo" | "4s iterjob 2 modulo, side by side")
+		t1=$(run_iterjob "instances => 2, batch_size => 1000") ;;
 	"5 iterjob 2 range") t1=$(run_iterjob "instances => 2, batch_size => 1000, partition => 'range'") ;;
 	"5b iterjob 2 range, key range action")
 		t1=$(run_iterjob "instances => 2, batch_size => 1000, partition => 'range'" "$SPAN_ACTION") ;;
@@ -148,11 +149,12 @@ run_case() {
 	q -c "DELETE FROM iterjob.job"
 }
 
-CASES=("1 UPDATE" "1h 2 UPDATE statements, 2 halves" "2 DIY procedure" "2r DIY 2 sessions, 2 ranges" "3 iterjob 1 instance"
-	"3s iterjob 1 instance, synchronous commits" "4 iterjob 2 modulo"
-	"4s iterjob 2 modulo, side by side"
-	"5 iterjob 2 range" "3b iterjob 1 instance, key range action"
-	"5b iterjob 2 range, key range action" "6a iterjob batch 100" "6b iterjob batch 10000")
+CASES=("1 UPDATE" "1h 2 UPDATE statements, 2 halves" "2 DIY procedure"
+	"2r DIY 2 sessions, 2 ranges" "3 iterjob 1 instance"
+	"3s iterjob 1 instance, synchronous commits" "3b iterjob 1 instance, key range action"
+	"4 iterjob 2 modulo" "4s iterjob 2 modulo, side by side"
+	"5 iterjob 2 range" "5b iterjob 2 range, key range action"
+	"6a iterjob batch 100" "6b iterjob batch 10000")
 for rep in $(seq 1 "$REPS"); do
 	for c in "${CASES[@]}"; do
 		echo "== rep $rep: $c"
