@@ -10,6 +10,7 @@
  */
 #include "postgres.h"
 
+#include "access/stratnum.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
@@ -62,7 +63,7 @@ iterjob_find_upper_bound(IterjobSpec *spec)
 	sql = psprintf("SELECT %s, iterjob.key_texts(%s) FROM %s WHERE true%s"
 				   " ORDER BY %s LIMIT 1",
 				   json, json, iterjob_source_sql(spec), iterjob_keys_not_null(spec),
-				   iterjob_key_list(spec, "", true));
+				   iterjob_key_order_by(spec, true));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	if (SPI_execute(sql, true, 1) != SPI_OK_SELECT)
@@ -81,9 +82,13 @@ append_job_conditions(StringInfo sql, const IterjobSpec *spec)
 	if (spec->filter)
 		appendStringInfo(sql, " AND (\n%s\n)", spec->filter);
 	if (!spec->follow && spec->upper_bound.present)
-		appendStringInfo(sql, " AND (%s) OPERATOR(pg_catalog.<=) %s",
-						 iterjob_key_list(spec, "", false),
-						 iterjob_key_literal(spec, &spec->upper_bound));
+	{
+		char	   *literals[ITERJOB_MAX_KEYS];
+
+		iterjob_key_literals(spec, &spec->upper_bound, literals);
+		appendStringInfo(sql, " AND %s",
+						 iterjob_key_compare_sql(spec, BTLessEqualStrategyNumber, literals));
+	}
 }
 
 /*
@@ -136,7 +141,9 @@ sample_clauses(const IterjobSpec *spec, char **tablesample, char **thinning)
 
 /*
  * The planner's histogram of a single key column, as a query returning its
- * bounds as keys in order, when it describes the keys well: a plain table
+ * bounds as keys in order, when it describes the keys well: a key walked
+ * in its type's default order under the column's collation (the
+ * histogram's order), a plain table
  * or materialized view with no filter, a histogram with no most common
  * values beside it (so its bounds are quantiles of all rows), and at most
  * 10% of the rows changed since ANALYZE.  Reading it costs nothing where a
@@ -151,7 +158,9 @@ histogram_sql(const IterjobSpec *spec)
 	bool		isnull;
 	Datum		bounds;
 
-	if (!OidIsValid(spec->relid) || spec->nkeys != 1 || spec->filter != NULL)
+	/* its bounds are in the column's default order */
+	if (!OidIsValid(spec->relid) || spec->nkeys != 1 || spec->filter != NULL ||
+		!spec->key_natural_order)
 		return NULL;
 	args[0] = ObjectIdGetDatum(spec->relid);
 	args[1] = CStringGetTextDatum(spec->key_names[0]);
@@ -211,7 +220,7 @@ iterjob_split_ranges(const IterjobSpec *spec)
 						 iterjob_key_list(spec, "", false), iterjob_source_sql(spec),
 						 tablesample, iterjob_keys_not_null(spec), thinning);
 		append_job_conditions(&sql, spec);
-		appendStringInfo(&sql, " ORDER BY %s", iterjob_key_list(spec, "", false));
+		appendStringInfo(&sql, " ORDER BY %s", iterjob_key_order_by(spec, false));
 	}
 	if (SPI_execute(sql.data, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not sample keys");

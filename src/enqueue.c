@@ -49,7 +49,7 @@ enum
 	ARG_TARGET_BATCH_TIME
 };
 
-#define INSERT_NARGS 26
+#define INSERT_NARGS 30
 
 static const char *const insert_job_sql =
 "WITH j AS ("
@@ -58,7 +58,9 @@ static const char *const insert_job_sql =
 "                           search_path, max_attempts, statement_timeout,"
 "                           lock_timeout, partition, follow, upper_bound,"
 "                           on_complete, on_instance_complete, rows_total,"
-"                           batch_pause, max_rows_per_second, target_batch_time)"
+"                           batch_pause, max_rows_per_second, target_batch_time,"
+"                           key_opclasses, key_collations, key_descending,"
+"                           key_nulls_first)"
 "  VALUES ($1, $2, $3, $4, $5::pg_catalog.regtype[], $6, $7, $8, $9, $10,"
 "          $11, $12,"
 "          pg_catalog.make_interval(secs => $13 OPERATOR(pg_catalog./) 1000.0),"
@@ -66,7 +68,8 @@ static const char *const insert_job_sql =
 "          $15, $16, $17::pg_catalog.jsonb, $18, $19, $23,"
 "          pg_catalog.make_interval(secs => $24 OPERATOR(pg_catalog./) 1000.0),"
 "          NULLIF($25, 0),"
-"          pg_catalog.make_interval(secs => NULLIF($26, 0) OPERATOR(pg_catalog./) 1000.0))"
+"          pg_catalog.make_interval(secs => NULLIF($26, 0) OPERATOR(pg_catalog./) 1000.0),"
+"          $27, $28, $29, $30)"
 "  RETURNING id),"
 " t AS ("
 "  INSERT INTO iterjob.task (job_id, instance, cursor, range_start, range_end,"
@@ -141,11 +144,15 @@ insert_job(const IterjobSpec *spec, const char *name, const IterjobRange *ranges
 		OIDARRAYOID, TEXTOID, TEXTOID, INT4OID, INT4OID, OIDOID, TEXTOID,
 		INT4OID, INT4OID, INT4OID, TEXTOID, BOOLOID, TEXTOID, TEXTOID,
 	TEXTOID, TEXTARRAYOID, TEXTARRAYOID, BOOLARRAYOID, INT8OID, INT4OID,
-	INT4OID, INT4OID};
+	INT4OID, INT4OID, OIDARRAYOID, OIDARRAYOID, BOOLARRAYOID, BOOLARRAYOID};
 	Datum		args[INSERT_NARGS];
 	char		nulls[INSERT_NARGS];
 	Datum		names[ITERJOB_MAX_KEYS];
 	Datum		keytypes[ITERJOB_MAX_KEYS];
+	Datum		opclasses[ITERJOB_MAX_KEYS];
+	Datum		collations[ITERJOB_MAX_KEYS];
+	Datum		descending[ITERJOB_MAX_KEYS];
+	Datum		nulls_first[ITERJOB_MAX_KEYS];
 	IterjobSavedUser saved;
 	int			nest;
 	bool		isnull;
@@ -156,6 +163,10 @@ insert_job(const IterjobSpec *spec, const char *name, const IterjobRange *ranges
 	{
 		names[i] = CStringGetTextDatum(spec->key_names[i]);
 		keytypes[i] = ObjectIdGetDatum(spec->key_types[i]);
+		opclasses[i] = ObjectIdGetDatum(spec->key_opclasses[i]);
+		collations[i] = ObjectIdGetDatum(spec->key_collations[i]);
+		descending[i] = BoolGetDatum(spec->key_descending[i]);
+		nulls_first[i] = BoolGetDatum(spec->key_nulls_first[i]);
 	}
 	args[0] = text_or_null(name, &nulls[0]);
 	args[1] = ObjectIdGetDatum(spec->relid);
@@ -183,6 +194,10 @@ insert_job(const IterjobSpec *spec, const char *name, const IterjobRange *ranges
 	args[23] = Int32GetDatum(spec->batch_pause_ms);
 	args[24] = Int32GetDatum(spec->max_rows_per_second);
 	args[25] = Int32GetDatum(spec->target_batch_ms);
+	args[26] = make_array(opclasses, NULL, spec->nkeys, OIDOID);
+	args[27] = make_array(collations, NULL, spec->nkeys, OIDOID);
+	args[28] = make_array(descending, NULL, spec->nkeys, BOOLOID);
+	args[29] = make_array(nulls_first, NULL, spec->nkeys, BOOLOID);
 	nulls[19] = nulls[20] = nulls[21] = 'n';
 	if (ranges != NULL)
 	{
@@ -335,6 +350,7 @@ iterjob_prepare_job(FunctionCallInfo fcinfo, IterjobSpec *spec, char **name,
 	}
 	else
 		iterjob_check_query(spec, key);
+	iterjob_resolve_key_order(spec);
 	if (spec->filter != NULL)
 		iterjob_check_filter_syntax(spec->filter);
 	iterjob_check_statement_syntax(spec->action, "action");

@@ -13,8 +13,8 @@
  *	  keys an instance iterates, and in what order, does not change; only
  *	  when.  An instance never waits for one that no worker runs, that backs
  *	  off or holds, or that has not advanced for TRAIL_STALL_MS: a slow or
- *	  stuck instance slows no other.  Applies to a single integer key under
- *	  the modulo partition with more than one instance, while
+ *	  stuck instance slows no other.  Applies to a single integer key walked
+ *	  in ascending order under the modulo partition with more than one instance, while
  *	  iterjob.trail_instances is on.
  *
  *-------------------------------------------------------------------------
@@ -41,9 +41,7 @@ trail_applies(const IterjobTask *task)
 
 	return iterjob_trail_instances && iterjob_my_slot != NULL &&
 		spec->partition == ITERJOB_PARTITION_MODULO &&
-		spec->instances > 1 && spec->nkeys == 1 &&
-		(spec->key_types[0] == INT2OID || spec->key_types[0] == INT4OID ||
-		 spec->key_types[0] == INT8OID);
+		spec->instances > 1 && iterjob_key_is_ascending_integer(spec);
 }
 
 static int64
@@ -97,12 +95,14 @@ wake_follower(void)
 static void
 publish_position(const IterjobTask *task)
 {
+	TimestampTz now = GetCurrentTimestamp();
+
 	SpinLockAcquire(&iterjob_shared->mutex);
 	iterjob_my_slot->trail_active = true;
 	iterjob_my_slot->trail_has_key = task->has_cursor;
 	if (task->has_cursor)
 		iterjob_my_slot->trail_key = key_as_int64(task, task->cursor[0]);
-	iterjob_my_slot->trail_at = GetCurrentTimestamp();
+	iterjob_my_slot->trail_at = now;
 	SpinLockRelease(&iterjob_shared->mutex);
 }
 
@@ -161,12 +161,14 @@ iterjob_trail_before_batch(IterjobTask *task)
 	{
 		long		wait_ms = 0;
 		bool		wait;
+		TimestampTz now;
 
 		CHECK_FOR_INTERRUPTS();
-		if (iterjob_my_slot->recheck)
+		if (iterjob_slot_recheck_pending())
 			break;
+		now = GetCurrentTimestamp();
 		SpinLockAcquire(&iterjob_shared->mutex);
-		wait = task->instance > 0 && must_wait(task, GetCurrentTimestamp(), &wait_ms);
+		wait = task->instance > 0 && must_wait(task, now, &wait_ms);
 		SpinLockRelease(&iterjob_shared->mutex);
 		if (!wait)
 			break;

@@ -14,16 +14,13 @@
 #include "datatype/timestamp.h"
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
-#include "storage/lock.h"
+#include "storage/lwlock.h"
 #include "storage/spin.h"
 
 /* Upper bound of worker slots kept in shared memory. */
 #define ITERJOB_MAX_WORKER_SLOTS	64
 /* Databases whose pending flag can be tracked individually. */
 #define ITERJOB_MAX_DATABASES		128
-
-/* field4 of the advisory lock tag that marks a task as being worked on */
-#define ITERJOB_TASK_LOCK_FIELD4	0x4A42
 
 /* One iteration worker process, as the launcher and the views see it. */
 typedef struct IterjobWorkerSlot
@@ -35,6 +32,8 @@ typedef struct IterjobWorkerSlot
 	Latch	   *latch;			/* the worker's latch, to wake it */
 	pid_t		pid;			/* 0 until the worker has started */
 	Oid			dboid;			/* database the worker serves */
+	Oid			owner;			/* role it runs jobs of; 0 until its first claim */
+	int64		held_task;		/* task it holds (under iterjob_shared->lock) */
 	int64		job_id;			/* task being worked on, or 0 */
 	int32		instance;
 	int64		batches;		/* batches committed in this task */
@@ -58,6 +57,7 @@ typedef struct IterjobDatabase
 
 typedef struct IterjobShared
 {
+	LWLock	   *lock;			/* protects the slots' held_task */
 	slock_t		mutex;			/* protects everything below but the CV */
 	Latch	   *launcher_latch; /* NULL while no launcher runs */
 	bool		rescan_all;		/* every database must be looked at */
@@ -94,22 +94,30 @@ extern void iterjob_register_launcher(void);
 extern PGDLLEXPORT void iterjob_launcher_main(Datum main_arg);
 
 /* the extension version this library's SQL needs */
-#define ITERJOB_SCHEMA_VERSION "0.3"
+#define ITERJOB_SCHEMA_VERSION "0.4"
 
 /* schema_version.c */
-extern bool iterjob_lock_extension(void);
+extern Oid	iterjob_lock_extension(void);
 extern char *iterjob_installed_version(void);
 extern void iterjob_require_schema_version(void);
 
 /* worker.c */
 extern PGDLLEXPORT void iterjob_worker_main(Datum main_arg);
-extern IterjobWorkerSlot *iterjob_my_slot;
-extern void iterjob_worker_exit_clean(void) pg_attribute_noreturn();
-extern void iterjob_set_phase(const char *phase);
 
-/* task_lock.c */
-extern bool iterjob_try_lock_task(int64 task_id);
-extern void iterjob_unlock_task(int64 task_id);
+/* worker_slot.c */
+extern IterjobWorkerSlot *iterjob_my_slot;
+extern void iterjob_slot_attach(int slotno);
+extern void iterjob_set_phase(const char *phase);
+extern void iterjob_slot_set_task(int64 job_id, int32 instance, int64 batches);
+extern void iterjob_slot_set_batches(int64 batches);
+extern void iterjob_slot_set_owner(Oid owner);
+extern bool iterjob_slot_take_recheck(void);
+extern bool iterjob_slot_recheck_pending(void);
+extern bool iterjob_hold_task(int64 task_id);
+extern void iterjob_release_task(void);
+extern bool iterjob_task_is_held(Oid dboid, int64 task_id);
+extern void iterjob_clear_held_task(int slotno);
+extern void iterjob_worker_exit_clean(void) pg_attribute_noreturn();
 
 /* commit_wakeup.c */
 extern void iterjob_register_commit_wakeup(void);
@@ -134,9 +142,7 @@ typedef struct IterjobSavedUser
 	Oid			userid;
 	int			sec_context;
 } IterjobSavedUser;
-extern void iterjob_become_superuser(IterjobSavedUser *saved);
-extern void iterjob_become_owner(Oid owner, IterjobSavedUser *saved);
-extern void iterjob_restore_user(const IterjobSavedUser *saved);
+extern void iterjob_bind_to_owner(Oid owner, bool is_superuser);
 extern int	iterjob_begin_owner_section(Oid owner, const char *search_path,
 										int lock_timeout_ms, bool keyset_planner,
 										IterjobSavedUser *saved);

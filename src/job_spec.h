@@ -35,6 +35,23 @@ typedef struct IterjobKeyValue
 	char	   *text[ITERJOB_MAX_KEYS];
 } IterjobKeyValue;
 
+/* One key column's place in the walking order (key_order.c). */
+typedef struct IterjobKeyColumn
+{
+	char	   *lhs;			/* the column as compared: (k::type COLLATE c) */
+	char	   *cast;			/* "::type" for the compared value, or "" */
+	char	   *ops[6];			/* OPERATOR(s.op) by strategy 1..5 of the walk */
+	Oid			opfamily;
+	bool		descending;		/* walked in the family's descending order */
+	bool		nulls_first;	/* where the index walk puts NULLs */
+} IterjobKeyColumn;
+
+typedef struct IterjobKeyOrder
+{
+	bool		row_compare;	/* one operator name serves every column */
+	IterjobKeyColumn columns[ITERJOB_MAX_KEYS];
+} IterjobKeyOrder;
+
 typedef struct IterjobSpec
 {
 	Oid			relid;			/* relation iterated, or InvalidOid */
@@ -42,6 +59,14 @@ typedef struct IterjobSpec
 	int			nkeys;
 	char	   *key_names[ITERJOB_MAX_KEYS];	/* unquoted column names */
 	Oid			key_types[ITERJOB_MAX_KEYS];
+	/* the key's order: the iterated index's, or the types' default */
+	Oid			key_opclasses[ITERJOB_MAX_KEYS];	/* InvalidOid: default */
+	Oid			key_collations[ITERJOB_MAX_KEYS];	/* InvalidOid: the column's */
+	bool		key_descending[ITERJOB_MAX_KEYS];
+	bool		key_nulls_first[ITERJOB_MAX_KEYS];
+	bool		key_natural_order;	/* default class and collation, ascending
+									 * (known at enqueue only) */
+	IterjobKeyOrder order;		/* resolved by iterjob_resolve_key_order() */
 	char	   *filter;			/* boolean expression, or NULL */
 	char	   *action;			/* one SQL statement taking $1..$nkeys */
 	int32		instances;
@@ -83,6 +108,14 @@ extern void iterjob_check_filter_syntax(const char *filter);
 extern void iterjob_check_statement_syntax(const char *sql, const char *what);
 extern void iterjob_check_plans(const IterjobSpec *spec);
 
+/* key_order.c */
+extern void iterjob_resolve_key_order(IterjobSpec *spec);
+extern char *iterjob_key_compare_sql(const IterjobSpec *spec, int s, char *const *rhs);
+extern char *iterjob_key_column_compare_sql(const IterjobSpec *spec, int i, int s,
+											const char *rhs);
+extern char *iterjob_key_order_by(const IterjobSpec *spec, bool reverse);
+extern bool iterjob_key_is_ascending_integer(const IterjobSpec *spec);
+
 /* keyset_query.c */
 extern char *iterjob_source_sql(const IterjobSpec *spec);
 extern char *iterjob_key_list(const IterjobSpec *spec, const char *prefix,
@@ -92,8 +125,8 @@ extern char *iterjob_keyset_query(const IterjobSpec *spec, int32 instance,
 								  bool limit_param);
 extern char *iterjob_count_query(const IterjobSpec *spec, int32 instance,
 								 const IterjobRange *range);
-extern char *iterjob_key_literal(const IterjobSpec *spec,
-								 const IterjobKeyValue *value);
+extern void iterjob_key_literals(const IterjobSpec *spec,
+								 const IterjobKeyValue *value, char **literals);
 extern char *iterjob_key_jsonb_sql(const IterjobSpec *spec);
 extern char *iterjob_keys_not_null(const IterjobSpec *spec);
 extern Oid	iterjob_key_array_type(Oid key_type);

@@ -9,20 +9,26 @@
  *		   AND (k1, k2) <= <largest key at enqueue>
  *		   AND (k1, k2) > ($1, $2)
  *		   AND (filter)
- *		 ORDER BY k1, k2 LIMIT batch_size
+ *		 ORDER BY k1 USING <, k2 USING < LIMIT batch_size
  *
- *	  The partition predicate is abs(k % N) = i for one integer key,
- *	  abs(hash_record_extended(ROW(k1, k2), 0) % N) = i otherwise (which
- *	  combines the key types' extended hash functions), or the
- *	  instance's [lower, upper) key range under range partitioning.  Row
+ *	  The comparisons and ORDER BY use the operators of the key's order
+ *	  (key_order.c): those of the iterated index's operator family, under
+ *	  its collation.  The partition predicate is abs(k % N) = i for one
+ *	  integer key, abs(hash_record_extended(ROW(k1, k2), 0) % N) = i
+ *	  otherwise (which combines the key types' extended hash functions), or
+ *	  the instance's [lower, upper) key range under range partitioning.  Row
  *	  comparisons, not OR chains, keep every key condition an index
- *	  condition.  Identifiers are quoted, values are quoted literals, and the
- *	  filter has passed iterjob's syntax check, so it is a single expression.
+ *	  condition; a composite key whose columns' operators differ in name (a
+ *	  text_pattern_ops column beside an integer one, a DESC column) instead
+ *	  unions one index range scan per column after the cursor.  Identifiers
+ *	  are quoted, values are quoted literals, and the filter has passed
+ *	  iterjob's syntax check, so it is a single expression.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/stratnum.h"
 #include "catalog/pg_type.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
@@ -64,23 +70,26 @@ iterjob_key_list(const IterjobSpec *spec, const char *prefix, bool descending)
 	return buf.data;
 }
 
-/* ROW('v1'::t1, 'v2'::t2), or 'v'::t for a single key */
-char *
-iterjob_key_literal(const IterjobSpec *spec, const IterjobKeyValue *value)
+/* 'v1'::t1, 'v2'::t2: each column of a key value as a literal */
+void
+iterjob_key_literals(const IterjobSpec *spec, const IterjobKeyValue *value,
+					 char **literals)
 {
-	StringInfoData buf;
-
 	Assert(value->present);
-	initStringInfo(&buf);
-	if (spec->nkeys > 1)
-		appendStringInfoString(&buf, "ROW(");
 	for (int i = 0; i < spec->nkeys; i++)
-		appendStringInfo(&buf, "%s%s::%s", i > 0 ? ", " : "",
-						 quote_literal_cstr(value->text[i]),
-						 format_type_be_qualified(spec->key_types[i]));
-	if (spec->nkeys > 1)
-		appendStringInfoChar(&buf, ')');
-	return buf.data;
+		literals[i] = psprintf("%s::%s", quote_literal_cstr(value->text[i]),
+							   format_type_be_qualified(spec->key_types[i]));
+}
+
+/* " AND <key> <op> <value>", by strategy s of the walking order */
+static void
+append_bound(StringInfo buf, const IterjobSpec *spec, int s,
+			 const IterjobKeyValue *value)
+{
+	char	   *literals[ITERJOB_MAX_KEYS];
+
+	iterjob_key_literals(spec, value, literals);
+	appendStringInfo(buf, " AND %s", iterjob_key_compare_sql(spec, s, literals));
 }
 
 static bool
@@ -150,8 +159,6 @@ static void
 append_instance_predicates(StringInfo buf, const IterjobSpec *spec,
 						   int32 instance, const IterjobRange *range)
 {
-	const char *keys = iterjob_key_list(spec, "", false);
-
 	/* rows whose key has a NULL are never visited */
 	appendStringInfoString(buf, iterjob_keys_not_null(spec));
 	if (range != NULL && range->empty)
@@ -159,17 +166,14 @@ append_instance_predicates(StringInfo buf, const IterjobSpec *spec,
 	if (spec->partition == ITERJOB_PARTITION_MODULO && spec->instances > 1)
 		append_modulo_predicate(buf, spec, instance);
 	if (range != NULL && range->lower.present)
-		appendStringInfo(buf, " AND (%s) OPERATOR(pg_catalog.>=) %s",
-						 keys, iterjob_key_literal(spec, &range->lower));
+		append_bound(buf, spec, BTGreaterEqualStrategyNumber, &range->lower);
 	if (range != NULL && range->upper.present)
-		appendStringInfo(buf, " AND (%s) OPERATOR(pg_catalog.<) %s",
-						 keys, iterjob_key_literal(spec, &range->upper));
+		append_bound(buf, spec, BTLessStrategyNumber, &range->upper);
 
 	if (!spec->follow)
 	{
 		if (spec->upper_bound.present)
-			appendStringInfo(buf, " AND (%s) OPERATOR(pg_catalog.<=) %s",
-							 keys, iterjob_key_literal(spec, &spec->upper_bound));
+			append_bound(buf, spec, BTLessEqualStrategyNumber, &spec->upper_bound);
 		else
 			appendStringInfoString(buf, " AND false");	/* it was empty */
 	}
@@ -177,9 +181,52 @@ append_instance_predicates(StringInfo buf, const IterjobSpec *spec,
 		appendStringInfo(buf, " AND (\n%s\n)", spec->filter);
 }
 
+/* "$1", "$2", ...: the cursor's columns */
+static void
+cursor_params(const IterjobSpec *spec, char **params)
+{
+	for (int i = 0; i < spec->nkeys; i++)
+		params[i] = psprintf("$%d", i + 1);
+}
+
 /*
- * With limit_param, the batch size is the last parameter ($1, or $nkeys+1
- * after the cursor), so it can change while the plan is kept.
+ * After the cursor, for a key whose columns have no row comparison: one
+ * branch per column, each an index range scan of at most limit keys
+ * (c0 = $1 AND c1 > $2, then c0 > $1), their union in key order.
+ */
+static void
+append_cursor_branches(StringInfo buf, const IterjobSpec *spec, int32 instance,
+					   const IterjobRange *range, const char *limit)
+{
+	const char *keys = iterjob_key_list(spec, "", false);
+	const char *order_by = iterjob_key_order_by(spec, false);
+	char	   *params[ITERJOB_MAX_KEYS];
+
+	cursor_params(spec, params);
+	appendStringInfo(buf, "SELECT %s FROM (", keys);
+	for (int j = spec->nkeys - 1; j >= 0; j--)
+	{
+		appendStringInfo(buf, "%s(SELECT %s FROM %s WHERE true",
+						 j < spec->nkeys - 1 ? " UNION ALL " : "",
+						 keys, iterjob_source_sql(spec));
+		append_instance_predicates(buf, spec, instance, range);
+		for (int i = 0; i < j; i++)
+			appendStringInfo(buf, " AND %s",
+							 iterjob_key_column_compare_sql(spec, i, BTEqualStrategyNumber,
+															params[i]));
+		appendStringInfo(buf, " AND %s ORDER BY %s LIMIT %s)",
+						 iterjob_key_column_compare_sql(spec, j, BTGreaterStrategyNumber,
+														params[j]),
+						 order_by, limit);
+	}
+	appendStringInfo(buf, ") AS iterjob_batch ORDER BY %s LIMIT %s", order_by, limit);
+}
+
+/*
+ * The next batch of an instance's keys, in the key's order: after the
+ * cursor ($1..$nkeys) when after_cursor.  With limit_param, the batch size
+ * is the last parameter ($1, or $nkeys+1 after the cursor), so it can
+ * change while the plan is kept.
  */
 char *
 iterjob_keyset_query(const IterjobSpec *spec, int32 instance,
@@ -188,24 +235,32 @@ iterjob_keyset_query(const IterjobSpec *spec, int32 instance,
 {
 	StringInfoData buf;
 	const char *keys = iterjob_key_list(spec, "", false);
+	char	   *limit;
 
 	initStringInfo(&buf);
+	if (limit_param)
+		limit = psprintf("$%d", after_cursor ? spec->nkeys + 1 : 1);
+	else
+		limit = psprintf("%d", spec->batch_size);
+
+	if (after_cursor && spec->nkeys > 1 && !spec->order.row_compare)
+	{
+		append_cursor_branches(&buf, spec, instance, range, limit);
+		return buf.data;
+	}
+
 	appendStringInfo(&buf, "SELECT %s FROM %s WHERE true",
 					 keys, iterjob_source_sql(spec));
 	append_instance_predicates(&buf, spec, instance, range);
 	if (after_cursor)
 	{
-		appendStringInfo(&buf, " AND (%s) OPERATOR(pg_catalog.>) (", keys);
-		for (int i = 0; i < spec->nkeys; i++)
-			appendStringInfo(&buf, "%s$%d", i > 0 ? ", " : "", i + 1);
-		appendStringInfoChar(&buf, ')');
-	}
-	if (limit_param)
-		appendStringInfo(&buf, " ORDER BY %s LIMIT $%d", keys,
-						 after_cursor ? spec->nkeys + 1 : 1);
-	else
-		appendStringInfo(&buf, " ORDER BY %s LIMIT %d", keys, spec->batch_size);
+		char	   *params[ITERJOB_MAX_KEYS];
 
+		cursor_params(spec, params);
+		appendStringInfo(&buf, " AND %s",
+						 iterjob_key_compare_sql(spec, BTGreaterStrategyNumber, params));
+	}
+	appendStringInfo(&buf, " ORDER BY %s LIMIT %s", iterjob_key_order_by(spec, false), limit);
 	return buf.data;
 }
 

@@ -146,6 +146,8 @@ reap_workers(void)
 		if (!worker_ended(i))
 			continue;
 
+		/* a process that ended without letting go of its task */
+		iterjob_clear_held_task(i);
 		SpinLockAcquire(&iterjob_shared->mutex);
 		dboid = slot->dboid;
 		clean = slot->clean_exit;

@@ -17,6 +17,7 @@
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 
 #include "iterjob.h"
@@ -45,6 +46,40 @@ explain(const char *sql)
 	return plan.data;
 }
 
+/*
+ * EXPLAIN of the next-batch query (after a cursor: $1.. the cursor, then
+ * the batch size) as workers plan it: generic, for any cursor.
+ */
+static char *
+explain_next(const IterjobSpec *spec, const char *sql)
+{
+	StringInfoData prepare;
+	StringInfoData execute;
+	char	   *plan;
+	int			nest = NewGUCNestLevel();
+
+	(void) set_config_option("plan_cache_mode", "force_generic_plan", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	initStringInfo(&prepare);
+	initStringInfo(&execute);
+	appendStringInfoString(&prepare, "PREPARE iterjob_preview_next(");
+	appendStringInfoString(&execute, "EXECUTE iterjob_preview_next(");
+	for (int i = 0; i < spec->nkeys; i++)
+	{
+		appendStringInfo(&prepare, "%s, ", format_type_be_qualified(spec->key_types[i]));
+		appendStringInfoString(&execute, "NULL, ");
+	}
+	appendStringInfo(&prepare, "pg_catalog.int4) AS %s", sql);
+	appendStringInfoString(&execute, "NULL)");
+	if (SPI_execute(prepare.data, false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not prepare the next keyset query");
+	plan = explain(execute.data);
+	if (SPI_execute("DEALLOCATE iterjob_preview_next", false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not deallocate the next keyset query");
+	AtEOXact_GUC(true, nest);
+	return plan;
+}
+
 Datum
 iterjob_preview(PG_FUNCTION_ARGS)
 {
@@ -64,8 +99,9 @@ iterjob_preview(PG_FUNCTION_ARGS)
 	{
 		const IterjobRange *range = ranges ? &ranges[i] : NULL;
 		char	   *query = iterjob_keyset_query(&spec, i, range, false, false);
-		Datum		values[6];
-		bool		nulls[6] = {false};
+		char	   *next = iterjob_keyset_query(&spec, i, range, true, true);
+		Datum		values[8];
+		bool		nulls[8] = {false};
 
 		CHECK_FOR_INTERRUPTS();
 		values[0] = Int32GetDatum(i);
@@ -75,6 +111,8 @@ iterjob_preview(PG_FUNCTION_ARGS)
 		values[4] = Int64GetDatum(rows);
 		/* the last batch comes back empty and ends the instance */
 		values[5] = Int64GetDatum((rows + spec.batch_size - 1) / spec.batch_size);
+		values[6] = CStringGetTextDatum(next);
+		values[7] = CStringGetTextDatum(explain_next(&spec, next));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	SPI_finish();

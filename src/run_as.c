@@ -1,20 +1,35 @@
 /*-------------------------------------------------------------------------
  *
  * run_as.c
- *	  Switching the current user the way a SECURITY DEFINER function does.
+ *	  Whose rights iterjob's code runs with: the one place that switches
+ *	  identity.
  *
- *	  iterjob's own bookkeeping runs as the bootstrap superuser (its tables
- *	  grant nothing to PUBLIC), with search_path = pg_catalog.  A job's
- *	  filter, action and hooks run in an "owner section": as the job's owner,
- *	  with the search_path captured at enqueue, as a security-restricted
- *	  operation (as VACUUM runs index functions): PostgreSQL then refuses
- *	  SET ROLE, RESET ROLE, SET SESSION AUTHORIZATION and the creation of
- *	  temporary tables, so user SQL can neither switch back to the worker's
- *	  own identity nor plant session state (a temporary table that shadows
- *	  a table name) for whatever runs next in the same process.  Every
- *	  setting changed in the section, by iterjob or by the user's SQL, is
- *	  undone when it ends; aborting the transaction also restores the
- *	  previous user.
+ *	  An iteration worker runs the jobs of one owner.  Its first claim, in
+ *	  which no SQL of any job runs, is made as the bootstrap superuser it
+ *	  connected as; then iterjob_bind_to_owner() makes the owner its session
+ *	  user and its current user, as a security-restricted operation, for
+ *	  the rest of the process's life.  That is the identity everything runs
+ *	  with by default: the owner's filter, action and hooks, the type I/O,
+ *	  casts, operators and triggers they reach, the deferred triggers that
+ *	  fire at commit, whatever iterjob did not foresee.  An aborted
+ *	  transaction returns to it.  PostgreSQL refuses SET ROLE, RESET ROLE,
+ *	  SET SESSION AUTHORIZATION and temporary tables within a
+ *	  security-restricted operation, so the owner's SQL can neither switch
+ *	  back to the identity the worker connected with nor plant session state
+ *	  for what runs next.
+ *
+ *	  Elevation is the exception: iterjob's own bookkeeping on its own
+ *	  tables (claims, checkpoints, states, errors) runs in an "internal
+ *	  section" as the bootstrap superuser with search_path = pg_catalog,
+ *	  and its SQL names no function, operator, cast or type the owner could
+ *	  have defined: a key reaches it only as jsonb computed as the owner.
+ *	  Backends use the same sections (enqueue writes the job elevated; an
+ *	  admin's recount counts as the owner).
+ *
+ *	  An "owner section" runs the owner's SQL with the search_path captured
+ *	  at enqueue and iterjob's per-statement settings; every setting
+ *	  changed in it, by iterjob or by the owner's SQL, is undone when it
+ *	  ends.
  *
  *-------------------------------------------------------------------------
  */
@@ -22,6 +37,7 @@
 
 #include "catalog/pg_authid.h"
 #include "miscadmin.h"
+#include "access/xact.h"
 #include "utils/guc.h"
 
 #include "iterjob.h"
@@ -34,14 +50,8 @@ switch_user(Oid userid, IterjobSavedUser *saved)
 						   saved->sec_context | SECURITY_LOCAL_USERID_CHANGE);
 }
 
-void
-iterjob_become_superuser(IterjobSavedUser *saved)
-{
-	switch_user(BOOTSTRAP_SUPERUSERID, saved);
-}
-
-void
-iterjob_become_owner(Oid owner, IterjobSavedUser *saved)
+static void
+become_owner(Oid owner, IterjobSavedUser *saved)
 {
 	GetUserIdAndSecContext(&saved->userid, &saved->sec_context);
 	SetUserIdAndSecContext(owner, saved->sec_context |
@@ -49,10 +59,22 @@ iterjob_become_owner(Oid owner, IterjobSavedUser *saved)
 						   SECURITY_RESTRICTED_OPERATION);
 }
 
-void
-iterjob_restore_user(const IterjobSavedUser *saved)
+static void
+restore_user(const IterjobSavedUser *saved)
 {
 	SetUserIdAndSecContext(saved->userid, saved->sec_context);
+}
+
+/*
+ * Make this worker process the owner's, for good (called between
+ * transactions; is_superuser says whether the owner is one).
+ */
+void
+iterjob_bind_to_owner(Oid owner, bool is_superuser)
+{
+	Assert(!IsTransactionState());
+	SetSessionAuthorization(owner, is_superuser);
+	SetUserIdAndSecContext(owner, SECURITY_RESTRICTED_OPERATION);
 }
 
 static void
@@ -90,14 +112,14 @@ iterjob_begin_owner_section(Oid owner, const char *search_path,
 		set_local("enable_hashagg", "off");
 		set_local("max_parallel_workers_per_gather", "0");
 	}
-	iterjob_become_owner(owner, saved);
+	become_owner(owner, saved);
 	return nest;
 }
 
 void
 iterjob_end_owner_section(int nest, const IterjobSavedUser *saved)
 {
-	iterjob_restore_user(saved);
+	restore_user(saved);
 	/* false: also undo settings the user's SQL changed, SET or not */
 	AtEOXact_GUC(false, nest);
 }
@@ -112,13 +134,13 @@ iterjob_begin_internal(IterjobSavedUser *saved)
 	int			nest = NewGUCNestLevel();
 
 	set_local("search_path", "pg_catalog");
-	iterjob_become_superuser(saved);
+	switch_user(BOOTSTRAP_SUPERUSERID, saved);
 	return nest;
 }
 
 void
 iterjob_end_internal(int nest, const IterjobSavedUser *saved)
 {
-	iterjob_restore_user(saved);
+	restore_user(saved);
 	AtEOXact_GUC(true, nest);
 }

@@ -18,14 +18,14 @@
 #include "iterjob.h"
 
 /*
- * Is iterjob installed in this database?  If so, keep it so until this
- * transaction ends: DROP EXTENSION, which locks the extension before its
+ * Is iterjob installed in this database (returns its oid, or InvalidOid)?
+ * If so, keep it so until this transaction ends: DROP EXTENSION, which locks the extension before its
  * tables, waits for us (and we never wait halfway through our work for a
  * drop that would leave our tables gone).  A drop that committed while we
  * waited for the lock is seen by looking again.  The oid is remembered, so
  * a batch looks the extension up once, after taking the lock.
  */
-bool
+Oid
 iterjob_lock_extension(void)
 {
 	static Oid	extoid = InvalidOid;
@@ -37,12 +37,12 @@ iterjob_lock_extension(void)
 		if (!OidIsValid(extoid))
 			extoid = get_extension_oid("iterjob", true);
 		if (!OidIsValid(extoid))
-			return false;
+			return InvalidOid;
 		LockDatabaseObject(ExtensionRelationId, extoid, 0, AccessShareLock);
 		InvalidateCatalogSnapshot();
 		current = get_extension_oid("iterjob", true);
 		if (current == extoid)
-			return true;
+			return extoid;
 		/* dropped, or dropped and created again: look again */
 		extoid = current;
 	}

@@ -2,7 +2,7 @@
  *
  * shared_state.c
  *	  iterjob's shared memory: which databases may hold runnable work, the
- *	  worker slots, the launcher's latch and the condition variable that
+ *	  worker slots (and the lock over the tasks they hold), the launcher's latch and the condition variable that
  *	  wakes iterjob.wait() when a job may have ended.
  *
  *-------------------------------------------------------------------------
@@ -22,6 +22,7 @@ void
 iterjob_shmem_request(void)
 {
 	RequestAddinShmemSpace(MAXALIGN(sizeof(IterjobShared)));
+	RequestNamedLWLockTranche("iterjob", 1);
 }
 
 void
@@ -34,6 +35,7 @@ iterjob_shmem_startup(void)
 	if (!found)
 	{
 		memset(iterjob_shared, 0, sizeof(IterjobShared));
+		iterjob_shared->lock = &(GetNamedLWLockTranche("iterjob"))->lock;
 		SpinLockInit(&iterjob_shared->mutex);
 		ConditionVariableInit(&iterjob_shared->job_state_cv);
 		iterjob_shared->rescan_all = true;

@@ -1,7 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * task.h
- *	  A claimed task (one instance of a job) as a worker holds it.
+ *	  A claimed task (one instance of a job) as a worker holds it, and the
+ *	  modules that run it: the batch loop (task_runner.c), the owner's
+ *	  statements (owner_statements.c) and iterjob's bookkeeping
+ *	  (task_claim.c, task_record.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -9,6 +12,8 @@
 #define ITERJOB_TASK_H
 
 #include "postgres.h"
+
+#include "executor/spi.h"
 
 #include "job_spec.h"
 #include "throttle.h"
@@ -21,8 +26,10 @@ typedef struct IterjobTask
 	int32		instance;
 	IterjobSpec spec;
 	IterjobRange range;			/* under range partitioning */
-	Oid			owner;			/* role the filter, action and hooks run as */
+	Oid			owner;			/* role the job runs as */
+	bool		owner_is_superuser;
 	char	   *search_path;	/* owner's search_path captured at enqueue */
+	IterjobKeyValue stored_cursor;	/* the cursor as claimed, until decoded */
 	bool		has_cursor;		/* false until the first batch commits */
 	Datum		cursor[ITERJOB_MAX_KEYS];	/* last committed key */
 	MemoryContext cursor_cxt;	/* holds cursor[] */
@@ -32,13 +39,49 @@ typedef struct IterjobTask
 	int64		trail_span;		/* keys its last batch spanned; 0: unknown */
 } IterjobTask;
 
-/* task_claim.c */
-extern IterjobTask *iterjob_claim_task(MemoryContext parent, bool *busy);
-extern void iterjob_finish_task(IterjobTask *task, const char *state,
-								const char *error);
-extern void iterjob_settle_job(int64 job_id);
+/* The statements a task runs, prepared once per task (in its first batch). */
+typedef struct IterjobTaskPlans
+{
+	bool		ready;
+	SPIPlanPtr	first;			/* keyset query without a lower bound */
+	SPIPlanPtr	next;			/* keyset query after $1.. */
+	SPIPlanPtr	action;
+	SPIPlanPtr	encode;			/* a key's jsonb form, computed as the owner */
+	SPIPlanPtr	checkpoint;		/* iterjob's */
+	int16		keylen[ITERJOB_MAX_KEYS];
+	bool		keybyval[ITERJOB_MAX_KEYS];
+	char		keyalign[ITERJOB_MAX_KEYS];
+	MemoryContext pending_cxt;	/* the batch's last key, until it commits */
+} IterjobTaskPlans;
+
+/* task_claim.c: claiming, as iterjob */
+extern IterjobTask *iterjob_claim_task(MemoryContext parent, Oid owner, bool *busy);
+extern bool iterjob_runnable_for_others(Oid owner);
 extern bool iterjob_load_job(int64 job_id, IterjobSpec *spec, Oid *owner,
 							 char **search_path);
+
+/* task_record.c: a task's bookkeeping, as iterjob */
+extern SPIPlanPtr iterjob_prepare_checkpoint(void);
+extern bool iterjob_record_checkpoint(IterjobTask *task, SPIPlanPtr plan,
+									  uint64 rows, Datum cursor);
+extern bool iterjob_record_hold(IterjobTask *task, const char *reason);
+extern bool iterjob_record_failure(IterjobTask *task, ErrorData *edata,
+								   int32 *attempts);
+extern bool iterjob_task_still_running(IterjobTask *task);
+extern bool iterjob_finish_task(IterjobTask *task, const char *state,
+								const char *error);
+extern void iterjob_settle_job(int64 job_id);
+
+/* owner_statements.c: the job's SQL, as its owner */
+extern void iterjob_prepare_owner_plans(IterjobTask *task, IterjobTaskPlans *plans);
+extern uint64 iterjob_fetch_keys(IterjobTask *task, IterjobTaskPlans *plans,
+								 const Datum *after, int32 limit);
+extern void iterjob_run_action(IterjobTask *task, IterjobTaskPlans *plans,
+							   Datum *arrays);
+extern Datum iterjob_encode_key(IterjobTask *task, IterjobTaskPlans *plans,
+								Datum *key);
+extern void iterjob_run_instance_hook(IterjobTask *task);
+extern void iterjob_free_plans(IterjobTaskPlans *plans);
 
 /* instance_trail.c */
 extern void iterjob_trail_before_batch(IterjobTask *task);
@@ -48,5 +91,10 @@ extern void iterjob_trail_stop(void);
 
 /* task_runner.c */
 extern void iterjob_run_task(IterjobTask *task);
+
+/* worker_xact.c: the worker's transactions */
+extern bool iterjob_worker_adopt_extension(void);
+extern void iterjob_worker_begin(bool with_spi);
+extern void iterjob_worker_commit(bool with_spi);
 
 #endif							/* ITERJOB_TASK_H */

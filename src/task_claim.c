@@ -1,15 +1,18 @@
 /*-------------------------------------------------------------------------
  *
  * task_claim.c
- *	  Claiming a runnable task, and recording that a task ended (which may
- *	  end its job).
+ *	  Claiming a runnable task of one owner (or of any, for a worker's
+ *	  first claim), and reading a job's definition.
  *
  *	  A task is runnable when it is queued, or marked running while no live
- *	  worker holds its task lock (its worker died).  Claims take the task
- *	  row FOR UPDATE SKIP LOCKED, so concurrent workers never wait on each
- *	  other, and then the task lock, so a task is worked by at most one
- *	  worker at a time.  Both are called inside a transaction, with SPI
- *	  connected, as the worker's superuser identity.
+ *	  worker holds it (its worker died; worker_slot.c).  Claims take the
+ *	  task row FOR UPDATE SKIP LOCKED, so concurrent workers never wait on
+ *	  each other, and hold the task, so it is worked by at most one worker
+ *	  at a time.  Called inside a transaction, with SPI connected, in an
+ *	  internal section: everything here reads iterjob's tables and the
+ *	  catalogs only.  The cursor is read as jsonb and text; turning it into
+ *	  values of the key's types (their input functions, a domain's checks)
+ *	  is left to the owner (owner_statements.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -39,7 +42,8 @@
 "       j.on_complete, j.on_instance_complete,"\
 "       (pg_catalog.date_part('epoch', j.batch_pause) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int4,"\
 "       COALESCE(j.max_rows_per_second, 0),"\
-"       COALESCE(pg_catalog.date_part('epoch', j.target_batch_time) OPERATOR(pg_catalog.*) 1000, 0)::pg_catalog.int4"
+"       COALESCE(pg_catalog.date_part('epoch', j.target_batch_time) OPERATOR(pg_catalog.*) 1000, 0)::pg_catalog.int4,"\
+"       j.key_opclasses, j.key_collations, j.key_descending, j.key_nulls_first"
 
 /* their positions, counted from the first */
 enum
@@ -64,19 +68,30 @@ enum
 	JCOL_ON_INSTANCE_COMPLETE,
 	JCOL_BATCH_PAUSE,
 	JCOL_MAX_ROWS_PER_SECOND,
-	JCOL_TARGET_BATCH_TIME
+	JCOL_TARGET_BATCH_TIME,
+	JCOL_KEY_OPCLASSES,
+	JCOL_KEY_COLLATIONS,
+	JCOL_KEY_DESCENDING,
+	JCOL_KEY_NULLS_FIRST
 };
 
 /*
  * Candidates go through the partial index on runnable tasks, so claims cost
- * the same however many finished tasks pile up.  Tasks marked running are
- * looked at without a row lock (their live workers checkpoint them);
- * only one whose task lock is free (its worker died) is locked and taken.
+ * the same however many finished tasks pile up; $1 is the owner whose
+ * tasks may be claimed (0: any).  Tasks marked running are looked at
+ * without a row lock (their live workers checkpoint them); only one that
+ * no worker holds (its worker died) is locked and taken.
  */
+#define OWNER_FILTER_SQL \
+"   AND ($1 OPERATOR(pg_catalog.=) 0::pg_catalog.oid OR EXISTS ("\
+"        SELECT FROM iterjob.job j WHERE j.id OPERATOR(pg_catalog.=) t.job_id"\
+"           AND j.owner OPERATOR(pg_catalog.=) $1))"
+
 static const char *const running_sql =
-"SELECT id FROM iterjob.task"
-" WHERE state OPERATOR(pg_catalog.=) 'running'"
-" ORDER BY id";
+"SELECT t.id FROM iterjob.task t"
+" WHERE t.state OPERATOR(pg_catalog.=) 'running'"
+OWNER_FILTER_SQL
+" ORDER BY t.id";
 
 static const char *const lock_orphan_sql =
 "SELECT id FROM iterjob.task"
@@ -84,10 +99,18 @@ static const char *const lock_orphan_sql =
 "   FOR UPDATE SKIP LOCKED";
 
 static const char *const queued_sql =
-"SELECT id FROM iterjob.task"
-" WHERE state OPERATOR(pg_catalog.=) 'queued'"
-" ORDER BY id"
-"   FOR UPDATE SKIP LOCKED";
+"SELECT t.id FROM iterjob.task t"
+" WHERE t.state OPERATOR(pg_catalog.=) 'queued'"
+OWNER_FILTER_SQL
+" ORDER BY t.id"
+"   FOR UPDATE OF t SKIP LOCKED";
+
+/* runnable tasks of other owners than $1 */
+static const char *const others_sql =
+"SELECT t.id, t.state OPERATOR(pg_catalog.=) 'queued' FROM iterjob.task t"
+"  JOIN iterjob.job j ON j.id OPERATOR(pg_catalog.=) t.job_id"
+" WHERE t.state OPERATOR(pg_catalog.=) ANY ('{queued,running}'::pg_catalog.text[])"
+"   AND j.owner OPERATOR(pg_catalog.<>) $1";
 
 /* the claimed task with its job */
 static const char *const task_sql =
@@ -171,6 +194,48 @@ read_keys(IterjobSpec *spec, HeapTuple tup, TupleDesc desc, int first)
 		spec->key_types[i] = DatumGetObjectId(types[i]);
 }
 
+/* An array column of the key's order, NULL for jobs enqueued before 0.4. */
+static void
+read_order_array(HeapTuple tup, TupleDesc desc, int col, Oid elemtype,
+				 int nkeys, Datum *out)
+{
+	bool		isnull;
+	Datum		d = column(tup, desc, col, &isnull);
+	Datum	   *elems;
+	int			n;
+
+	for (int i = 0; i < nkeys; i++)
+		out[i] = (Datum) 0;
+	if (isnull)
+		return;
+	deconstruct_array(DatumGetArrayTypeP(d), elemtype,
+					  elemtype == BOOLOID ? 1 : sizeof(Oid), true,
+					  elemtype == BOOLOID ? TYPALIGN_CHAR : TYPALIGN_INT,
+					  &elems, NULL, &n);
+	for (int i = 0; i < nkeys && i < n; i++)
+		out[i] = elems[i];
+}
+
+static void
+read_key_order(IterjobSpec *spec, HeapTuple tup, TupleDesc desc, int first)
+{
+	Datum		v[ITERJOB_MAX_KEYS];
+
+	read_order_array(tup, desc, first + JCOL_KEY_OPCLASSES, OIDOID, spec->nkeys, v);
+	for (int i = 0; i < spec->nkeys; i++)
+		spec->key_opclasses[i] = DatumGetObjectId(v[i]);
+	read_order_array(tup, desc, first + JCOL_KEY_COLLATIONS, OIDOID, spec->nkeys, v);
+	for (int i = 0; i < spec->nkeys; i++)
+		spec->key_collations[i] = DatumGetObjectId(v[i]);
+	read_order_array(tup, desc, first + JCOL_KEY_DESCENDING, BOOLOID, spec->nkeys, v);
+	for (int i = 0; i < spec->nkeys; i++)
+		spec->key_descending[i] = DatumGetBool(v[i]);
+	read_order_array(tup, desc, first + JCOL_KEY_NULLS_FIRST, BOOLOID, spec->nkeys, v);
+	for (int i = 0; i < spec->nkeys; i++)
+		spec->key_nulls_first[i] = DatumGetBool(v[i]);
+	iterjob_resolve_key_order(spec);
+}
+
 /*
  * Read JOB_COLUMNS_SQL, starting at column first, into spec, *owner and
  * *search_path, allocating in the current memory context.
@@ -205,28 +270,7 @@ read_job_columns(HeapTuple tup, TupleDesc desc, int first, IterjobSpec *spec,
 	spec->batch_pause_ms = int4_column(tup, desc, first + JCOL_BATCH_PAUSE);
 	spec->max_rows_per_second = int4_column(tup, desc, first + JCOL_MAX_ROWS_PER_SECOND);
 	spec->target_batch_ms = int4_column(tup, desc, first + JCOL_TARGET_BATCH_TIME);
-}
-
-/* The committed cursor, converted to Datums of the key types. */
-static void
-read_cursor(IterjobTask *task, HeapTuple tup, TupleDesc desc)
-{
-	IterjobKeyValue value;
-
-	iterjob_key_value_from_row(&task->spec, tup, desc, COL_CURSOR, &value, task->cxt);
-	task->has_cursor = value.present;
-	if (!value.present)
-		return;
-	for (int i = 0; i < task->spec.nkeys; i++)
-	{
-		Oid			input;
-		Oid			ioparam;
-		MemoryContext old = MemoryContextSwitchTo(task->cursor_cxt);
-
-		getTypeInputInfo(task->spec.key_types[i], &input, &ioparam);
-		task->cursor[i] = OidInputFunctionCall(input, value.text[i], ioparam, -1);
-		MemoryContextSwitchTo(old);
-	}
+	read_key_order(spec, tup, desc, first);
 }
 
 static IterjobTask *
@@ -249,7 +293,8 @@ task_from_row(HeapTuple tup, TupleDesc desc, MemoryContext parent)
 	iterjob_key_value_from_row(&task->spec, tup, desc, COL_RANGE_START, &task->range.lower, cxt);
 	iterjob_key_value_from_row(&task->spec, tup, desc, COL_RANGE_END, &task->range.upper, cxt);
 	task->range.empty = DatumGetBool(column(tup, desc, COL_RANGE_EMPTY, &isnull));
-	read_cursor(task, tup, desc);
+	iterjob_key_value_from_row(&task->spec, tup, desc, COL_CURSOR, &task->stored_cursor, cxt);
+	task->owner_is_superuser = superuser_arg(task->owner);
 	iterjob_throttle_init(&task->throttle, &task->spec);
 	MemoryContextSwitchTo(old);
 	return task;
@@ -281,45 +326,51 @@ iterjob_load_job(int64 job_id, IterjobSpec *spec, Oid *owner, char **search_path
 	return true;
 }
 
-/* An orphaned running task (its worker died), locked and task-locked, or 0. */
+/*
+ * An orphaned running task of owner (its worker died), locked and held,
+ * or 0.
+ */
 static int64
-claim_orphan(void)
+claim_orphan(Oid owner)
 {
-	Oid			type = INT8OID;
+	Oid			type = OIDOID;
+	Datum		arg = ObjectIdGetDatum(owner);
 	int64	   *ids;
 	uint64		n;
 
-	if (SPI_execute(running_sql, false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_with_args(running_sql, 1, &type, &arg, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not look for orphaned iterjob tasks");
 	n = SPI_processed;
 	ids = palloc(sizeof(int64) * (n + 1));
 	for (uint64 i = 0; i < n; i++)
 		ids[i] = int8_column(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
 
+	type = INT8OID;
 	for (uint64 i = 0; i < n; i++)
 	{
-		Datum		arg = Int64GetDatum(ids[i]);
-
 		CHECK_FOR_INTERRUPTS();
-		if (!iterjob_try_lock_task(ids[i]))
+		if (!iterjob_hold_task(ids[i]))
 			continue;			/* a live worker holds it */
+		arg = Int64GetDatum(ids[i]);
 		if (SPI_execute_with_args(lock_orphan_sql, 1, &type, &arg, NULL,
 								  false, 1) == SPI_OK_SELECT && SPI_processed == 1)
 			return ids[i];
-		iterjob_unlock_task(ids[i]);
+		iterjob_release_task();
 	}
 	return 0;
 }
 
 /*
- * The first queued task we can lock, task-locked, or 0.  Sets *busy when a
- * queued task's task lock was still held: its previous worker is leaving it
+ * The first queued task of owner we can lock, held, or 0.  Sets *busy
+ * when a queued task was still held: its previous worker is leaving it
  * (the task was paused and resumed, or failed and retried, meanwhile).
  */
 static int64
-claim_queued(bool *busy)
+claim_queued(Oid owner, bool *busy)
 {
-	Portal		portal = SPI_cursor_open_with_args(NULL, queued_sql, 0, NULL, NULL,
+	Oid			type = OIDOID;
+	Datum		arg = ObjectIdGetDatum(owner);
+	Portal		portal = SPI_cursor_open_with_args(NULL, queued_sql, 1, &type, &arg,
 												   NULL, false, 0);
 	int64		claimed = 0;
 
@@ -334,7 +385,7 @@ claim_queued(bool *busy)
 			int64		task_id = int8_column(SPI_tuptable->vals[i],
 											  SPI_tuptable->tupdesc, 1);
 
-			if (iterjob_try_lock_task(task_id))
+			if (iterjob_hold_task(task_id))
 			{
 				claimed = task_id;
 				break;
@@ -347,13 +398,15 @@ claim_queued(bool *busy)
 }
 
 /*
- * Claim a runnable task: first one whose worker died (so interrupted work
- * resumes first), else the oldest queued one.  Returns NULL if there is
- * none; *busy then says whether a queued task was only held back by its
- * previous worker, which is about to let it go.
+ * Claim a runnable task of owner (InvalidOid: of any owner): first one
+ * whose worker died (so interrupted work resumes first), else the oldest
+ * queued one.  Returns NULL if there is none; *busy then says whether a
+ * queued task was only held back by its previous worker, which is about to
+ * let it go.  The task is held from here on: until iterjob_release_task(),
+ * or the end of the process.
  */
 IterjobTask *
-iterjob_claim_task(MemoryContext parent, bool *busy)
+iterjob_claim_task(MemoryContext parent, Oid owner, bool *busy)
 {
 	IterjobTask *task;
 	int64		claimed;
@@ -361,9 +414,9 @@ iterjob_claim_task(MemoryContext parent, bool *busy)
 	Oid			argtypes[2] = {INT8OID, INT4OID};
 
 	*busy = false;
-	claimed = claim_orphan();
+	claimed = claim_orphan(owner);
 	if (claimed == 0)
-		claimed = claim_queued(busy);
+		claimed = claim_queued(owner, busy);
 	if (claimed == 0)
 		return NULL;
 
@@ -389,124 +442,28 @@ iterjob_claim_task(MemoryContext parent, bool *busy)
 	return task;
 }
 
-static const char *const finish_task_sql =
-"UPDATE iterjob.task"
-"   SET state = $2, last_error = COALESCE($3, last_error),"
-"       worker_pid = NULL, held_reason = NULL, finished_at = pg_catalog.now(),"
-"       updated_at = pg_catalog.now()"
-" WHERE id OPERATOR(pg_catalog.=) $1"
-"   AND state OPERATOR(pg_catalog.=) ANY ('{running,paused}'::pg_catalog.text[])";
-
-/* Also locks the job row: concurrent finishers of one job serialize here. */
-static const char *const lock_job_sql =
-"UPDATE iterjob.job SET last_error = COALESCE($2, last_error)"
-" WHERE id OPERATOR(pg_catalog.=) $1";
-
 /*
- * A job ends when none of its tasks is queued, running or paused: cancelled
- * if one was cancelled, else failed if one failed, else succeeded.
+ * Are tasks of owners other than owner waiting for a worker: queued, or
+ * running with no worker holding them?
  */
-static const char *const end_job_sql =
-"UPDATE iterjob.job j"
-"   SET state = CASE WHEN s.cancelled OPERATOR(pg_catalog.>) 0 THEN 'cancelled'"
-"                    WHEN s.failed OPERATOR(pg_catalog.>) 0 THEN 'failed'"
-"                    ELSE 'succeeded' END,"
-"       finished_at = pg_catalog.now()"
-"  FROM (SELECT pg_catalog.count(*) FILTER (WHERE state OPERATOR(pg_catalog.=)"
-"                 ANY ('{queued,running,paused}'::pg_catalog.text[])) AS open,"
-"               pg_catalog.count(*) FILTER (WHERE state OPERATOR(pg_catalog.=) 'failed') AS failed,"
-"               pg_catalog.count(*) FILTER (WHERE state OPERATOR(pg_catalog.=) 'cancelled') AS cancelled,"
-"               pg_catalog.sum(rows_done) AS rows_done,"
-"               pg_catalog.sum(batches_done) AS batches_done"
-"          FROM iterjob.task WHERE job_id OPERATOR(pg_catalog.=) $1) s"
-" WHERE j.id OPERATOR(pg_catalog.=) $1 AND s.open OPERATOR(pg_catalog.=) 0"
-"   AND j.state OPERATOR(pg_catalog.<>) ALL ('{succeeded,failed,cancelled}'::pg_catalog.text[])"
-" RETURNING j.state, s.rows_done, s.batches_done,"
-"           pg_catalog.round(pg_catalog.date_part('epoch',"
-"               pg_catalog.now() OPERATOR(pg_catalog.-) j.started_at)::pg_catalog.numeric, 3),"
-"           j.on_complete, j.owner, j.search_path,"
-"           (pg_catalog.date_part('epoch', j.lock_timeout) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int4";
-
-/*
- * Run a job's on_complete statement as its owner, in the transaction that
- * ends the job.
- */
-static void
-run_on_complete(int64 job_id, const char *sql, Oid owner,
-				const char *search_path, int lock_timeout_ms)
+bool
+iterjob_runnable_for_others(Oid owner)
 {
-	IterjobSavedUser saved;
-	int			nest;
+	Oid			type = OIDOID;
+	Datum		arg = ObjectIdGetDatum(owner);
 
-	iterjob_check_owner(owner, job_id);
-	nest = iterjob_begin_owner_section(owner, search_path, lock_timeout_ms,
-									   false, &saved);
-	if (SPI_execute(sql, false, 0) < 0)
-		elog(ERROR, "on_complete of iterjob job " INT64_FORMAT " failed", job_id);
-	iterjob_end_owner_section(nest, &saved);
-}
-
-/*
- * End the job if it has no open task left (called with its row locked).
- * Logs the outcome.
- */
-void
-iterjob_settle_job(int64 job_id)
-{
-	Oid			type = INT8OID;
-	Datum		arg = Int64GetDatum(job_id);
-
-	if (SPI_execute_with_args(end_job_sql, 1, &type, &arg, NULL,
-							  false, 0) != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "could not end iterjob job " INT64_FORMAT, job_id);
-	if (SPI_processed == 1)
+	if (SPI_execute_with_args(others_sql, 1, &type, &arg, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not look for runnable iterjob tasks");
+	for (uint64 i = 0; i < SPI_processed; i++)
 	{
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		HeapTuple	tup = SPI_tuptable->vals[0];
-		char	   *state = SPI_getvalue(tup, desc, 1);
-		char	   *seconds = SPI_getvalue(tup, desc, 4);
-		char	   *on_complete = SPI_getvalue(tup, desc, 5);
 		bool		isnull;
+		bool		queued = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i],
+														SPI_tuptable->tupdesc, 2, &isnull));
 
-		ereport(LOG,
-				(errmsg("iterjob: job " INT64_FORMAT " %s: %s rows in %s batches, %s s",
-						job_id, state, SPI_getvalue(tup, desc, 2),
-						SPI_getvalue(tup, desc, 3), seconds ? seconds : "0")));
-		if (on_complete != NULL && strcmp(state, "succeeded") == 0)
-			run_on_complete(job_id, on_complete,
-							DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull)),
-							SPI_getvalue(tup, desc, 7),
-							DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull)));
-		iterjob_notify_waiters_at_commit();
+		if (queued || !iterjob_task_is_held(MyDatabaseId,
+											int8_column(SPI_tuptable->vals[i],
+														SPI_tuptable->tupdesc, 1)))
+			return true;
 	}
-}
-
-/*
- * Record that a task ended in state ("succeeded" or "failed", with error),
- * and end its job if it was the last open task.  Runs in the transaction of
- * the task's final checkpoint, so both commit together, durably.  A task
- * that was cancelled meanwhile stays cancelled.
- */
-void
-iterjob_finish_task(IterjobTask *task, const char *state, const char *error)
-{
-	Oid			types[3] = {INT8OID, TEXTOID, TEXTOID};
-	Datum		args[3];
-	char		nulls[3] = {' ', ' ', error ? ' ' : 'n'};
-
-	iterjob_commit_durably();
-	args[0] = Int64GetDatum(task->task_id);
-	args[1] = CStringGetTextDatum(state);
-	args[2] = error ? CStringGetTextDatum(error) : (Datum) 0;
-	if (SPI_execute_with_args(finish_task_sql, 3, types, args, nulls,
-							  false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not end iterjob task " INT64_FORMAT, task->task_id);
-
-	args[0] = Int64GetDatum(task->job_id);
-	args[1] = args[2];
-	nulls[1] = nulls[2];
-	if (SPI_execute_with_args(lock_job_sql, 2, types, args, nulls,
-							  false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not lock iterjob job " INT64_FORMAT, task->job_id);
-	iterjob_settle_job(task->job_id);
+	return false;
 }

@@ -14,6 +14,7 @@
 #include "access/table.h"
 #include "catalog/index.h"
 #include "catalog/pg_am.h"
+#include "commands/defrem.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
@@ -83,16 +84,63 @@ relation_am(Oid relid)
 }
 
 /*
- * Is there a valid, non-partial btree index whose key columns are exactly
- * attnums, in order, and which enforces uniqueness?
+ * Record the order of index indexoid's key columns in spec: operator
+ * classes, collations and directions.  Walked forwards, or backwards when
+ * every column is DESC (so a DESC index on one column is walked in
+ * ascending key order).
+ */
+static void
+record_index_order(Relation rel, HeapTuple tup, IterjobSpec *spec)
+{
+	Form_pg_index idx = (Form_pg_index) GETSTRUCT(tup);
+	bool		isnull;
+	oidvector  *classes;
+	oidvector  *collations;
+	int2vector *options;
+	bool		all_desc = true;
+
+	classes = (oidvector *) DatumGetPointer(SysCacheGetAttr(INDEXRELID, tup,
+															Anum_pg_index_indclass, &isnull));
+	collations = (oidvector *) DatumGetPointer(SysCacheGetAttr(INDEXRELID, tup,
+															   Anum_pg_index_indcollation, &isnull));
+	options = (int2vector *) DatumGetPointer(SysCacheGetAttr(INDEXRELID, tup,
+															 Anum_pg_index_indoption, &isnull));
+	for (int i = 0; i < spec->nkeys; i++)
+		if ((options->values[i] & INDOPTION_DESC) == 0)
+			all_desc = false;
+	spec->key_natural_order = true;
+	for (int i = 0; i < spec->nkeys; i++)
+	{
+		bool		desc = (options->values[i] & INDOPTION_DESC) != 0;
+		bool		nulls_first = (options->values[i] & INDOPTION_NULLS_FIRST) != 0;
+
+		spec->key_opclasses[i] = classes->values[i];
+		spec->key_collations[i] = collations->values[i];
+		spec->key_descending[i] = all_desc ? false : desc;
+		spec->key_nulls_first[i] = all_desc ? !nulls_first : nulls_first;
+		if (classes->values[i] != GetDefaultOpClass(spec->key_types[i], BTREE_AM_OID) ||
+			desc != all_desc ||
+			collations->values[i] !=
+			TupleDescAttr(RelationGetDescr(rel), idx->indkey.values[i] - 1)->attcollation)
+			spec->key_natural_order = false;
+	}
+}
+
+/*
+ * Find a valid, non-partial btree index on plain columns whose key columns
+ * are exactly the key's, in order, and which enforces uniqueness (the
+ * primary key first), and record its order in spec.  False if none.
  */
 static bool
-has_unique_index_on(Relation rel, const AttrNumber *attnums, int nkeys)
+find_unique_index(Relation rel, const AttrNumber *attnums, IterjobSpec *spec)
 {
 	List	   *indexes = RelationGetIndexList(rel);
+	Oid			pkoid = RelationGetPrimaryKeyIndex(rel);
 	ListCell   *lc;
 	bool		found = false;
 
+	if (OidIsValid(pkoid))
+		indexes = lcons_oid(pkoid, indexes);
 	foreach(lc, indexes)
 	{
 		HeapTuple	tup = SearchSysCache1(INDEXRELID,
@@ -102,15 +150,17 @@ has_unique_index_on(Relation rel, const AttrNumber *attnums, int nkeys)
 		if (!HeapTupleIsValid(tup))
 			continue;
 		idx = (Form_pg_index) GETSTRUCT(tup);
-		if (idx->indisunique && idx->indisvalid && idx->indnkeyatts == nkeys &&
+		if (idx->indisunique && idx->indisvalid && idx->indnkeyatts == spec->nkeys &&
 			heap_attisnull(tup, Anum_pg_index_indpred, NULL) &&
 			heap_attisnull(tup, Anum_pg_index_indexprs, NULL) &&
 			relation_am(idx->indexrelid) == BTREE_AM_OID)
 		{
 			found = true;
-			for (int i = 0; i < nkeys; i++)
+			for (int i = 0; i < spec->nkeys; i++)
 				if (idx->indkey.values[i] != attnums[i])
 					found = false;
+			if (found)
+				record_index_order(rel, tup, spec);
 		}
 		ReleaseSysCache(tup);
 		if (found)
@@ -118,6 +168,16 @@ has_unique_index_on(Relation rel, const AttrNumber *attnums, int nkeys)
 	}
 	list_free(indexes);
 	return found;
+}
+
+/* A query's key: the types' default order, under the output columns' collations. */
+static void
+record_default_order(IterjobSpec *spec, int i, Oid collation)
+{
+	spec->key_opclasses[i] = GetDefaultOpClass(spec->key_types[i], BTREE_AM_OID);
+	spec->key_collations[i] = collation;
+	spec->key_descending[i] = false;
+	spec->key_nulls_first[i] = false;
 }
 
 /* The relation's primary key columns, in index order. */
@@ -227,12 +287,14 @@ iterjob_resolve_key(const char *key, IterjobSpec *spec)
 		add_key_column(spec, column, get_atttype(spec->relid, attnum));
 	}
 
-	if (!has_unique_index_on(rel, attnums, spec->nkeys))
+	if (!find_unique_index(rel, attnums, spec))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("key (%s) of relation \"%s\" is not covered by a unique index",
 						iterjob_key_list(spec, "", false), RelationGetRelationName(rel)),
-				 errdetail("Keyset iteration needs a valid, non-partial unique btree index on exactly the key columns, in key order.")));
+				 errdetail("Keyset iteration needs a valid, non-partial unique btree index on exactly the key columns, in key order."),
+				 errhint("Create one (CREATE UNIQUE INDEX ... ON %s (%s)), or name the columns of such an index with the \"key\" parameter.",
+						 RelationGetRelationName(rel), iterjob_key_list(spec, "", false))));
 
 	table_close(rel, AccessShareLock);
 }
@@ -299,6 +361,8 @@ iterjob_check_query(IterjobSpec *spec, const char *key)
 			MemoryContext old = MemoryContextSwitchTo(cxt);
 
 			add_key_column(spec, column, TupleDescAttr(desc, found)->atttypid);
+			record_default_order(spec, spec->nkeys - 1,
+								 TupleDescAttr(desc, found)->attcollation);
 			MemoryContextSwitchTo(old);
 		}
 	}

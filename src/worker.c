@@ -4,6 +4,14 @@
  *	  An iteration worker: connected to one database, it claims runnable
  *	  tasks one after another and runs them, and exits when none is left.
  *
+ *	  A worker serves one owner.  Its first claim takes the oldest runnable
+ *	  task of any owner and binds the process to that task's owner
+ *	  (run_as.c); from then on it claims only that owner's tasks, so no
+ *	  session state one owner's SQL leaves in the process (advisory locks,
+ *	  dblink connections, prepared statements, settings) reaches another
+ *	  owner's job.  When it runs out of its owner's tasks while another
+ *	  owner's wait, it asks the launcher for a worker for them and leaves.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -16,6 +24,7 @@
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
+#include "storage/lock.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -33,29 +42,6 @@
 #define BUSY_WAIT_MS		10
 #define BUSY_MAX_WAITS		500
 
-IterjobWorkerSlot *iterjob_my_slot = NULL;
-
-static void
-set_slot_task(IterjobTask *task)
-{
-	SpinLockAcquire(&iterjob_shared->mutex);
-	iterjob_my_slot->job_id = task ? task->job_id : 0;
-	iterjob_my_slot->instance = task ? task->instance : 0;
-	iterjob_my_slot->batches = task ? task->batches_done : 0;
-	iterjob_my_slot->since = task ? GetCurrentTimestamp() : 0;
-	SpinLockRelease(&iterjob_shared->mutex);
-}
-
-void
-iterjob_set_phase(const char *phase)
-{
-	if (iterjob_my_slot == NULL)
-		return;
-	SpinLockAcquire(&iterjob_shared->mutex);
-	strlcpy(iterjob_my_slot->phase, phase, sizeof(iterjob_my_slot->phase));
-	SpinLockRelease(&iterjob_shared->mutex);
-}
-
 /*
  * Is the extension installed here, at the version this library works
  * with?  After a package upgrade, ALTER EXTENSION iterjob UPDATE brings it
@@ -66,7 +52,7 @@ extension_usable(void)
 {
 	char	   *version;
 
-	if (!iterjob_lock_extension())
+	if (!iterjob_worker_adopt_extension())
 		return false;
 	version = iterjob_installed_version();
 	if (version == NULL)
@@ -103,22 +89,22 @@ purge_old_jobs(void)
 }
 
 /*
- * Claim the next runnable task in its own transaction.  Returns NULL when
- * there is none (purging old jobs then, unless *busy says a queued task was
- * held back by its previous worker), or when the extension is not usable
- * in this database.
+ * Claim the next runnable task of the worker's owner (of any owner before
+ * its first claim) in its own transaction.  Returns NULL when there is
+ * none (purging old jobs then, unless *busy says a queued task was held
+ * back by its previous worker), or when the extension is not usable in
+ * this database.  *others says whether other owners' tasks wait.
  */
 static IterjobTask *
-claim_next_task(MemoryContext cxt, bool *busy)
+claim_next_task(MemoryContext cxt, Oid owner, bool *busy, bool *others)
 {
 	IterjobTask *task = NULL;
+	IterjobSavedUser saved;
+	int			nest;
 
 	*busy = false;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	PushActiveSnapshot(GetTransactionSnapshot());
+	*others = false;
+	iterjob_worker_begin(true);
 	pgstat_report_activity(STATE_RUNNING, "iterjob: claiming a task");
 	iterjob_set_phase("claiming");
 
@@ -129,29 +115,20 @@ claim_next_task(MemoryContext cxt, bool *busy)
 	(void) set_config_option("synchronous_commit", "off", PGC_USERSET,
 							 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
 
+	nest = iterjob_begin_internal(&saved);
 	if (extension_usable())
 	{
-		task = iterjob_claim_task(cxt, busy);
+		task = iterjob_claim_task(cxt, owner, busy);
+		if (task == NULL && OidIsValid(owner))
+			*others = iterjob_runnable_for_others(owner);
 		if (task == NULL && !*busy)
 			purge_old_jobs();
 	}
+	iterjob_end_internal(nest, &saved);
 
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	iterjob_worker_commit(true);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	return task;
-}
-
-/* before_shmem_exit: tell the launcher this slot's process has ended */
-static void
-worker_exited(int code, Datum arg)
-{
-	SpinLockAcquire(&iterjob_shared->mutex);
-	iterjob_my_slot->exited = true;
-	iterjob_my_slot->latch = NULL;
-	SpinLockRelease(&iterjob_shared->mutex);
-	iterjob_wake_launcher();
 }
 
 void
@@ -159,8 +136,10 @@ iterjob_worker_main(Datum main_arg)
 {
 	int			slotno = DatumGetInt32(main_arg);
 	Oid			dboid;
+	Oid			owner = InvalidOid;
 	MemoryContext cxt;
 	bool		busy;
+	bool		others = false;
 	int			busy_waits = 0;
 
 	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
@@ -168,12 +147,7 @@ iterjob_worker_main(Datum main_arg)
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 
-	iterjob_my_slot = &iterjob_shared->workers[slotno];
-	SpinLockAcquire(&iterjob_shared->mutex);
-	iterjob_my_slot->pid = MyProcPid;
-	iterjob_my_slot->latch = MyLatch;
-	SpinLockRelease(&iterjob_shared->mutex);
-	before_shmem_exit(worker_exited, (Datum) 0);
+	iterjob_slot_attach(slotno);
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("iterjob worker");
@@ -181,11 +155,13 @@ iterjob_worker_main(Datum main_arg)
 	/*
 	 * iterjob's own queries run with a search_path that user objects cannot
 	 * hijack; user SQL gets its owner's search_path per batch.  Parallel
-	 * query and JIT buy nothing for small batches and cost per batch.
+	 * query and JIT buy nothing for small batches and cost per batch.  Float
+	 * keys print exactly in cursors, whatever the server's setting.
 	 */
 	SetConfigOption("search_path", "pg_catalog", PGC_USERSET, PGC_S_SESSION);
 	SetConfigOption("max_parallel_workers_per_gather", "0", PGC_USERSET, PGC_S_SESSION);
 	SetConfigOption("jit", "off", PGC_USERSET, PGC_S_SESSION);
+	SetConfigOption("extra_float_digits", "3", PGC_USERSET, PGC_S_SESSION);
 
 	cxt = AllocSetContextCreate(TopMemoryContext, "iterjob worker",
 								ALLOCSET_DEFAULT_SIZES);
@@ -200,7 +176,7 @@ iterjob_worker_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		task = claim_next_task(cxt, &busy);
+		task = claim_next_task(cxt, owner, &busy, &others);
 		if (task == NULL && busy && busy_waits++ < BUSY_MAX_WAITS)
 		{
 			/* its previous worker lets go of that task in a moment */
@@ -213,27 +189,33 @@ iterjob_worker_main(Datum main_arg)
 			break;
 		busy_waits = 0;
 
+		if (!OidIsValid(owner))
+		{
+			/* this process is the owner's from now on */
+			owner = task->owner;
+			iterjob_bind_to_owner(owner, task->owner_is_superuser);
+			iterjob_slot_set_owner(owner);
+		}
+
 		/* there may be more runnable tasks: let the launcher add a worker */
 		iterjob_mark_database_pending(MyDatabaseId);
 		iterjob_wake_launcher();
 
-		set_slot_task(task);
+		iterjob_slot_set_task(task->job_id, task->instance, task->batches_done);
 		iterjob_run_task(task);
-		iterjob_unlock_task(task->task_id);
-		set_slot_task(NULL);
+		iterjob_release_task();
+		/* what the owner's SQL locked for the session ends with the task */
+		LockReleaseSession(USER_LOCKMETHOD);
+		iterjob_slot_set_task(0, 0, 0);
 		iterjob_set_phase("idle");
 		MemoryContextDelete(task->cxt);
 	}
 
+	/* another owner's tasks wait: a new worker will take them */
+	if (others)
+	{
+		iterjob_mark_database_pending(MyDatabaseId);
+		iterjob_wake_launcher();
+	}
 	iterjob_worker_exit_clean();
-}
-
-/* Leave without asking the launcher to retry this database. */
-void
-iterjob_worker_exit_clean(void)
-{
-	SpinLockAcquire(&iterjob_shared->mutex);
-	iterjob_my_slot->clean_exit = true;
-	SpinLockRelease(&iterjob_shared->mutex);
-	proc_exit(0);
 }

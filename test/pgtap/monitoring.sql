@@ -253,9 +253,9 @@ SELECT is((SELECT array_agg(instance ORDER BY instance) FROM pv), ARRAY[0, 1, 2]
 
 SELECT is((SELECT count(*) FROM pv
             WHERE keyset_query ~ format('abs\(id OPERATOR\(pg_catalog\.%%\) 3(::bigint)?\) OPERATOR\(pg_catalog\.=\) %s(::bigint)?( |$)', instance)
-              AND keyset_query ~ 'ORDER BY id LIMIT 700\s*$'),
+              AND keyset_query ~ 'ORDER BY \(id\) USING OPERATOR\(pg_catalog\.<\) NULLS LAST LIMIT 700\s*$'),
           3::bigint,
-          'preview(): each keyset query has its instance''s modulo predicate and ORDER BY id LIMIT batch_size');
+          'preview(): each keyset query has its instance''s modulo predicate and ORDER BY the key''s < LIMIT batch_size');
 
 SELECT is((SELECT count(*) FROM pv WHERE action = 'UPDATE est_items SET v = v WHERE id = ANY($1)'),
           3::bigint, 'preview(): the action of each instance');
@@ -274,7 +274,7 @@ SELECT ok((SELECT keyset_query !~ 'OPERATOR\(pg_catalog\.>=\)' AND keyset_query 
           AND (SELECT keyset_query ~ '\(id\) OPERATOR\(pg_catalog\.>=\) ' AND keyset_query ~ '\(id\) OPERATOR\(pg_catalog\.<\) '
                       AND keyset_query !~ 'abs\('
                  FROM pv_range WHERE instance = 1)
-          AND (SELECT keyset_query ~ '\(id\) OPERATOR\(pg_catalog\.>=\) ' AND keyset_query !~ 'OPERATOR\(pg_catalog\.<\) '
+          AND (SELECT keyset_query ~ '\(id\) OPERATOR\(pg_catalog\.>=\) ' AND keyset_query !~ '\(id\) OPERATOR\(pg_catalog\.<\) '
                  FROM pv_range WHERE instance = 2),
           'preview() of a range-partitioned job: each keyset query bounds its instance''s key range');
 

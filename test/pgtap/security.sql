@@ -317,8 +317,8 @@ SELECT is((SELECT string_agg(DISTINCT who, ',') || ' x' || count(*) FROM sec_aud
           'sec_alice x10',
           'every batch of alice''s job ran with current_user = sec_alice');
 SELECT is((SELECT string_agg(DISTINCT sess, ',') FROM sec_audit),
-          (SELECT rolname::text FROM pg_roles WHERE oid = 10),
-          'session_user in the worker is the bootstrap superuser (only current_user is switched)');
+          'sec_alice',
+          'session_user in the worker is the owner too: the process is alice''s');
 SELECT is((SELECT owner FROM iterjob.job_progress WHERE job_id = :audit_job), 'sec_alice',
           'job_progress names alice as the owner');
 

@@ -1,4 +1,4 @@
-/* iterjob--0.3.sql: jobs, their instances (tasks), the functions and views.
+/* iterjob--0.4.sql: jobs, their instances (tasks), the functions and views.
  * Must define exactly what iterjob--0.1.sql followed by the upgrade scripts does
  * (the upgrade test compares the two). */
 
@@ -36,6 +36,13 @@ CREATE TABLE iterjob.job (
     batch_pause interval NOT NULL DEFAULT '0',
     max_rows_per_second integer CHECK (max_rows_per_second > 0),
     target_batch_time interval,
+    -- the key's order: per column, the btree operator class and collation of
+    -- the unique index iterated (the type's default class for a query), and
+    -- whether it is walked descending and where that index order puts NULLs
+    key_opclasses oid[],
+    key_collations oid[],
+    key_descending boolean[],
+    key_nulls_first boolean[],
     CHECK ((relation IS NULL) <> (query IS NULL))
 );
 
@@ -92,8 +99,8 @@ CREATE INDEX job_finished_idx ON iterjob.job (finished_at)
 REVOKE ALL ON iterjob.job, iterjob.task, iterjob.error_log FROM PUBLIC;
 
 CREATE FUNCTION iterjob.enqueue(
-    relation   regclass,
-    action     text,
+    relation   regclass DEFAULT NULL,
+    action     text DEFAULT NULL,
     instances  integer DEFAULT 1,
     batch_size integer DEFAULT 1000,
     key        text DEFAULT NULL,
@@ -365,8 +372,8 @@ COMMENT ON FUNCTION iterjob.wait(bigint, interval, boolean)
     IS 'wait until the job is succeeded, failed or cancelled (or timeout passes) and return its state; progress => true prints a NOTICE every few seconds';
 
 CREATE FUNCTION iterjob.preview(
-    relation   regclass,
-    action     text,
+    relation   regclass DEFAULT NULL,
+    action     text DEFAULT NULL,
     instances  integer DEFAULT 1,
     batch_size integer DEFAULT 1000,
     key        text DEFAULT NULL,
@@ -384,12 +391,13 @@ CREATE FUNCTION iterjob.preview(
     max_rows_per_second integer DEFAULT NULL,
     target_batch_time interval DEFAULT NULL)
 RETURNS TABLE (instance integer, keyset_query text, action text, plan text,
-               estimated_rows bigint, estimated_batches bigint)
+               estimated_rows bigint, estimated_batches bigint,
+               next_keyset_query text, next_plan text)
 LANGUAGE C VOLATILE
 AS 'MODULE_PATHNAME', 'iterjob_preview';
 
 COMMENT ON FUNCTION iterjob.preview(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval)
-    IS 'check a job as enqueue would and show, per instance, its first keyset query, plan and estimates; creates nothing';
+    IS 'check a job as enqueue would and show, per instance, its first and next keyset queries, their plans and estimates; creates nothing';
 
 CREATE FUNCTION iterjob.recount(job_id bigint)
 RETURNS bigint

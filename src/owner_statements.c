@@ -1,0 +1,246 @@
+/*-------------------------------------------------------------------------
+ *
+ * owner_statements.c
+ *	  The SQL a task runs on its owner's behalf: the keyset queries, the
+ *	  action, the instance's hook, and the conversions of its keys (the
+ *	  cursor read back through the key types' input functions, a batch's
+ *	  last key turned into jsonb for the checkpoint).
+ *
+ *	  All of it runs in owner sections (run_as.c): as the owner, as a
+ *	  security-restricted operation, under the search_path captured at
+ *	  enqueue.  Whatever the owner defined that these reach (type I/O,
+ *	  casts to json, domain checks, operators and operator classes,
+ *	  triggers, functions in the filter or action) runs with the owner's
+ *	  rights and no more.  Plans are prepared once per task and kept until
+ *	  the worker leaves it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "lib/stringinfo.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+#include "iterjob.h"
+#include "task.h"
+
+static int
+begin_owner(IterjobTask *task, bool keyset_planner, IterjobSavedUser *saved)
+{
+	return iterjob_begin_owner_section(task->owner, task->search_path,
+									   task->spec.lock_timeout_ms,
+									   keyset_planner, saved);
+}
+
+static SPIPlanPtr
+prepare(const char *sql, int nargs, Oid *argtypes, int cursor_options)
+{
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes, cursor_options);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	return plan;
+}
+
+/* SELECT to_jsonb($1), or jsonb_build_array($1, $2): a key's stored form */
+static char *
+encode_sql(const IterjobSpec *spec)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	if (spec->nkeys == 1)
+		appendStringInfoString(&buf, "SELECT pg_catalog.to_jsonb($1)");
+	else
+	{
+		appendStringInfoString(&buf, "SELECT pg_catalog.jsonb_build_array(");
+		for (int i = 0; i < spec->nkeys; i++)
+			appendStringInfo(&buf, "%s$%d", i > 0 ? ", " : "", i + 1);
+		appendStringInfoChar(&buf, ')');
+	}
+	return buf.data;
+}
+
+/*
+ * The committed cursor, from its stored text into values of the key types:
+ * their input functions (and a domain's checks) run as the owner.
+ */
+static void
+decode_cursor(IterjobTask *task)
+{
+	IterjobSavedUser saved;
+	int			nest;
+
+	task->has_cursor = task->stored_cursor.present;
+	if (!task->has_cursor)
+		return;
+	nest = begin_owner(task, false, &saved);
+	for (int i = 0; i < task->spec.nkeys; i++)
+	{
+		Oid			input;
+		Oid			ioparam;
+		MemoryContext old = MemoryContextSwitchTo(task->cursor_cxt);
+
+		getTypeInputInfo(task->spec.key_types[i], &input, &ioparam);
+		task->cursor[i] = OidInputFunctionCall(input, task->stored_cursor.text[i],
+											   ioparam, -1);
+		MemoryContextSwitchTo(old);
+	}
+	iterjob_end_owner_section(nest, &saved);
+	task->stored_cursor.present = false;
+}
+
+/*
+ * Prepare the task's statements (in its first batch's transaction) and
+ * read its cursor.  Plans are kept only once all are prepared, so a
+ * statement that fails to prepare leaves none behind.
+ */
+void
+iterjob_prepare_owner_plans(IterjobTask *task, IterjobTaskPlans *plans)
+{
+	IterjobSpec *spec = &task->spec;
+	IterjobSavedUser saved;
+	Oid			arraytypes[ITERJOB_MAX_KEYS];
+	Oid			next_types[ITERJOB_MAX_KEYS + 1];
+	SPIPlanPtr	first;
+	SPIPlanPtr	next;
+	SPIPlanPtr	action;
+	SPIPlanPtr	encode;
+	int			nest;
+
+	for (int i = 0; i < spec->nkeys; i++)
+	{
+		get_typlenbyvalalign(spec->key_types[i], &plans->keylen[i],
+							 &plans->keybyval[i], &plans->keyalign[i]);
+		arraytypes[i] = iterjob_key_array_type(spec->key_types[i]);
+		next_types[i] = spec->key_types[i];
+	}
+	next_types[spec->nkeys] = INT4OID;	/* the batch size */
+
+	decode_cursor(task);
+
+	nest = begin_owner(task, true, &saved);
+	first = prepare(iterjob_keyset_query(spec, task->instance, &task->range, false, true),
+					1, next_types + spec->nkeys, CURSOR_OPT_GENERIC_PLAN);
+	next = prepare(iterjob_keyset_query(spec, task->instance, &task->range, true, true),
+				   spec->nkeys + 1, next_types, CURSOR_OPT_GENERIC_PLAN);
+	iterjob_end_owner_section(nest, &saved);
+
+	nest = begin_owner(task, false, &saved);
+	action = prepare(spec->action, spec->nkeys, arraytypes, 0);
+	encode = prepare(encode_sql(spec), spec->nkeys, next_types, 0);
+	iterjob_end_owner_section(nest, &saved);
+
+	plans->checkpoint = iterjob_prepare_checkpoint();
+	if (SPI_keepplan(first) != 0 || SPI_keepplan(next) != 0 ||
+		SPI_keepplan(action) != 0 || SPI_keepplan(encode) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	plans->first = first;
+	plans->next = next;
+	plans->action = action;
+	plans->encode = encode;
+	plans->pending_cxt = AllocSetContextCreate(task->cxt, "iterjob pending cursor",
+											   ALLOCSET_SMALL_SIZES);
+	plans->ready = true;
+}
+
+void
+iterjob_free_plans(IterjobTaskPlans *plans)
+{
+	SPIPlanPtr *all[] = {&plans->first, &plans->next, &plans->action,
+	&plans->encode, &plans->checkpoint};
+
+	for (int i = 0; i < (int) lengthof(all); i++)
+		if (*all[i] != NULL)
+			SPI_freeplan(*all[i]);
+	memset(plans, 0, sizeof(*plans));
+}
+
+/*
+ * The instance's next limit keys, after the key in after[] (NULL: from
+ * the start), in SPI_tuptable.  Returns how many.
+ */
+uint64
+iterjob_fetch_keys(IterjobTask *task, IterjobTaskPlans *plans, const Datum *after,
+				   int32 limit)
+{
+	Datum		args[ITERJOB_MAX_KEYS + 1];
+	IterjobSavedUser saved;
+	int			nkeys = task->spec.nkeys;
+	int			nest;
+	int			ret;
+
+	if (after != NULL)
+		for (int k = 0; k < nkeys; k++)
+			args[k] = after[k];
+	args[nkeys] = Int32GetDatum(limit);
+	nest = begin_owner(task, true, &saved);
+	if (after != NULL)
+		ret = SPI_execute_plan(plans->next, args, NULL, false, limit);
+	else
+		ret = SPI_execute_plan(plans->first, args + nkeys, NULL, false, limit);
+	iterjob_end_owner_section(nest, &saved);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "keyset query failed: %s", SPI_result_code_string(ret));
+	return SPI_processed;
+}
+
+/* The action, on one array of the batch's keys per key column. */
+void
+iterjob_run_action(IterjobTask *task, IterjobTaskPlans *plans, Datum *arrays)
+{
+	IterjobSavedUser saved;
+	int			nest = begin_owner(task, false, &saved);
+	int			ret = SPI_execute_plan(plans->action, arrays, NULL, false, 0);
+
+	iterjob_end_owner_section(nest, &saved);
+	if (ret < 0)
+		elog(ERROR, "action failed: %s", SPI_result_code_string(ret));
+}
+
+/*
+ * A key's jsonb form (to_jsonb(), which may use a cast of the key type to
+ * json), computed as the owner; it lives until SPI_finish().
+ */
+Datum
+iterjob_encode_key(IterjobTask *task, IterjobTaskPlans *plans, Datum *key)
+{
+	IterjobSavedUser saved;
+	int			nest = begin_owner(task, false, &saved);
+	int			ret = SPI_execute_plan(plans->encode, key, NULL, false, 1);
+	bool		isnull = true;
+	Datum		json = (Datum) 0;
+
+	if (ret == SPI_OK_SELECT && SPI_processed == 1)
+		json = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	iterjob_end_owner_section(nest, &saved);
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("the jsonb form of a key of iterjob job " INT64_FORMAT " is null",
+						task->job_id),
+				 errdetail("A cast of the key type to json or jsonb returned NULL.")));
+	return datumCopy(json, false, -1);
+}
+
+/* on_instance_complete, with $1 = the instance. */
+void
+iterjob_run_instance_hook(IterjobTask *task)
+{
+	IterjobSavedUser saved;
+	Oid			type = INT4OID;
+	Datum		arg = Int32GetDatum(task->instance);
+	int			nest;
+
+	if (task->spec.on_instance_complete == NULL)
+		return;
+	nest = begin_owner(task, false, &saved);
+	if (SPI_execute_with_args(task->spec.on_instance_complete, 1, &type,
+							  &arg, NULL, false, 0) < 0)
+		elog(ERROR, "on_instance_complete failed");
+	iterjob_end_owner_section(nest, &saved);
+}

@@ -1,0 +1,373 @@
+/*-------------------------------------------------------------------------
+ *
+ * task_record.c
+ *	  A task's bookkeeping: its checkpoints, holds, failed attempts and end,
+ *	  and the end of its job.
+ *
+ *	  Everything here writes iterjob's own tables in an internal section
+ *	  (run_as.c): as the bootstrap superuser, with search_path = pg_catalog,
+ *	  through SQL that names no function, operator, cast or type the job's
+ *	  owner could have defined.  A key reaches it only as jsonb, computed
+ *	  as the owner (owner_statements.c).  Called inside the worker's
+ *	  transactions, with SPI connected; iterjob_settle_job() also from the
+ *	  steering functions.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+
+#include "iterjob.h"
+#include "task.h"
+
+/* the job's pacing settings, read back with every checkpoint and hold */
+static const char *const pacing_sql =
+"(SELECT ARRAY[j.batch_size,"
+"     (pg_catalog.date_part('epoch', j.batch_pause) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int4,"
+"     COALESCE(j.max_rows_per_second, 0),"
+"     COALESCE(pg_catalog.date_part('epoch', j.target_batch_time) OPERATOR(pg_catalog.*) 1000, 0)::pg_catalog.int4]"
+"   FROM iterjob.job j WHERE j.id OPERATOR(pg_catalog.=) job_id)";
+
+/*
+ * The checkpoint: $1 task, $2 rows, $3 the batch's last key as jsonb.  It
+ * also keeps the instance's rate, a moving average over recent batches of
+ * rows per second between two checkpoints (the first batch's counted from
+ * the claim), pauses and throttling included.  A task paused, cancelled,
+ * or paused and resumed (queued again) while its batch ran still commits
+ * that batch (work and cursor agree); the worker then leaves it, and a
+ * resumed task is claimed again from that cursor.
+ */
+static const char *const checkpoint_sql =
+"UPDATE iterjob.task"
+"   SET cursor = pg_catalog.jsonb_build_object('instance', instance, 'inner_cursor', $3),"
+"       rows_done = rows_done OPERATOR(pg_catalog.+) $2,"
+"       batches_done = batches_done OPERATOR(pg_catalog.+) 1,"
+"       rows_per_second = CASE"
+"         WHEN updated_at IS NULL OR pg_catalog.clock_timestamp() OPERATOR(pg_catalog.<=) updated_at"
+"         THEN rows_per_second"
+"         ELSE COALESCE((rows_per_second OPERATOR(pg_catalog.*) 0.7) OPERATOR(pg_catalog.+) (0.3"
+"                OPERATOR(pg_catalog.*) ($2 OPERATOR(pg_catalog./)"
+"                  pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) updated_at))),"
+"              $2 OPERATOR(pg_catalog./)"
+"                pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) updated_at))"
+"       END,"
+"       attempts = 0, held_reason = NULL, updated_at = pg_catalog.clock_timestamp()"
+" WHERE id OPERATOR(pg_catalog.=) $1"
+"   AND state OPERATOR(pg_catalog.=) ANY ('{running,paused,queued,cancelled}'::pg_catalog.text[])"
+" RETURNING state OPERATOR(pg_catalog.=) 'running', %s";
+
+static const char *const hold_sql =
+"UPDATE iterjob.task SET held_reason = $2"
+" WHERE id OPERATOR(pg_catalog.=) $1"
+" RETURNING state OPERATOR(pg_catalog.=) 'running', %s";
+
+static const char *const log_error_sql =
+"WITH t AS ("
+"  UPDATE iterjob.task SET attempts = attempts OPERATOR(pg_catalog.+) 1,"
+"         last_error = $2, updated_at = pg_catalog.now()"
+"   WHERE id OPERATOR(pg_catalog.=) $1"
+"  RETURNING job_id, instance, attempts, cursor, state),"
+" e AS ("
+"  INSERT INTO iterjob.error_log (logged_at, job_id, instance, attempt, cursor,"
+"                                 sqlstate, message, detail, hint, context)"
+"  SELECT pg_catalog.now(), job_id, instance, attempts, cursor, $3, $2, $4, $5, $6"
+"    FROM t)"
+"SELECT attempts, state OPERATOR(pg_catalog.=) 'running' FROM t";
+
+/* The checkpoint's plan, kept for the task (SPI connected). */
+SPIPlanPtr
+iterjob_prepare_checkpoint(void)
+{
+	Oid			types[3] = {INT8OID, INT8OID, JSONBOID};
+	IterjobSavedUser saved;
+	int			nest = iterjob_begin_internal(&saved);
+	SPIPlanPtr	plan = SPI_prepare(psprintf(checkpoint_sql, pacing_sql), 3, types);
+
+	if (plan == NULL || SPI_keepplan(plan) != 0)
+		elog(ERROR, "could not prepare the checkpoint of an iterjob task");
+	iterjob_end_internal(nest, &saved);
+	return plan;
+}
+
+/*
+ * After a checkpoint or a hold: column 1 of the SPI result says whether the
+ * task is still running, column 2 holds the job's pacing settings.
+ */
+static bool
+read_state_and_pacing(IterjobTask *task)
+{
+	bool		isnull;
+	Datum		running;
+	Datum		pacing;
+
+	if (SPI_processed != 1)
+		elog(ERROR, "iterjob task " INT64_FORMAT " no longer exists", task->task_id);
+	running = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	pacing = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	if (!isnull)
+	{
+		Datum	   *values;
+		int			n;
+
+		deconstruct_array(DatumGetArrayTypeP(pacing), INT4OID, 4, true, TYPALIGN_INT,
+						  &values, NULL, &n);
+		if (n == 4)
+		{
+			IterjobPacing p;
+
+			p.batch_size = DatumGetInt32(values[0]);
+			p.batch_pause_ms = DatumGetInt32(values[1]);
+			p.max_rows_per_second = DatumGetInt32(values[2]);
+			p.target_batch_ms = DatumGetInt32(values[3]);
+			iterjob_throttle_set_pacing(&task->throttle, &p);
+		}
+	}
+	return DatumGetBool(running);
+}
+
+/*
+ * Checkpoint a batch of rows keys whose last key's jsonb form is cursor.
+ * Returns whether the task is still running.
+ */
+bool
+iterjob_record_checkpoint(IterjobTask *task, SPIPlanPtr plan, uint64 rows,
+						  Datum cursor)
+{
+	Datum		args[3] = {Int64GetDatum(task->task_id), Int64GetDatum((int64) rows), cursor};
+	IterjobSavedUser saved;
+	int			nest = iterjob_begin_internal(&saved);
+	int			ret = SPI_execute_plan(plan, args, NULL, false, 0);
+	bool		running;
+
+	if (ret != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "checkpoint failed: %s", SPI_result_code_string(ret));
+	running = read_state_and_pacing(task);
+	iterjob_end_internal(nest, &saved);
+	return running;
+}
+
+/*
+ * The health gate said hold: say why in the task row.  Returns whether the
+ * task is still running.
+ */
+bool
+iterjob_record_hold(IterjobTask *task, const char *reason)
+{
+	Oid			types[2] = {INT8OID, TEXTOID};
+	Datum		args[2] = {Int64GetDatum(task->task_id), CStringGetTextDatum(reason)};
+	IterjobSavedUser saved;
+	int			nest = iterjob_begin_internal(&saved);
+	bool		running;
+
+	if (SPI_execute_with_args(psprintf(hold_sql, pacing_sql), 2, types, args, NULL,
+							  false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not record why iterjob task " INT64_FORMAT " holds",
+			 task->task_id);
+	running = read_state_and_pacing(task);
+	iterjob_end_internal(nest, &saved);
+	return running;
+}
+
+static void
+set_nullable_text(Datum *arg, char *null, const char *value)
+{
+	*arg = value ? CStringGetTextDatum(value) : (Datum) 0;
+	*null = value ? ' ' : 'n';
+}
+
+/*
+ * Count a failed attempt of a batch (rolled back already) and log it in
+ * iterjob.error_log.  Sets *attempts to the task's failed attempts in a
+ * row; returns whether the task is still running.
+ */
+bool
+iterjob_record_failure(IterjobTask *task, ErrorData *edata, int32 *attempts)
+{
+	Oid			types[6] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		args[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	IterjobSavedUser saved;
+	int			nest = iterjob_begin_internal(&saved);
+	bool		isnull;
+	bool		running;
+
+	args[0] = Int64GetDatum(task->task_id);
+	set_nullable_text(&args[1], &nulls[1], edata->message ? edata->message : "unknown error");
+	set_nullable_text(&args[2], &nulls[2], unpack_sql_state(edata->sqlerrcode));
+	set_nullable_text(&args[3], &nulls[3], edata->detail);
+	set_nullable_text(&args[4], &nulls[4], edata->hint);
+	set_nullable_text(&args[5], &nulls[5], edata->context);
+	if (SPI_execute_with_args(log_error_sql, 6, types, args, nulls,
+							  false, 0) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not record the failure of iterjob task " INT64_FORMAT,
+			 task->task_id);
+	*attempts = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0],
+											SPI_tuptable->tupdesc, 1, &isnull));
+	running = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+										 SPI_tuptable->tupdesc, 2, &isnull));
+	iterjob_end_internal(nest, &saved);
+	return running;
+}
+
+/* Is the task still ours to run (state running)? */
+bool
+iterjob_task_still_running(IterjobTask *task)
+{
+	Oid			type = INT8OID;
+	Datum		arg = Int64GetDatum(task->task_id);
+	IterjobSavedUser saved;
+	int			nest = iterjob_begin_internal(&saved);
+	bool		running = false;
+
+	if (SPI_execute_with_args("SELECT state OPERATOR(pg_catalog.=) 'running'"
+							  "  FROM iterjob.task WHERE id OPERATOR(pg_catalog.=) $1",
+							  1, &type, &arg, NULL, true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+	{
+		bool		isnull;
+
+		running = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	iterjob_end_internal(nest, &saved);
+	return running;
+}
+
+static const char *const finish_task_sql =
+"UPDATE iterjob.task"
+"   SET state = $2, last_error = COALESCE($3, last_error),"
+"       worker_pid = NULL, held_reason = NULL, finished_at = pg_catalog.now(),"
+"       updated_at = pg_catalog.now()"
+" WHERE id OPERATOR(pg_catalog.=) $1"
+"   AND state OPERATOR(pg_catalog.=) ANY ('{running,paused,queued}'::pg_catalog.text[])";
+
+/* Also locks the job row: concurrent finishers of one job serialize here. */
+static const char *const lock_job_sql =
+"UPDATE iterjob.job SET last_error = COALESCE($2, last_error)"
+" WHERE id OPERATOR(pg_catalog.=) $1";
+
+/*
+ * A job ends when none of its tasks is queued, running or paused: cancelled
+ * if one was cancelled, else failed if one failed, else succeeded.
+ */
+static const char *const end_job_sql =
+"UPDATE iterjob.job j"
+"   SET state = CASE WHEN s.cancelled OPERATOR(pg_catalog.>) 0 THEN 'cancelled'"
+"                    WHEN s.failed OPERATOR(pg_catalog.>) 0 THEN 'failed'"
+"                    ELSE 'succeeded' END,"
+"       finished_at = pg_catalog.now()"
+"  FROM (SELECT pg_catalog.count(*) FILTER (WHERE state OPERATOR(pg_catalog.=)"
+"                 ANY ('{queued,running,paused}'::pg_catalog.text[])) AS open,"
+"               pg_catalog.count(*) FILTER (WHERE state OPERATOR(pg_catalog.=) 'failed') AS failed,"
+"               pg_catalog.count(*) FILTER (WHERE state OPERATOR(pg_catalog.=) 'cancelled') AS cancelled,"
+"               pg_catalog.sum(rows_done) AS rows_done,"
+"               pg_catalog.sum(batches_done) AS batches_done"
+"          FROM iterjob.task WHERE job_id OPERATOR(pg_catalog.=) $1) s"
+" WHERE j.id OPERATOR(pg_catalog.=) $1 AND s.open OPERATOR(pg_catalog.=) 0"
+"   AND j.state OPERATOR(pg_catalog.<>) ALL ('{succeeded,failed,cancelled}'::pg_catalog.text[])"
+" RETURNING j.state, s.rows_done, s.batches_done,"
+"           pg_catalog.round(pg_catalog.date_part('epoch',"
+"               pg_catalog.now() OPERATOR(pg_catalog.-) j.started_at)::pg_catalog.numeric, 3),"
+"           j.on_complete, j.owner, j.search_path,"
+"           (pg_catalog.date_part('epoch', j.lock_timeout) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int4";
+
+/*
+ * Run a job's on_complete statement as its owner, in the transaction that
+ * ends the job.
+ */
+static void
+run_on_complete(int64 job_id, const char *sql, Oid owner,
+				const char *search_path, int lock_timeout_ms)
+{
+	IterjobSavedUser saved;
+	int			nest;
+
+	iterjob_check_owner(owner, job_id);
+	nest = iterjob_begin_owner_section(owner, search_path, lock_timeout_ms,
+									   false, &saved);
+	if (SPI_execute(sql, false, 0) < 0)
+		elog(ERROR, "on_complete of iterjob job " INT64_FORMAT " failed", job_id);
+	iterjob_end_owner_section(nest, &saved);
+}
+
+/*
+ * End the job if it has no open task left (called with its row locked),
+ * running its on_complete as its owner.  Logs the outcome.
+ */
+void
+iterjob_settle_job(int64 job_id)
+{
+	Oid			type = INT8OID;
+	Datum		arg = Int64GetDatum(job_id);
+	IterjobSavedUser saved;
+	int			nest = iterjob_begin_internal(&saved);
+
+	if (SPI_execute_with_args(end_job_sql, 1, &type, &arg, NULL,
+							  false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not end iterjob job " INT64_FORMAT, job_id);
+	if (SPI_processed == 1)
+	{
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		char	   *state = SPI_getvalue(tup, desc, 1);
+		char	   *seconds = SPI_getvalue(tup, desc, 4);
+		char	   *on_complete = SPI_getvalue(tup, desc, 5);
+		bool		isnull;
+
+		ereport(LOG,
+				(errmsg("iterjob: job " INT64_FORMAT " %s: %s rows in %s batches, %s s",
+						job_id, state, SPI_getvalue(tup, desc, 2),
+						SPI_getvalue(tup, desc, 3), seconds ? seconds : "0")));
+		if (on_complete != NULL && strcmp(state, "succeeded") == 0)
+			run_on_complete(job_id, on_complete,
+							DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull)),
+							SPI_getvalue(tup, desc, 7),
+							DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull)));
+		iterjob_notify_waiters_at_commit();
+	}
+	iterjob_end_internal(nest, &saved);
+}
+
+/*
+ * Record that a task ended in state ("succeeded" or "failed", with error),
+ * in the transaction of its final checkpoint, so both commit together,
+ * durably; locks its job's row.  A task cancelled meanwhile stays
+ * cancelled: returns false then.  A task paused, or paused and resumed,
+ * while its last batch ran (its worker still holds it) ends all the same.
+ * The caller then runs the instance's hook, if it ended, and settles the
+ * job.
+ */
+bool
+iterjob_finish_task(IterjobTask *task, const char *state, const char *error)
+{
+	Oid			types[3] = {INT8OID, TEXTOID, TEXTOID};
+	Datum		args[3];
+	char		nulls[3] = {' ', ' ', error ? ' ' : 'n'};
+	IterjobSavedUser saved;
+	int			nest;
+	bool		ended;
+
+	iterjob_commit_durably();
+	nest = iterjob_begin_internal(&saved);
+	args[0] = Int64GetDatum(task->task_id);
+	args[1] = CStringGetTextDatum(state);
+	args[2] = error ? CStringGetTextDatum(error) : (Datum) 0;
+	if (SPI_execute_with_args(finish_task_sql, 3, types, args, nulls,
+							  false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not end iterjob task " INT64_FORMAT, task->task_id);
+	ended = SPI_processed == 1;
+
+	args[0] = Int64GetDatum(task->job_id);
+	args[1] = args[2];
+	nulls[1] = nulls[2];
+	if (SPI_execute_with_args(lock_job_sql, 2, types, args, nulls,
+							  false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not lock iterjob job " INT64_FORMAT, task->job_id);
+	iterjob_end_internal(nest, &saved);
+	return ended;
+}

@@ -1,0 +1,200 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker_slot.c
+ *	  An iteration worker's own slot in shared memory: what it shows the
+ *	  views (task, phase, batches), the flag that says its job's state
+ *	  changed, and the task it holds.
+ *
+ *	  Holding a task is what binds it to its live worker.  A worker holds
+ *	  at most one task, from its claim until it leaves the task; a task
+ *	  marked running that no slot of its database holds has no live worker
+ *	  and may be reclaimed at once.  The hold lives in shared memory, out of
+ *	  reach of the SQL a job runs (pg_advisory_unlock_all() and the like
+ *	  cannot release or forge it), and it ends with the process: cleared
+ *	  when the worker exits, by the launcher when it reaps a slot whose
+ *	  process ended without clearing it, and with all of shared memory by a
+ *	  crash-restart.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "utils/timestamp.h"
+
+#include "iterjob.h"
+
+IterjobWorkerSlot *iterjob_my_slot = NULL;
+
+/* before_shmem_exit: let go of the task, tell the launcher we ended */
+static void
+slot_detach(int code, Datum arg)
+{
+	iterjob_release_task();
+	SpinLockAcquire(&iterjob_shared->mutex);
+	iterjob_my_slot->exited = true;
+	iterjob_my_slot->latch = NULL;
+	SpinLockRelease(&iterjob_shared->mutex);
+	iterjob_wake_launcher();
+}
+
+void
+iterjob_slot_attach(int slotno)
+{
+	iterjob_my_slot = &iterjob_shared->workers[slotno];
+	SpinLockAcquire(&iterjob_shared->mutex);
+	iterjob_my_slot->pid = MyProcPid;
+	iterjob_my_slot->latch = MyLatch;
+	SpinLockRelease(&iterjob_shared->mutex);
+	before_shmem_exit(slot_detach, (Datum) 0);
+}
+
+void
+iterjob_set_phase(const char *phase)
+{
+	if (iterjob_my_slot == NULL)
+		return;
+	SpinLockAcquire(&iterjob_shared->mutex);
+	strlcpy(iterjob_my_slot->phase, phase, sizeof(iterjob_my_slot->phase));
+	SpinLockRelease(&iterjob_shared->mutex);
+}
+
+/* The task the views show (job_id 0: none). */
+void
+iterjob_slot_set_task(int64 job_id, int32 instance, int64 batches)
+{
+	TimestampTz now = job_id != 0 ? GetCurrentTimestamp() : 0;
+
+	SpinLockAcquire(&iterjob_shared->mutex);
+	iterjob_my_slot->job_id = job_id;
+	iterjob_my_slot->instance = instance;
+	iterjob_my_slot->batches = batches;
+	iterjob_my_slot->since = now;
+	SpinLockRelease(&iterjob_shared->mutex);
+}
+
+void
+iterjob_slot_set_batches(int64 batches)
+{
+	if (iterjob_my_slot == NULL)
+		return;
+	SpinLockAcquire(&iterjob_shared->mutex);
+	iterjob_my_slot->batches = batches;
+	SpinLockRelease(&iterjob_shared->mutex);
+}
+
+void
+iterjob_slot_set_owner(Oid owner)
+{
+	SpinLockAcquire(&iterjob_shared->mutex);
+	iterjob_my_slot->owner = owner;
+	SpinLockRelease(&iterjob_shared->mutex);
+}
+
+/*
+ * Has a pause, cancel or resume of our job committed since we last looked
+ * (commit_wakeup.c flags the slot and sets our latch)?  Clears the flag.
+ */
+bool
+iterjob_slot_take_recheck(void)
+{
+	bool		changed;
+
+	if (iterjob_my_slot == NULL)
+		return false;
+	SpinLockAcquire(&iterjob_shared->mutex);
+	changed = iterjob_my_slot->recheck;
+	iterjob_my_slot->recheck = false;
+	SpinLockRelease(&iterjob_shared->mutex);
+	return changed;
+}
+
+/* The same, leaving the flag set (to cut a wait short). */
+bool
+iterjob_slot_recheck_pending(void)
+{
+	bool		changed;
+
+	if (iterjob_my_slot == NULL)
+		return false;
+	SpinLockAcquire(&iterjob_shared->mutex);
+	changed = iterjob_my_slot->recheck;
+	SpinLockRelease(&iterjob_shared->mutex);
+	return changed;
+}
+
+/* Does a slot other than ours, in database dboid, hold task_id?  Lock held. */
+static bool
+held_by_other(Oid dboid, int64 task_id)
+{
+	for (int i = 0; i < ITERJOB_MAX_WORKER_SLOTS; i++)
+	{
+		IterjobWorkerSlot *slot = &iterjob_shared->workers[i];
+
+		if (slot != iterjob_my_slot && slot->held_task == task_id &&
+			slot->dboid == dboid)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Hold task_id, unless another worker holds it.  A worker holds one task
+ * at a time: taking another lets go of the one it held.
+ */
+bool
+iterjob_hold_task(int64 task_id)
+{
+	bool		taken = false;
+
+	LWLockAcquire(iterjob_shared->lock, LW_EXCLUSIVE);
+	if (!held_by_other(MyDatabaseId, task_id))
+	{
+		iterjob_my_slot->held_task = task_id;
+		taken = true;
+	}
+	LWLockRelease(iterjob_shared->lock);
+	return taken;
+}
+
+void
+iterjob_release_task(void)
+{
+	if (iterjob_my_slot == NULL || iterjob_my_slot->held_task == 0)
+		return;
+	LWLockAcquire(iterjob_shared->lock, LW_EXCLUSIVE);
+	iterjob_my_slot->held_task = 0;
+	LWLockRelease(iterjob_shared->lock);
+}
+
+/* Is task_id of database dboid held by a worker (other than us)? */
+bool
+iterjob_task_is_held(Oid dboid, int64 task_id)
+{
+	bool		held;
+
+	LWLockAcquire(iterjob_shared->lock, LW_SHARED);
+	held = held_by_other(dboid, task_id);
+	LWLockRelease(iterjob_shared->lock);
+	return held;
+}
+
+/* The launcher frees the slot of a process that has ended. */
+void
+iterjob_clear_held_task(int slotno)
+{
+	LWLockAcquire(iterjob_shared->lock, LW_EXCLUSIVE);
+	iterjob_shared->workers[slotno].held_task = 0;
+	LWLockRelease(iterjob_shared->lock);
+}
+
+/* Leave without asking the launcher to retry this database. */
+void
+iterjob_worker_exit_clean(void)
+{
+	SpinLockAcquire(&iterjob_shared->mutex);
+	iterjob_my_slot->clean_exit = true;
+	SpinLockRelease(&iterjob_shared->mutex);
+	proc_exit(0);
+}
