@@ -19,6 +19,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "commands/trigger.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/interrupt.h"
@@ -49,6 +50,22 @@ typedef enum BatchOutcome
 /* backoff before retrying a failed batch: 1 s, doubling, at most 30 s */
 #define RETRY_BASE_MS	1000
 #define RETRY_MAX_MS	30000
+
+/*
+ * The batch's deferred constraint triggers fire at the end of the action
+ * (its one statement), as its owner.  PostgreSQL refuses to defer a
+ * trigger past a security-restricted operation, and the commit, where it
+ * would fire, is iterjob's.
+ */
+static void
+set_constraints_immediate(void)
+{
+	ConstraintsSetStmt *stmt = makeNode(ConstraintsSetStmt);
+
+	stmt->constraints = NIL;
+	stmt->deferred = false;
+	AfterTriggerSetState(stmt);
+}
 
 /*
  * The instance's last batch came back empty: end it, and only if that
@@ -268,6 +285,7 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 	report_activity(task);
 	iterjob_worker_begin(true);
 	iterjob_commit_batch_mode();
+	set_constraints_immediate();
 	if (task->spec.statement_timeout_ms > 0)
 		enable_timeout_after(STATEMENT_TIMEOUT, task->spec.statement_timeout_ms);
 
