@@ -10,6 +10,7 @@ psql -X -q -d postgres -c "CREATE DATABASE $db" >/dev/null
 psql -X -q -d "$db" -c "SET client_min_messages = warning; CREATE EXTENSION pgtap; CREATE EXTENSION iterjob" >/dev/null
 set +e
 psql -X -q -A -t -v ON_ERROR_STOP=1 -v "dbname=$db" -d "$db" \
+	-v "recipe=$(cd "$(dirname "$0")" && pwd)/readme-recipe.sh" \
 	-f "$(dirname "$0")/pgtap-helpers.sql" -f "$file"
 rc=$?
 set -e

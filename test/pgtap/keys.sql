@@ -690,8 +690,10 @@ $$;
 -- at most once: it takes whole pages (all of them, below 5,000 pages; a
 -- random sample above) and keeps a random share of their rows, so
 -- boundaries are exact to a fraction of a percent without sorting the table.
+-- (The planner's index probes for preview()'s eight EXPLAINs fetch a few
+-- tuples more.)
 SELECT tap_split_reads('r_big', 'n = 0') AS r_big_read \gset
-SELECT cmp_ok(:r_big_read::bigint, '<=', 200008::bigint,
+SELECT cmp_ok(:r_big_read::bigint, '<=', 200024::bigint,
               'range: splitting a 200,000-row table reads each row at most once (read ' || :r_big_read || ' rows)');
 
 -- A single key column with fresh statistics: the split takes the planner's

@@ -1,0 +1,109 @@
+-- recipes.sql: every recipe of README.md's Recipes section runs as written
+-- (read from README.md by test/readme-recipe.sh) and does what it says.
+--
+-- Run by test/pgtap-exec.sh (which passes the extractor as :recipe) in a
+-- fresh database, autocommit, as the superuser postgres.
+
+SET client_min_messages = warning;
+SELECT plan(17);
+
+CREATE TABLE items (id bigint PRIMARY KEY, v int, w int);
+INSERT INTO items SELECT g, g % 1000, CASE WHEN g % 10 = 0 THEN -1 END FROM generate_series(1, 20000) g;
+CREATE TABLE sessions (id bigint PRIMARY KEY, expires_at timestamptz NOT NULL);
+INSERT INTO sessions SELECT g, now() + CASE WHEN g % 3 = 0 THEN interval '1 day' ELSE interval '-1 day' END
+  FROM generate_series(1, 12000) g;
+CREATE TABLE orders (id bigint PRIMARY KEY, customer text, amount numeric);
+INSERT INTO orders SELECT g, 'c' || g % 97, g / 10.0 FROM generate_series(1, 5000) g;
+CREATE TABLE orders_new (LIKE orders INCLUDING ALL);
+INSERT INTO orders_new SELECT * FROM orders WHERE id % 500 = 0;   -- copied before
+CREATE TABLE migrations (name text, done_at timestamptz);
+CREATE TABLE line_items (tenant_id int, id bigint, qty int, price numeric, total numeric,
+                         PRIMARY KEY (tenant_id, id));
+INSERT INTO line_items SELECT t, g, g % 7, t + 0.5, NULL FROM generate_series(1, 5) t, generate_series(1, 800) g;
+CREATE TABLE documents (id bigint PRIMARY KEY, body text);
+INSERT INTO documents SELECT g, 'doc ' || g FROM generate_series(1, 12000) g;
+CREATE FUNCTION reencode(body text) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT upper(body) $$;
+CREATE TABLE overdue (customer_id bigint PRIMARY KEY, notified boolean NOT NULL DEFAULT false, due boolean);
+INSERT INTO overdue SELECT g, false, g % 4 = 0 FROM generate_series(1, 2000) g;
+CREATE VIEW overdue_invoices AS SELECT customer_id FROM overdue WHERE due;
+CREATE PROCEDURE notify_customers(ids bigint[]) LANGUAGE sql AS $$
+    UPDATE overdue SET notified = true WHERE customer_id = ANY(ids)
+$$;
+ANALYZE;
+
+-- the newest job's final state
+CREATE FUNCTION recipe_job_state() RETURNS text LANGUAGE sql AS $$
+    SELECT iterjob.wait(max(id), '120 s') FROM iterjob.job
+$$;
+
+\set n `:recipe count`
+SELECT is(:n, 7, 'README.md has the 7 recipes this file runs');
+
+-- 1. Backfill a column, four at a time
+\set r `:recipe 1`
+\o /dev/null
+:r
+\o
+SELECT is(recipe_job_state(), 'succeeded', 'recipe 1 (backfill): the job succeeds');
+SELECT is((SELECT count(*) FROM items WHERE w IS DISTINCT FROM CASE WHEN id % 10 = 0 THEN -1 ELSE v * 2 END),
+          0::bigint, 'recipe 1: every row with w IS NULL got w = v * 2, the others kept theirs');
+
+-- 2. Delete expired rows in batches, gently
+\set r `:recipe 2`
+\o /dev/null
+:r
+\o
+SELECT is(recipe_job_state(), 'succeeded', 'recipe 2 (delete expired): the job succeeds');
+SELECT is((SELECT count(*) || ' left, ' || count(*) FILTER (WHERE expires_at < now()) || ' expired' FROM sessions),
+          '4000 left, 0 expired', 'recipe 2: the expired sessions are gone, the others stay');
+
+-- 3. Copy between tables, and record it when every instance is done
+\set r `:recipe 3`
+\o /dev/null
+:r
+\o
+SELECT is(recipe_job_state(), 'succeeded', 'recipe 3 (copy): the job succeeds');
+SELECT is((SELECT count(*) FROM orders_new), 5000::bigint, 'recipe 3: every order is in orders_new once');
+SELECT is((SELECT count(*) FROM migrations WHERE name = 'orders copy'), 1::bigint,
+          'recipe 3: on_complete recorded the migration once');
+
+-- 4. A composite key
+\set r `:recipe 4`
+\o /dev/null
+:r
+\o
+SELECT is(recipe_job_state(), 'succeeded', 'recipe 4 (composite key): the job succeeds');
+SELECT is((SELECT count(*) FROM line_items WHERE total IS DISTINCT FROM qty * price), 0::bigint,
+          'recipe 4: every line item got its total');
+
+-- 5. A throttled run, tuned while it runs
+\set r `:recipe 5`
+\o /dev/null
+:r
+\o
+SELECT is((SELECT max_rows_per_second FROM iterjob.job WHERE name = 'reencode'), 5000,
+          'recipe 5 (throttled): iterjob.set raised the running job''s rate');
+SELECT is(recipe_job_state(), 'succeeded', 'recipe 5: the job succeeds');
+SELECT is((SELECT count(*) FROM documents WHERE body <> upper('doc ' || id)), 0::bigint,
+          'recipe 5: every document was re-encoded once');
+
+-- 6. The fastest backfill: the batch's key range
+UPDATE items SET w = NULL;
+\set r `:recipe 6`
+\o /dev/null
+:r
+\o
+SELECT is(recipe_job_state(), 'succeeded', 'recipe 6 (key range action): the job succeeds');
+SELECT is((SELECT count(*) FROM items WHERE w IS DISTINCT FROM v * 2), 0::bigint,
+          'recipe 6: every row got w = v * 2');
+
+-- 7. A view, or any query, as the source
+\set r `:recipe 7`
+\o /dev/null
+:r
+\o
+SELECT is(recipe_job_state(), 'succeeded', 'recipe 7 (query source): the job succeeds');
+SELECT is((SELECT count(*) FILTER (WHERE notified <> due) FROM overdue), 0::bigint,
+          'recipe 7: exactly the overdue customers were notified');
+
+SELECT * FROM finish();
