@@ -4,6 +4,7 @@
 #
 #   test/bench.sh                 2,000,000 rows, 5 repetitions
 #   ROWS=500000 REPS=3 test/bench.sh
+#   BENCH_CASES="1 2 3 3s" test/bench.sh    only these backfill cases
 #
 # Cases: (1) one UPDATE statement, and (1h) two side by side on the two halves of the
 # keys (what two cores give PostgreSQL's own executor); (2) a PL/pgSQL procedure
@@ -157,6 +158,10 @@ CASES=("1 UPDATE" "1h 2 UPDATE statements, 2 halves" "2 DIY procedure"
 	"6a iterjob batch 100" "6b iterjob batch 10000")
 for rep in $(seq 1 "$REPS"); do
 	for c in "${CASES[@]}"; do
+		# BENCH_CASES="1 2 3 3s": only these cases (by their number)
+		if [ -n "${BENCH_CASES:-}" ] && ! [[ " $BENCH_CASES " == *" ${c%% *} "* ]]; then
+			continue
+		fi
 		echo "== rep $rep: $c"
 		run_case "$c" "$rep"
 	done
