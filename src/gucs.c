@@ -16,6 +16,7 @@ int			iterjob_retention_s = 7 * 24 * 3600;
 bool		iterjob_log_batches = false;
 int			iterjob_max_replication_lag_ms = -1;
 bool		iterjob_hold_for_autovacuum = true;
+int			iterjob_autovacuum_hold_max_ms = 600000;
 int			iterjob_test_replication_lag_ms = -1;
 bool		iterjob_synchronous_commit = false;
 bool		iterjob_trail_instances = true;
@@ -62,6 +63,15 @@ iterjob_define_gucs(void)
 							 true,
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("iterjob.autovacuum_hold_max",
+							"Longest a worker holds for one autovacuum run on its relation.",
+							"After it, the job goes on beside the vacuum. -1: as long as the vacuum runs. "
+							"Anti-wraparound vacuums never hold a job.",
+							&iterjob_autovacuum_hold_max_ms,
+							600000, -1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("iterjob.synchronous_commit",
 							 "Batches commit with the server's synchronous_commit instead of asynchronously.",

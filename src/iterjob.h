@@ -19,6 +19,8 @@
 
 /* Upper bound of worker slots kept in shared memory. */
 #define ITERJOB_MAX_WORKER_SLOTS	64
+/* Deaths of workers in the middle of a batch, kept until their task is reclaimed. */
+#define ITERJOB_MAX_DEATHS			64
 /* Databases whose pending flag can be tracked individually. */
 #define ITERJOB_MAX_DATABASES		128
 
@@ -34,6 +36,7 @@ typedef struct IterjobWorkerSlot
 	Oid			dboid;			/* database the worker serves */
 	Oid			owner;			/* role it runs jobs of; 0 until its first claim */
 	int64		held_task;		/* task it holds (under iterjob_shared->lock) */
+	int64		batch_task;		/* task whose batch it runs now (same lock) */
 	int64		job_id;			/* task being worked on, or 0 */
 	int32		instance;
 	int64		batches;		/* batches committed in this task */
@@ -55,9 +58,21 @@ typedef struct IterjobDatabase
 	int			retry_delay_ms; /* grows while its workers keep dying */
 } IterjobDatabase;
 
+/* A worker that died in the middle of a batch of task_id. */
+typedef struct IterjobDeath
+{
+	Oid			dboid;			/* InvalidOid: entry unused */
+	int64		task_id;
+	bool		crash;			/* the server restarted after a crash */
+	int			exit_code;		/* of a worker that exited by itself */
+} IterjobDeath;
+
 typedef struct IterjobShared
 {
-	LWLock	   *lock;			/* protects the slots' held_task */
+	LWLock	   *lock;			/* protects the slots' held_task and
+								 * batch_task, and deaths */
+	IterjobDeath deaths[ITERJOB_MAX_DEATHS];
+	int			next_death;		/* the entry to use next when all are taken */
 	slock_t		mutex;			/* protects everything below but the CV */
 	Latch	   *launcher_latch; /* NULL while no launcher runs */
 	bool		rescan_all;		/* every database must be looked at */
@@ -80,6 +95,7 @@ extern int	iterjob_retention_s;
 extern bool iterjob_log_batches;
 extern int	iterjob_max_replication_lag_ms;
 extern bool iterjob_hold_for_autovacuum;
+extern int	iterjob_autovacuum_hold_max_ms;
 extern int	iterjob_test_replication_lag_ms;
 extern bool iterjob_synchronous_commit;
 extern bool iterjob_trail_instances;
@@ -117,6 +133,9 @@ extern bool iterjob_hold_task(int64 task_id);
 extern void iterjob_release_task(void);
 extern bool iterjob_task_is_held(Oid dboid, int64 task_id);
 extern void iterjob_clear_held_task(int slotno);
+extern void iterjob_slot_begin_batch(int64 task_id);
+extern void iterjob_slot_end_batch(void);
+extern bool iterjob_take_death(int64 task_id, IterjobDeath *death);
 extern void iterjob_worker_exit_clean(void) pg_attribute_noreturn();
 
 /* commit_wakeup.c */

@@ -2,7 +2,9 @@
  *
  * shared_state.c
  *	  iterjob's shared memory: which databases may hold runnable work, the
- *	  worker slots (and the lock over the tasks they hold), the launcher's latch and the condition variable that
+ *	  worker slots (and the lock over the tasks they hold), the deaths of
+ *	  workers in the middle of a batch (carried by the postmaster across a
+ *	  crash-restart), the launcher's latch and the condition variable that
  *	  wakes iterjob.wait() when a job may have ended.
  *
  *-------------------------------------------------------------------------
@@ -17,6 +19,43 @@
 #include "iterjob.h"
 
 IterjobShared *iterjob_shared = NULL;
+
+/*
+ * In the postmaster: the batches in flight when a crash made it reset
+ * shared memory, and the deaths not yet reclaimed, carried into the new
+ * shared memory as deaths.
+ */
+static IterjobDeath carried[ITERJOB_MAX_DEATHS];
+static int	ncarried = 0;
+
+static void
+carry(const IterjobDeath *death)
+{
+	if (ncarried < ITERJOB_MAX_DEATHS && OidIsValid(death->dboid) && death->task_id != 0)
+		carried[ncarried++] = *death;
+}
+
+/*
+ * on_shmem_exit in the postmaster, before the segment goes: read, without
+ * locks (a crashed process may hold them), which batches were running.
+ */
+static void
+carry_batches_in_flight(int code, Datum arg)
+{
+	if (iterjob_shared == NULL)
+		return;
+	ncarried = 0;
+	for (int i = 0; i < ITERJOB_MAX_WORKER_SLOTS; i++)
+	{
+		IterjobDeath d = {iterjob_shared->workers[i].dboid,
+		iterjob_shared->workers[i].batch_task, true, -1};
+
+		carry(&d);
+	}
+	for (int i = 0; i < ITERJOB_MAX_DEATHS; i++)
+		carry(&iterjob_shared->deaths[i]);
+	iterjob_shared = NULL;
+}
 
 void
 iterjob_shmem_request(void)
@@ -39,8 +78,12 @@ iterjob_shmem_startup(void)
 		SpinLockInit(&iterjob_shared->mutex);
 		ConditionVariableInit(&iterjob_shared->job_state_cv);
 		iterjob_shared->rescan_all = true;
+		memcpy(iterjob_shared->deaths, carried, sizeof(IterjobDeath) * ncarried);
+		ncarried = 0;
 	}
 	LWLockRelease(AddinShmemInitLock);
+	if (!IsUnderPostmaster)
+		on_shmem_exit(carry_batches_in_flight, (Datum) 0);
 }
 
 /*

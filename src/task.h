@@ -15,6 +15,7 @@
 
 #include "executor/spi.h"
 
+#include "iterjob.h"
 #include "job_spec.h"
 #include "throttle.h"
 
@@ -37,6 +38,11 @@ typedef struct IterjobTask
 	uint64		last_batch_rows;	/* keys in the last committed batch */
 	IterjobThrottle throttle;
 	int64		trail_span;		/* keys its last batch spanned; 0: unknown */
+	/* its worker died in a batch (worker_slot.c): counted at the claim */
+	bool		died;
+	IterjobDeath death;
+	long		retry_ms;		/* backoff before its first batch */
+	bool		failed;			/* that death was its last attempt */
 } IterjobTask;
 
 /* The statements a task runs, prepared once per task (in its first batch). */
@@ -67,6 +73,8 @@ extern bool iterjob_record_checkpoint(IterjobTask *task, SPIPlanPtr plan,
 extern bool iterjob_record_hold(IterjobTask *task, const char *reason);
 extern bool iterjob_record_failure(IterjobTask *task, ErrorData *edata,
 								   int32 *attempts);
+extern void iterjob_record_death(IterjobTask *task);
+extern long iterjob_retry_backoff_ms(int32 attempts);
 extern bool iterjob_task_still_running(IterjobTask *task);
 extern bool iterjob_finish_task(IterjobTask *task, const char *state,
 								const char *error);

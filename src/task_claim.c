@@ -426,6 +426,7 @@ iterjob_claim_task(MemoryContext parent, Oid owner, bool *busy)
 		SPI_processed != 1)
 		elog(ERROR, "could not read iterjob task " INT64_FORMAT, claimed);
 	task = task_from_row(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, parent);
+	task->died = iterjob_take_death(task->task_id, &task->death);
 
 	args[0] = Int64GetDatum(task->task_id);
 	args[1] = Int32GetDatum(MyProcPid);

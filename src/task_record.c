@@ -214,6 +214,56 @@ iterjob_record_failure(IterjobTask *task, ErrorData *edata, int32 *attempts)
 	return running;
 }
 
+/* backoff before retrying a failed batch: 1 s, doubling, at most 30 s */
+#define RETRY_BASE_MS	1000
+#define RETRY_MAX_MS	30000
+
+long
+iterjob_retry_backoff_ms(int32 attempts)
+{
+	long		ms = RETRY_BASE_MS;
+
+	for (int i = 1; i < attempts && ms < RETRY_MAX_MS; i++)
+		ms *= 2;
+	return Min(ms, RETRY_MAX_MS);
+}
+
+/*
+ * At the claim of a task whose worker died in a batch: that batch was a
+ * failed attempt.  Log it like any failure; task->failed says whether it
+ * was the last attempt, task->retry_ms how long to back off otherwise.
+ */
+void
+iterjob_record_death(IterjobTask *task)
+{
+	ErrorData	edata;
+	int32		attempts;
+
+	memset(&edata, 0, sizeof(edata));
+	edata.sqlerrcode = ERRCODE_INTERNAL_ERROR;
+	if (task->death.crash)
+	{
+		edata.message = "worker died during this batch: the server restarted after a crash";
+		edata.detail = "A process ended by a signal, a segfault or an out-of-memory kill; the server log names it.";
+	}
+	else
+	{
+		edata.message = "worker died during this batch";
+		edata.detail = psprintf("It exited with code %d (a FATAL error, for example after pg_terminate_backend()).",
+								task->death.exit_code);
+	}
+	if (!iterjob_record_failure(task, &edata, &attempts))
+		return;
+	task->failed = attempts >= task->spec.max_attempts;
+	task->retry_ms = task->failed ? 0 : iterjob_retry_backoff_ms(attempts);
+	ereport(LOG,
+			(errmsg("iterjob: job " INT64_FORMAT " instance %d: %s (attempt %d of %d)",
+					task->job_id, task->instance, edata.message, attempts,
+					task->spec.max_attempts),
+			 task->failed ? errdetail("The instance has failed.") :
+			 errdetail("Retrying in %ld ms.", task->retry_ms)));
+}
+
 /* Is the task still ours to run (state running)? */
 bool
 iterjob_task_still_running(IterjobTask *task)

@@ -47,10 +47,6 @@ typedef enum BatchOutcome
 /* how long a held instance waits before looking at the health gate again */
 #define HOLD_RECHECK_MS 1000
 
-/* backoff before retrying a failed batch: 1 s, doubling, at most 30 s */
-#define RETRY_BASE_MS	1000
-#define RETRY_MAX_MS	30000
-
 /*
  * The batch's deferred constraint triggers fire at the end of the action
  * (its one statement), as its owner.  PostgreSQL refuses to defer a
@@ -220,12 +216,7 @@ after_failure(IterjobTask *task, ErrorData *edata, long *retry_ms)
 		outcome = BATCH_LAST;
 	}
 	else
-	{
-		*retry_ms = RETRY_BASE_MS;
-		for (int i = 1; i < attempts && *retry_ms < RETRY_MAX_MS; i++)
-			*retry_ms *= 2;
-		*retry_ms = Min(*retry_ms, RETRY_MAX_MS);
-	}
+		*retry_ms = iterjob_retry_backoff_ms(attempts);
 	iterjob_worker_commit(true);
 
 	ereport(LOG,
@@ -283,6 +274,7 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 	MemoryContext worker_cxt = CurrentMemoryContext;
 
 	report_activity(task);
+	iterjob_slot_begin_batch(task->task_id);
 	iterjob_worker_begin(true);
 	iterjob_commit_batch_mode();
 	set_constraints_immediate();
@@ -307,6 +299,7 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 	if (edata != NULL)
 	{
 		AbortCurrentTransaction();
+		iterjob_slot_end_batch();
 		MemoryContextSwitchTo(worker_cxt);
 		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 			iterjob_throttle_after_timeout(&task->throttle);
@@ -315,6 +308,7 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 	}
 	else
 	{
+		iterjob_slot_end_batch();
 		MemoryContextSwitchTo(worker_cxt);
 		if (outcome == BATCH_MORE || outcome == BATCH_STOPPED)
 		{
@@ -342,6 +336,12 @@ iterjob_run_task(IterjobTask *task)
 	bool		must_recheck = false;
 
 	memset(&plans, 0, sizeof(plans));
+	/* its last worker died in a batch: back off as after any failure */
+	if (task->retry_ms > 0)
+	{
+		pause_for(task->retry_ms, "retry backoff");
+		must_recheck = true;
+	}
 	for (;;)
 	{
 		BatchOutcome outcome;

@@ -11,7 +11,10 @@
  *	  health gate is looked at before a batch, at most once a second: while
  *	  a standby's replay lag exceeds iterjob.max_replication_lag, or
  *	  autovacuum works on the job's relation (iterjob.hold_for_autovacuum),
- *	  the worker holds at the batch boundary.
+ *	  the worker holds at the batch boundary; for one autovacuum run at most
+ *	  iterjob.autovacuum_hold_max, and never for an anti-wraparound vacuum
+ *	  (which can take hours, and which a backfill must not starve of its
+ *	  table either way).
  *
  *-------------------------------------------------------------------------
  */
@@ -96,6 +99,7 @@ static const char *const health_sql =
 "       SELECT FROM pg_catalog.pg_stat_progress_vacuum v"
 "         JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) v.pid"
 "        WHERE a.backend_type OPERATOR(pg_catalog.=) 'autovacuum worker'"
+"          AND a.query OPERATOR(pg_catalog.!~~) '%(to prevent wraparound)'"
 "          AND (v.relid OPERATOR(pg_catalog.=) $3 OR v.relid OPERATOR(pg_catalog.=) ANY ("
 "              SELECT relid FROM pg_catalog.pg_partition_tree($3::pg_catalog.regclass))))"
 "  THEN 'autovacuum is processing ' OPERATOR(pg_catalog.||) $3::pg_catalog.regclass::pg_catalog.text"
@@ -118,6 +122,8 @@ iterjob_health_check(IterjobThrottle *throttle, Oid relid)
 	Oid			types[4] = {INT4OID, BOOLOID, OIDOID, INT4OID};
 	Datum		args[4];
 	char	   *reason = NULL;
+	IterjobSavedUser saved;
+	int			nest;
 
 	if (iterjob_max_replication_lag_ms < 0 && !iterjob_hold_for_autovacuum)
 		return NULL;
@@ -129,10 +135,26 @@ iterjob_health_check(IterjobThrottle *throttle, Oid relid)
 	args[1] = BoolGetDatum(iterjob_hold_for_autovacuum);
 	args[2] = ObjectIdGetDatum(relid);
 	args[3] = Int32GetDatum(iterjob_test_replication_lag_ms);
+	/* as iterjob: the statistics views hide other roles' processes */
+	nest = iterjob_begin_internal(&saved);
 	if (SPI_execute_with_args(health_sql, 4, types, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not check iterjob's health gate");
 	if (SPI_processed == 1)
 		reason = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	iterjob_end_internal(nest, &saved);
+
+	/* autovacuum holds the instance for iterjob.autovacuum_hold_max at most */
+	if (reason != NULL && strncmp(reason, "autovacuum", 10) == 0)
+	{
+		if (throttle->vacuum_hold_since == 0)
+			throttle->vacuum_hold_since = now;
+		else if (iterjob_autovacuum_hold_max_ms >= 0 &&
+				 TimestampDifferenceExceeds(throttle->vacuum_hold_since, now,
+											iterjob_autovacuum_hold_max_ms))
+			reason = NULL;
+	}
+	else
+		throttle->vacuum_hold_since = 0;
 	throttle->held = (reason != NULL);
 	return reason;
 }

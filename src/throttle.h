@@ -30,6 +30,7 @@ typedef struct IterjobThrottle
 	int32		batch_size;		/* this instance's current batch size */
 	TimestampTz next_health_check;
 	bool		held;			/* the last health check said hold */
+	TimestampTz vacuum_hold_since;	/* held for autovacuum since; 0: not */
 } IterjobThrottle;
 
 extern void iterjob_throttle_init(IterjobThrottle *throttle, const IterjobSpec *spec);

@@ -119,6 +119,8 @@ claim_next_task(MemoryContext cxt, Oid owner, bool *busy, bool *others)
 	if (extension_usable())
 	{
 		task = iterjob_claim_task(cxt, owner, busy);
+		if (task != NULL && task->died)
+			iterjob_record_death(task);
 		if (task == NULL && OidIsValid(owner))
 			*others = iterjob_runnable_for_others(owner);
 		if (task == NULL && !*busy)
@@ -126,8 +128,20 @@ claim_next_task(MemoryContext cxt, Oid owner, bool *busy, bool *others)
 	}
 	iterjob_end_internal(nest, &saved);
 
+	/* a death counted must survive the next crash it may cause */
+	if (task != NULL && task->died)
+		iterjob_commit_durably();
 	iterjob_worker_commit(true);
 	pgstat_report_activity(STATE_IDLE, NULL);
+
+	if (task != NULL && task->failed)
+	{
+		/* that death was its last attempt: the instance fails */
+		iterjob_worker_begin(true);
+		(void) iterjob_finish_task(task, "failed", "worker died during this batch");
+		iterjob_settle_job(task->job_id);
+		iterjob_worker_commit(true);
+	}
 	return task;
 }
 
@@ -202,7 +216,8 @@ iterjob_worker_main(Datum main_arg)
 		iterjob_wake_launcher();
 
 		iterjob_slot_set_task(task->job_id, task->instance, task->batches_done);
-		iterjob_run_task(task);
+		if (!task->failed)
+			iterjob_run_task(task);
 		iterjob_release_task();
 		/* what the owner's SQL locked for the session ends with the task */
 		LockReleaseSession(USER_LOCKMETHOD);

@@ -3,7 +3,14 @@
  * worker_slot.c
  *	  An iteration worker's own slot in shared memory: what it shows the
  *	  views (task, phase, batches), the flag that says its job's state
- *	  changed, and the task it holds.
+ *	  changed, the task it holds, and the batch it runs.
+ *
+ *	  A worker that dies in the middle of a batch leaves a record of it
+ *	  (iterjob_take_death()): by itself when it exits (FATAL), or, when its
+ *	  death restarts the server (a signal, a segfault, an out-of-memory
+ *	  kill), through the postmaster, which carries the batches in flight
+ *	  across the reset of shared memory (shared_state.c).  Whoever reclaims
+ *	  the task counts the death as a failed attempt of that batch.
  *
  *	  Holding a task is what binds it to its live worker.  A worker holds
  *	  at most one task, from its claim until it leaves the task; a task
@@ -27,10 +34,41 @@
 
 IterjobWorkerSlot *iterjob_my_slot = NULL;
 
-/* before_shmem_exit: let go of the task, tell the launcher we ended */
+/* Remember that a worker died in a batch of task_id (lock held). */
+static void
+record_death(Oid dboid, int64 task_id, int exit_code)
+{
+	int			i;
+
+	for (i = 0; i < ITERJOB_MAX_DEATHS; i++)
+		if (iterjob_shared->deaths[i].dboid == InvalidOid)
+			break;
+	if (i == ITERJOB_MAX_DEATHS)
+	{
+		/* full (of deaths in databases gone since): reuse the oldest */
+		i = iterjob_shared->next_death;
+		iterjob_shared->next_death = (i + 1) % ITERJOB_MAX_DEATHS;
+	}
+	iterjob_shared->deaths[i].dboid = dboid;
+	iterjob_shared->deaths[i].task_id = task_id;
+	iterjob_shared->deaths[i].crash = false;
+	iterjob_shared->deaths[i].exit_code = exit_code;
+}
+
+/*
+ * before_shmem_exit: a worker that leaves in the middle of a batch (FATAL:
+ * pg_terminate_backend(), a lost connection to a remote, an action that
+ * ends its own process) dies there; let go of the task, tell the launcher
+ * we ended.
+ */
 static void
 slot_detach(int code, Datum arg)
 {
+	LWLockAcquire(iterjob_shared->lock, LW_EXCLUSIVE);
+	if (iterjob_my_slot->batch_task != 0)
+		record_death(iterjob_my_slot->dboid, iterjob_my_slot->batch_task, code);
+	iterjob_my_slot->batch_task = 0;
+	LWLockRelease(iterjob_shared->lock);
 	iterjob_release_task();
 	SpinLockAcquire(&iterjob_shared->mutex);
 	iterjob_my_slot->exited = true;
@@ -187,6 +225,49 @@ iterjob_clear_held_task(int slotno)
 	LWLockAcquire(iterjob_shared->lock, LW_EXCLUSIVE);
 	iterjob_shared->workers[slotno].held_task = 0;
 	LWLockRelease(iterjob_shared->lock);
+}
+
+/* A batch of task_id starts; it ends with iterjob_slot_end_batch(). */
+void
+iterjob_slot_begin_batch(int64 task_id)
+{
+	LWLockAcquire(iterjob_shared->lock, LW_EXCLUSIVE);
+	iterjob_my_slot->batch_task = task_id;
+	LWLockRelease(iterjob_shared->lock);
+}
+
+void
+iterjob_slot_end_batch(void)
+{
+	LWLockAcquire(iterjob_shared->lock, LW_EXCLUSIVE);
+	iterjob_my_slot->batch_task = 0;
+	LWLockRelease(iterjob_shared->lock);
+}
+
+/*
+ * Did a worker die in a batch of task_id of this database?  Takes the
+ * record into *death.
+ */
+bool
+iterjob_take_death(int64 task_id, IterjobDeath *death)
+{
+	bool		found = false;
+
+	LWLockAcquire(iterjob_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < ITERJOB_MAX_DEATHS; i++)
+	{
+		IterjobDeath *d = &iterjob_shared->deaths[i];
+
+		if (d->dboid == MyDatabaseId && d->task_id == task_id)
+		{
+			*death = *d;
+			memset(d, 0, sizeof(*d));
+			found = true;
+			break;
+		}
+	}
+	LWLockRelease(iterjob_shared->lock);
+	return found;
 }
 
 /* Leave without asking the launcher to retry this database. */

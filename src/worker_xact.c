@@ -38,6 +38,8 @@ leave_dropped_extension(bool recreated)
 					recreated ? "dropped and created again" : "dropped",
 					dbname ? dbname : "?")));
 	AbortCurrentTransaction();
+	/* leaving a batch of a dropped extension is no death of its task */
+	iterjob_slot_end_batch();
 	iterjob_worker_exit_clean();
 }
 
