@@ -11,6 +11,7 @@
 
 #include "postgres.h"
 
+#include "compat.h"
 #include "datatype/timestamp.h"
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
@@ -104,7 +105,7 @@ extern void iterjob_require_schema_version(void);
 /* worker.c */
 extern PGDLLEXPORT void iterjob_worker_main(Datum main_arg);
 extern IterjobWorkerSlot *iterjob_my_slot;
-extern void iterjob_worker_exit_clean(void) pg_attribute_noreturn();
+pg_noreturn extern void iterjob_worker_exit_clean(void);
 extern void iterjob_set_phase(const char *phase);
 
 /* task_lock.c */

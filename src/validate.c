@@ -124,7 +124,7 @@ has_unique_index_on(Relation rel, const AttrNumber *attnums, int nkeys)
 static List *
 primary_key_columns(Relation rel)
 {
-	Oid			pkoid = RelationGetPrimaryKeyIndex(rel);
+	Oid			pkoid = RelationGetPrimaryKeyIndex(rel, false);
 	HeapTuple	tup;
 	Form_pg_index idx;
 	List	   *names = NIL;
@@ -425,7 +425,7 @@ check_plan_permissions(SPIPlanPtr plan)
 
 		if (stmt->commandType == CMD_UTILITY)
 			continue;
-		ExecCheckRTPerms(stmt->rtable, true);
+		ExecCheckPermissions(stmt->rtable, stmt->permInfos, true);
 		foreach(rc, stmt->rtable)
 		{
 			RangeTblEntry *rte = lfirst_node(RangeTblEntry, rc);
