@@ -60,4 +60,16 @@
 	RelationGetPrimaryKeyIndex(relation)
 #endif
 
+/*
+ * 18's PG_MODULE_MAGIC_EXT names the library and its version, which
+ * pg_get_loaded_modules() shows; older majors have the plain magic block.
+ * (ITERJOB_SCHEMA_VERSION comes from iterjob.h, where this is used.)
+ */
+#if PG_VERSION_NUM >= 180000
+#define ITERJOB_MODULE_MAGIC \
+	PG_MODULE_MAGIC_EXT(.name = "iterjob", .version = ITERJOB_SCHEMA_VERSION)
+#else
+#define ITERJOB_MODULE_MAGIC PG_MODULE_MAGIC
+#endif
+
 #endif							/* ITERJOB_COMPAT_H */
