@@ -7,6 +7,7 @@ PGFILEDESC = "iterjob - parallel, resumable batch-iteration jobs"
 
 REGRESS = $(patsubst sql/%.sql,%,$(sort $(filter-out sql/iterjob--%,$(wildcard sql/*.sql))))
 REGRESS_OPTS = --inputdir=. --outputdir=. --load-extension=iterjob
+EXTRA_CLEAN = .pg-build
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -16,6 +17,12 @@ override CFLAGS += -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initia
 
 # every object depends on the shared headers
 $(OBJS): $(wildcard src/*.h)
+
+# and on the installation it was built against: switching PG_CONFIG to
+# another major (or another build of it) rebuilds everything
+PG_BUILD_ID := $(shell $(PG_CONFIG) --version) $(shell $(PG_CONFIG) --includedir-server)
+$(shell echo '$(PG_BUILD_ID)' | cmp -s - .pg-build || echo '$(PG_BUILD_ID)' > .pg-build)
+$(OBJS): .pg-build
 
 # static analysis of src/ (cppcheck and clang-tidy, both must report nothing)
 PG_INCLUDEDIR_SERVER := $(shell $(PG_CONFIG) --includedir-server)

@@ -38,12 +38,17 @@ SELECT count(*) FILTER (WHERE n = 1) AS once, count(*) FILTER (WHERE n <> 1) AS 
   FROM up_items;
 SELECT state, rows_done, percent, bar FROM iterjob.job_progress;
 
--- what the update added
+-- what the update added (but a table's or view's rowtype and its array type,
+-- which only PostgreSQL 17 and later record as extension members of their own)
 SELECT pg_describe_object(classid, objid, 0) AS added
   FROM pg_depend
  WHERE refclassid = 'pg_extension'::regclass
    AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'iterjob')
    AND deptype = 'e'
+   AND NOT (classid = 'pg_type'::regclass AND objid IN (
+       SELECT unnest(ARRAY[t.oid, t.typarray])
+         FROM pg_type t JOIN pg_class c ON c.oid = t.typrelid
+        WHERE c.relkind <> 'c'))
 EXCEPT SELECT object FROM up_objects
 ORDER BY 1;
 

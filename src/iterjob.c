@@ -16,7 +16,7 @@
 
 #include "iterjob.h"
 
-PG_MODULE_MAGIC;
+ITERJOB_MODULE_MAGIC;
 
 void		_PG_init(void);
 

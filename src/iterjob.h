@@ -11,6 +11,7 @@
 
 #include "postgres.h"
 
+#include "compat.h"
 #include "datatype/timestamp.h"
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
@@ -136,7 +137,7 @@ extern void iterjob_clear_held_task(int slotno);
 extern void iterjob_slot_begin_batch(int64 task_id);
 extern void iterjob_slot_end_batch(void);
 extern bool iterjob_take_death(int64 task_id, IterjobDeath *death);
-extern void iterjob_worker_exit_clean(void) pg_attribute_noreturn();
+pg_noreturn extern void iterjob_worker_exit_clean(void);
 
 /* commit_wakeup.c */
 extern void iterjob_register_commit_wakeup(void);

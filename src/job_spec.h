@@ -11,6 +11,7 @@
 
 #include "postgres.h"
 
+#include "compat.h"
 #include "access/htup.h"
 #include "access/tupdesc.h"
 

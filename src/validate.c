@@ -135,7 +135,7 @@ static bool
 find_unique_index(Relation rel, const AttrNumber *attnums, IterjobSpec *spec)
 {
 	List	   *indexes = RelationGetIndexList(rel);
-	Oid			pkoid = RelationGetPrimaryKeyIndex(rel);
+	Oid			pkoid = RelationGetPrimaryKeyIndex(rel, false);
 	ListCell   *lc;
 	bool		found = false;
 
@@ -184,7 +184,7 @@ record_default_order(IterjobSpec *spec, int i, Oid collation)
 static List *
 primary_key_columns(Relation rel)
 {
-	Oid			pkoid = RelationGetPrimaryKeyIndex(rel);
+	Oid			pkoid = RelationGetPrimaryKeyIndex(rel, false);
 	HeapTuple	tup;
 	Form_pg_index idx;
 	List	   *names = NIL;
@@ -489,7 +489,7 @@ check_plan_permissions(SPIPlanPtr plan)
 
 		if (stmt->commandType == CMD_UTILITY)
 			continue;
-		ExecCheckRTPerms(stmt->rtable, true);
+		ExecCheckPermissions(stmt->rtable, stmt->permInfos, true);
 		foreach(rc, stmt->rtable)
 		{
 			RangeTblEntry *rte = lfirst_node(RangeTblEntry, rc);

@@ -2,9 +2,11 @@
 # iterjob benchmark: a backfill (w = v * 2) over items(id bigint primary key, v int, w int)
 # measured against its baselines in the same run, cases interleaved, median of REPS.
 #
-#   test/bench.sh                 2,000,000 rows, 5 repetitions
+#   test/bench.sh                 2,000,000 rows, 5 repetitions, PostgreSQL 15
 #   ROWS=500000 REPS=3 test/bench.sh
 #   BENCH_CASES="1 2 3 3s" test/bench.sh    only these backfill cases
+#   ITERJOB_PG_MAJOR=18 test/bench.sh      on 18 (built by test/build-pg18.sh), or
+#   PG_CONFIG=/path/to/bin/pg_config test/bench.sh   on any installation
 #
 # Cases: (1) one UPDATE statement, and (1h) two side by side on the two halves of the
 # keys (what two cores give PostgreSQL's own executor); (2) a PL/pgSQL procedure
@@ -168,7 +170,7 @@ for rep in $(seq 1 "$REPS"); do
 done
 
 echo
-echo "== backfill of $ROWS rows, median of $REPS runs (cases interleaved)"
+echo "== backfill of $ROWS rows, median of $REPS runs (cases interleaved), $("$PG_CONFIG" --version)"
 psql -X -q -v ON_ERROR_STOP=1 <<SQL
 WITH m AS (
     SELECT name,

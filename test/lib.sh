@@ -1,15 +1,19 @@
 # test/lib.sh: shared by iterjob's demo, test and benchmark scripts (sourced).
 #
-# setup_iterjob installs the Debian packages iterjob needs (when missing),
-# builds it with -Werror and installs it.  cluster_start makes a throwaway
-# cluster owned by the postgres user in a temp dir, on a private port and
-# socket directory, with iterjob preloaded; it is stopped and removed on
-# exit, also when a test fails.
+# setup_iterjob chooses the PostgreSQL installation (PG_CONFIG, or else the
+# major ITERJOB_PG_MAJOR, default 15: Debian 12's packages, installed when
+# missing; 18: built from ../shared/vendor by test/build-pg18.sh), builds
+# iterjob against it with -Werror and installs it there.  Every path to the
+# server's programs and test tools is derived from PG_CONFIG.  cluster_start
+# makes a throwaway cluster owned by the postgres user in a temp dir, on a
+# private port and socket directory, with iterjob preloaded; it is stopped
+# and removed on exit, also when a test fails.
 
 set -euo pipefail
 
 ITERJOB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-PACKAGES="postgresql-15 postgresql-server-dev-15 postgresql-15-pgtap libipc-run-perl make gcc"
+# the major used when neither PG_CONFIG nor ITERJOB_PG_MAJOR says
+ITERJOB_DEFAULT_MAJOR=15
 
 as_root() {
 	if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
@@ -20,24 +24,82 @@ as_postgres() {
 	if [ "$(id -un)" = postgres ]; then "$@"; else as_root runuser -u postgres -- "$@"; fi
 }
 
-setup_iterjob() {
-	local missing=""
-	for p in $PACKAGES; do
+# ensure_packages PACKAGE...: installs the Debian packages that are missing
+ensure_packages() {
+	local missing="" p
+	for p in "$@"; do
 		dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
 	done
 	if [ -n "$missing" ]; then
-		echo "== installing:$missing"
-		as_root apt-get update -qq
+		echo "== installing:$missing" >&2
+		as_root apt-get update -qq >&2
+		# shellcheck disable=SC2086
 		as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 	fi
-	PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
-	export PG_CONFIG
-	PGBIN=$($PG_CONFIG --bindir)
+}
+
+# apt_has PACKAGE: whether Debian's package lists offer that package
+apt_has() {
+	local policy
+	policy=$(apt-cache policy "$1" 2>/dev/null)
+	[[ $policy == *"Candidate: "[0-9]* ]]
+}
+
+# pg_config_for MAJOR: prints the pg_config of a PostgreSQL installation of
+# that major, installing or building it first when needed.  18: the build of
+# ../shared/vendor's tarball (test/build-pg18.sh), or else an installed
+# /usr/lib/postgresql/18; other majors: Debian's packages.  Returns 3 when
+# there is no way to have that major here (no tarball, no package), 1 when
+# installing or building it failed.
+pg_config_for() {
+	local major=$1 rc=0
+	if [ "$major" = 18 ]; then
+		ITERJOB_QUIET_MISSING=1 "$ITERJOB_ROOT/test/build-pg18.sh" | tail -1 || rc=$?
+		[ "$rc" = 3 ] || return "$rc"
+		if [ -x /usr/lib/postgresql/18/bin/pg_config ]; then
+			echo /usr/lib/postgresql/18/bin/pg_config
+			return 0
+		fi
+		return 3
+	fi
+	if ! dpkg -s "postgresql-server-dev-$major" >/dev/null 2>&1; then
+		apt_has "postgresql-server-dev-$major" || as_root apt-get update -qq >&2
+		apt_has "postgresql-server-dev-$major" || return 3
+	fi
+	ensure_packages "postgresql-$major" "postgresql-server-dev-$major" "postgresql-$major-pgtap" || return 1
+	echo "/usr/lib/postgresql/$major/bin/pg_config"
+}
+
+setup_iterjob() {
+	ensure_packages make gcc libipc-run-perl
+	if [ -z "${PG_CONFIG:-}" ]; then
+		PG_CONFIG=$(pg_config_for "${ITERJOB_PG_MAJOR:-$ITERJOB_DEFAULT_MAJOR}") || {
+			echo "no PostgreSQL ${ITERJOB_PG_MAJOR:-$ITERJOB_DEFAULT_MAJOR} to test with" >&2
+			exit 1
+		}
+	fi
+	case "$PG_CONFIG" in
+	# Debian's layout: the server, its headers and pgTAP come in packages
+	/usr/lib/postgresql/*/bin/pg_config)
+		local major=${PG_CONFIG#/usr/lib/postgresql/}
+		major=${major%%/*}
+		ensure_packages "postgresql-$major" "postgresql-server-dev-$major" "postgresql-$major-pgtap"
+		;;
+	esac
+	# the servers run as postgres (Debian's packages create that user)
+	id postgres >/dev/null 2>&1 ||
+		as_root useradd --system --user-group --home-dir /var/lib/postgresql --shell /bin/bash postgres
+	PG_MAJOR=$("$PG_CONFIG" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
+	PGBIN=$("$PG_CONFIG" --bindir)
+	# lib/pgxs: pg_regress, pg_isolation_regress and the TAP test modules
+	PGXS_DIR=$(cd "$(dirname "$("$PG_CONFIG" --pgxs)")/../.." && pwd)
+	export PG_CONFIG PG_MAJOR PGBIN PGXS_DIR
 	export PATH="$PGBIN:$PATH"
 	if [ -n "${ITERJOB_SKIP_BUILD:-}" ]; then return; fi
-	echo "== building iterjob (-Werror)"
-	make -C "$ITERJOB_ROOT" -s PG_CONFIG=$PG_CONFIG EXTRA_CFLAGS=-Werror >/dev/null
-	as_root make -C "$ITERJOB_ROOT" -s PG_CONFIG=$PG_CONFIG install >/dev/null
+	# (objects built against another installation are rebuilt: see Makefile)
+	echo "== building iterjob for $("$PG_CONFIG" --version) (-Werror)"
+	make -C "$ITERJOB_ROOT" -s PG_CONFIG="$PG_CONFIG" EXTRA_CFLAGS=-Werror >/dev/null
+	as_root make -C "$ITERJOB_ROOT" -s PG_CONFIG="$PG_CONFIG" install >/dev/null
 }
 
 cluster_stop() {

@@ -1,25 +1,77 @@
 #!/usr/bin/env bash
-# Runs every iterjob test suite: installs missing packages, builds with
-# -Werror, installs, starts a throwaway cluster with iterjob preloaded, runs
-# the pg_regress suite, the pgTAP suites, the isolation suite (with a
-# pgbench check of concurrent enqueues) and the crash/restart TAP suite,
-# and stops the cluster (also on failure).
+# Runs every iterjob test suite on every PostgreSQL major it can have: for
+# each, installs missing packages (or builds PostgreSQL 18 from
+# ../shared/vendor, once, see test/build-pg18.sh), builds iterjob with
+# -Werror, installs it, starts a throwaway cluster with iterjob preloaded,
+# runs the pg_regress suite, the pgTAP suites, the isolation suite (with a
+# pgbench check of concurrent enqueues) and the crash/restart TAP suite, and
+# stops the cluster (also on failure).
 #
-#   test/run-all.sh            all suites
-#   test/run-all.sh regress    one of: regress, pgtap, isolation, tap
+#   test/run-all.sh              all suites on PostgreSQL 15 and 18
+#   test/run-all.sh regress      one or more of: regress, pgtap, isolation, tap
+#   ITERJOB_PG_MAJORS=18 test/run-all.sh [suites]
+#                                the majors to run (default "15 18")
+#   PG_CONFIG=/path/to/bin/pg_config test/run-all.sh [suites]
+#                                that installation only
+#
+# A major that cannot be had here (18 without the tarball in ../shared/vendor
+# and without an installed /usr/lib/postgresql/18) is skipped with one line,
+# unless ITERJOB_REQUIRE_MAJORS=1 (CI), where it fails the run.  The last
+# line counts the suites run: "suites: N passed, N failed[, N skipped]".
 source "$(dirname "$0")/lib.sh"
+
+if [ -z "${PG_CONFIG:-}" ]; then
+	passed=0 failed=0 skipped=0
+	nsuites=$(echo "${*:-regress pgtap isolation tap}" | wc -w)
+	for major in ${ITERJOB_PG_MAJORS:-15 18}; do
+		rc=0
+		pg_config=$(pg_config_for "$major") || rc=$?
+		if [ "$rc" = 3 ]; then
+			why="not available here (no tarball in ../shared/vendor to build it from, no package, not installed)"
+			if [ "${ITERJOB_REQUIRE_MAJORS:-}" = 1 ]; then
+				echo "== PostgreSQL $major: FAILED, $why, and ITERJOB_REQUIRE_MAJORS=1"
+				failed=$((failed + nsuites))
+			else
+				echo "== PostgreSQL $major: skipped, $why"
+				skipped=$((skipped + nsuites))
+			fi
+			continue
+		fi
+		if [ "$rc" != 0 ]; then
+			echo "== PostgreSQL $major: FAILED (could not be installed or built)"
+			failed=$((failed + nsuites))
+			continue
+		fi
+		echo "== PostgreSQL $major: $pg_config"
+		# one run per major, in a process of its own (its own cluster traps)
+		PG_CONFIG=$pg_config "$ITERJOB_ROOT/test/run-all.sh" "$@" | tee "/tmp/iterjob-run-all.$$.log" || true
+		counts=$(tail -1 "/tmp/iterjob-run-all.$$.log")
+		rm -f "/tmp/iterjob-run-all.$$.log"
+		if [[ $counts =~ ^suites:\ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
+			passed=$((passed + BASH_REMATCH[1]))
+			failed=$((failed + BASH_REMATCH[2]))
+		else
+			failed=$((failed + nsuites))
+		fi
+	done
+	echo "== every major: ${ITERJOB_PG_MAJORS:-15 18}"
+	echo "suites: $passed passed, $failed failed$([ $skipped = 0 ] || echo ", $skipped skipped")"
+	[ "$failed" = 0 ] && [ "$passed" -gt 0 ]
+	exit
+fi
 
 suites=${*:-regress pgtap isolation tap}
 setup_iterjob
-status=0
+passed=0 failed=0 skipped=0
 
 for suite in $suites; do
+	status=0
 	case "$suite" in
 	regress)
 		cluster_start
 		echo "== pg_regress"
 		# pg_regress writes results/ next to the inputs
-		if ! make -C "$ITERJOB_ROOT" -s installcheck PG_CONFIG=$PG_CONFIG \
+		if ! make -C "$ITERJOB_ROOT" -s installcheck PG_CONFIG="$PG_CONFIG" \
 			PGHOST="$PGHOST" PGPORT="$PGPORT" PGUSER=postgres; then
 			cat "$ITERJOB_ROOT/regression.diffs" 2>/dev/null | head -200
 			status=1
@@ -41,7 +93,7 @@ for suite in $suites; do
 		# pg_isolation_regress (re)creates the database isolation_regression,
 		# with iterjob, on the throwaway cluster
 		# shellcheck disable=SC2086
-		if ! /usr/lib/postgresql/15/lib/pgxs/src/test/isolation/pg_isolation_regress \
+		if ! $PGXS_DIR/src/test/isolation/pg_isolation_regress \
 			--host="$PGHOST" --port="$PGPORT" --user=postgres \
 			--inputdir="$ITERJOB_ROOT/test/isolation" --outputdir="$isodir" \
 			--load-extension=iterjob $specs; then
@@ -61,24 +113,30 @@ for suite in $suites; do
 		cluster_stop
 		;;
 	tap)
-		if compgen -G "$ITERJOB_ROOT/test/t/*.pl" >/dev/null; then
+		if ! compgen -G "$ITERJOB_ROOT/test/t/*.pl" >/dev/null; then
+			status=skip
+		else
 			echo "== TAP (crash, kill, restart)"
 			tapdir=$(mktemp -d /tmp/iterjob-tap.XXXXXX)
 			chmod 755 "$tapdir"
 			# the postgres user runs the scripts: give it a copy it can read
 			# wherever this checkout lives
 			cp -r "$ITERJOB_ROOT/test/t" "$tapdir/t"
+			mkdir -p "$tapdir/tmp_check/log"
 			as_root chown -R postgres: "$tapdir"
 			# PostgreSQL::Test::Cluster makes and stops its own clusters.  PG 15's
 			# PostgreSQL::Test::Utils puts its tmp_check (node data and logs under
 			# tmp_check/log) in $TESTDIR, or else in the current directory, which
-			# the postgres user cannot write; later versions read TESTDATADIR and
-			# TESTLOGDIR.  The test scripts run from $tapdir for the same reason.
+			# the postgres user cannot write; 16 and later read TESTDATADIR and
+			# TESTLOGDIR instead and create only their last level, so both are
+			# made here, the same tmp_check/log as 15's.  The test scripts run
+			# from $tapdir for the same reason.
 			tap_ok=1
 			(cd "$tapdir" && as_postgres env PATH="$PGBIN:$PATH" \
-				PG_REGRESS=/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress \
-				TESTDIR="$tapdir" TESTDATADIR="$tapdir" TESTLOGDIR="$tapdir/tmp_check/log" \
-				prove -f --timer -I /usr/lib/postgresql/15/lib/pgxs/src/test/perl \
+				PG_REGRESS="$PGXS_DIR/src/test/regress/pg_regress" \
+				TESTDIR="$tapdir" TESTDATADIR="$tapdir/tmp_check" \
+				TESTLOGDIR="$tapdir/tmp_check/log" \
+				prove -f --timer -I "$PGXS_DIR/src/test/perl" \
 				-I "$tapdir/t" "$tapdir"/t/*.pl) || tap_ok=0
 			if [ $tap_ok = 1 ] && [ -z "${KEEP_TAP_DIR:-}" ]; then
 				as_root rm -rf "$tapdir"
@@ -93,6 +151,16 @@ for suite in $suites; do
 		exit 2
 		;;
 	esac
+	case $status in
+	0) passed=$((passed + 1)) ;;
+	skip) skipped=$((skipped + 1)) ;;
+	*)
+		failed=$((failed + 1))
+		echo "== $suite FAILED on PostgreSQL $PG_MAJOR"
+		;;
+	esac
 done
 
-exit $status
+echo "== PostgreSQL $PG_MAJOR ($PG_CONFIG): $suites"
+echo "suites: $passed passed, $failed failed$([ $skipped = 0 ] || echo ", $skipped skipped")"
+[ "$failed" = 0 ]

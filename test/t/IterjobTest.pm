@@ -145,6 +145,17 @@ SELECT rows_done FROM iterjob.job_progress WHERE job_id = $job;
 });
 }
 
+# $node->psql, where psql refusing the connection is a failed attempt too:
+# psql can exit (the server is restarting) before IPC::Run has written the
+# query to its stdin, and IPC::Run then dies of the broken pipe.
+sub try_psql
+{
+	my ($node, $db, $query) = @_;
+	my @result = eval { $node->psql($db, $query, on_error_stop => 1) };
+	return @result if @result;
+	return (1, '', "psql died: $@");
+}
+
 # Poll $query until it returns $expected (as psql -At prints it) or
 # $timeout seconds pass.  Connection failures count as "not yet".  Returns
 # true when it matched; on time-out, diags the last output.
@@ -157,7 +168,7 @@ sub wait_for
 	while (1)
 	{
 		my ($ret);
-		($ret, $out, $err) = $node->psql($db, $query, on_error_stop => 1);
+		($ret, $out, $err) = try_psql($node, $db, $query);
 		return 1 if $ret == 0 && $out eq $expected;
 		last if time > $deadline;
 		usleep(50_000);
@@ -194,7 +205,7 @@ sub poll_value
 	my $deadline = time + $timeout;
 	while (1)
 	{
-		my ($ret, $out, $err) = $node->psql($db, $query, on_error_stop => 1);
+		my ($ret, $out, $err) = try_psql($node, $db, $query);
 		return $out if $ret == 0;
 		die "query failed: $err\n$query" if time > $deadline;
 		usleep(100_000);
