@@ -72,4 +72,13 @@
 #define ITERJOB_MODULE_MAGIC PG_MODULE_MAGIC
 #endif
 
+/*
+ * 17 added custom wait events (WaitEventExtensionNew): iterjob's waits show
+ * in pg_stat_activity by name (IterjobTrailing, ...) instead of as the one
+ * wait event "Extension" of older majors.
+ */
+#if PG_VERSION_NUM >= 170000
+#define ITERJOB_HAVE_CUSTOM_WAIT_EVENTS 1
+#endif
+
 #endif							/* ITERJOB_COMPAT_H */

@@ -178,7 +178,7 @@ iterjob_trail_before_batch(IterjobTask *task)
 			waited = true;
 		}
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 wait_ms, PG_WAIT_EXTENSION);
+						 wait_ms, iterjob_wait_event(ITERJOB_WAIT_TRAILING));
 		ResetLatch(MyLatch);
 	}
 }

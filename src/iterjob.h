@@ -139,6 +139,20 @@ extern void iterjob_slot_end_batch(void);
 extern bool iterjob_take_death(int64 task_id, IterjobDeath *death);
 pg_noreturn extern void iterjob_worker_exit_clean(void);
 
+/* wait_events.c */
+typedef enum IterjobWaitEvent
+{
+	ITERJOB_WAIT_LAUNCHER,		/* the launcher between its rounds */
+	ITERJOB_WAIT_TRAILING,		/* an instance behind the one before it */
+	ITERJOB_WAIT_RETRY_BACKOFF, /* after a failed attempt */
+	ITERJOB_WAIT_HELD,			/* the health gate holds the instance */
+	ITERJOB_WAIT_THROTTLED,		/* batch_pause, max_rows_per_second */
+	ITERJOB_WAIT_JOB_END,		/* iterjob.wait() */
+	ITERJOB_WAIT_TASK_HANDOVER, /* a queued task's last worker lets go */
+	ITERJOB_WAIT_EVENTS
+} IterjobWaitEvent;
+extern uint32 iterjob_wait_event(IterjobWaitEvent event);
+
 /* commit_wakeup.c */
 extern void iterjob_register_commit_wakeup(void);
 extern void iterjob_wake_at_commit(void);

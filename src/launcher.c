@@ -369,7 +369,7 @@ iterjob_launcher_main(Datum main_arg)
 
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 sleep_ms, PG_WAIT_EXTENSION);
+						 sleep_ms, iterjob_wait_event(ITERJOB_WAIT_LAUNCHER));
 		ResetLatch(MyLatch);
 	}
 

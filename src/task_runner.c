@@ -246,7 +246,7 @@ still_running(IterjobTask *task)
  * the job's state changes.
  */
 static void
-pause_for(long ms, const char *phase)
+pause_for(long ms, const char *phase, IterjobWaitEvent event)
 {
 	TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
 
@@ -260,7 +260,7 @@ pause_for(long ms, const char *phase)
 		if (left <= 0 || iterjob_slot_recheck_pending())
 			break;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 left, PG_WAIT_EXTENSION);
+						 left, iterjob_wait_event(event));
 		ResetLatch(MyLatch);
 	}
 }
@@ -339,7 +339,7 @@ iterjob_run_task(IterjobTask *task)
 	/* its last worker died in a batch: back off as after any failure */
 	if (task->retry_ms > 0)
 	{
-		pause_for(task->retry_ms, "retry backoff");
+		pause_for(task->retry_ms, "retry backoff", ITERJOB_WAIT_RETRY_BACKOFF);
 		must_recheck = true;
 	}
 	for (;;)
@@ -374,11 +374,11 @@ iterjob_run_task(IterjobTask *task)
 			iterjob_trail_stop();
 		if (outcome == BATCH_RETRY)
 		{
-			pause_for(retry_ms, "retry backoff");
+			pause_for(retry_ms, "retry backoff", ITERJOB_WAIT_RETRY_BACKOFF);
 			must_recheck = true;
 		}
 		else if (outcome == BATCH_HELD)
-			pause_for(HOLD_RECHECK_MS, "held");
+			pause_for(HOLD_RECHECK_MS, "held", ITERJOB_WAIT_HELD);
 		else if (outcome != BATCH_MORE)
 			break;
 		else
@@ -387,7 +387,7 @@ iterjob_run_task(IterjobTask *task)
 			sleep_ms = iterjob_throttle_after_batch(&task->throttle, task->spec.instances,
 													task->last_batch_rows, batch_ms);
 			if (sleep_ms > 0)
-				pause_for(sleep_ms, "throttled");
+				pause_for(sleep_ms, "throttled", ITERJOB_WAIT_THROTTLED);
 		}
 	}
 	iterjob_trail_stop();

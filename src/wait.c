@@ -193,11 +193,11 @@ iterjob_wait(PG_FUNCTION_ARGS)
 
 		if (iterjob_shared != NULL)
 			(void) ConditionVariableTimedSleep(&iterjob_shared->job_state_cv,
-											   sleep_ms, PG_WAIT_EXTENSION);
+											   sleep_ms, iterjob_wait_event(ITERJOB_WAIT_JOB_END));
 		else
 		{
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 sleep_ms, PG_WAIT_EXTENSION);
+							 sleep_ms, iterjob_wait_event(ITERJOB_WAIT_JOB_END));
 			ResetLatch(MyLatch);
 		}
 	}

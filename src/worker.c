@@ -195,7 +195,7 @@ iterjob_worker_main(Datum main_arg)
 		{
 			/* its previous worker lets go of that task in a moment */
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 BUSY_WAIT_MS, PG_WAIT_EXTENSION);
+							 BUSY_WAIT_MS, iterjob_wait_event(ITERJOB_WAIT_TASK_HANDOVER));
 			ResetLatch(MyLatch);
 			continue;
 		}

@@ -43,7 +43,7 @@
 
 SET client_min_messages = warning;
 
-SELECT plan(102);
+SELECT plan(103);
 
 -- Helpers -----------------------------------------------------------------
 
@@ -675,5 +675,17 @@ RESET max_parallel_workers_per_gather;
 RESET parallel_setup_cost;
 RESET parallel_tuple_cost;
 RESET min_parallel_table_scan_size;
+
+-- A throttled worker's wait event: by name from PostgreSQL 17 on.
+CREATE TABLE we_items (id bigint PRIMARY KEY) WITH (autovacuum_enabled = false);
+INSERT INTO we_items SELECT g FROM generate_series(1, 50) g;
+SELECT iterjob.enqueue('we_items', 'SELECT cardinality($1)', batch_size => 5,
+                       batch_pause => '3 s') AS we_job \gset
+SELECT CASE WHEN current_setting('server_version_num')::int >= 170000
+            THEN 'IterjobThrottled' ELSE 'Extension' END AS we_event \gset
+SELECT ok(tap_wait_until(format($$EXISTS (SELECT FROM pg_stat_activity a JOIN iterjob.workers w ON w.pid = a.pid
+                                          WHERE w.job_id = %s AND a.wait_event = %L)$$, :we_job, :'we_event')),
+          format('a worker in its batch_pause waits on wait event %s', :'we_event'));
+SELECT iterjob.cancel(:we_job) AS ignored \gset
 
 SELECT * FROM finish();
