@@ -38,6 +38,7 @@ typedef struct IterjobWorkerSlot
 	Oid			owner;			/* role it runs jobs of; 0 until its first claim */
 	int64		held_task;		/* task it holds (under iterjob_shared->lock) */
 	int64		batch_task;		/* task whose batch it runs now (same lock) */
+	int64		batch_no;		/* and that batch's number in the task */
 	int64		job_id;			/* task being worked on, or 0 */
 	int32		instance;
 	int64		batches;		/* batches committed in this task */
@@ -64,6 +65,7 @@ typedef struct IterjobDeath
 {
 	Oid			dboid;			/* InvalidOid: entry unused */
 	int64		task_id;
+	int64		batch_no;		/* the batch it died in */
 	bool		crash;			/* the server restarted after a crash */
 	int			exit_code;		/* of a worker that exited by itself */
 } IterjobDeath;
@@ -134,7 +136,7 @@ extern bool iterjob_hold_task(int64 task_id);
 extern void iterjob_release_task(void);
 extern bool iterjob_task_is_held(Oid dboid, int64 task_id);
 extern void iterjob_clear_held_task(int slotno);
-extern void iterjob_slot_begin_batch(int64 task_id);
+extern void iterjob_slot_begin_batch(int64 task_id, int64 batch_no);
 extern void iterjob_slot_end_batch(void);
 extern bool iterjob_take_death(int64 task_id, IterjobDeath *death);
 pg_noreturn extern void iterjob_worker_exit_clean(void);

@@ -48,7 +48,8 @@ carry_batches_in_flight(int code, Datum arg)
 	for (int i = 0; i < ITERJOB_MAX_WORKER_SLOTS; i++)
 	{
 		IterjobDeath d = {iterjob_shared->workers[i].dboid,
-		iterjob_shared->workers[i].batch_task, true, -1};
+			iterjob_shared->workers[i].batch_task,
+		iterjob_shared->workers[i].batch_no, true, -1};
 
 		carry(&d);
 	}

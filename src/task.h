@@ -43,6 +43,7 @@ typedef struct IterjobTask
 	IterjobDeath death;
 	long		retry_ms;		/* backoff before its first batch */
 	bool		failed;			/* that death was its last attempt */
+	int64		retry_batch;	/* the batch that failed last, until it commits */
 } IterjobTask;
 
 /* The statements a task runs, prepared once per task (in its first batch). */

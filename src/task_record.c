@@ -34,7 +34,10 @@ static const char *const pacing_sql =
 "   FROM iterjob.job j WHERE j.id OPERATOR(pg_catalog.=) job_id)";
 
 /*
- * The checkpoint: $1 task, $2 rows, $3 the batch's last key as jsonb.  It
+ * The checkpoint: $1 task, $2 rows, $3 the batch's last key as jsonb, $4
+ * the number of the batch that failed last (0: none), whose failed
+ * attempts count on until it commits (the batches before it run again
+ * after a crash took their asynchronous commits back).  It
  * also keeps the instance's rate, a moving average over recent batches of
  * rows per second between two checkpoints (the first batch's counted from
  * the claim), pauses and throttling included.  A task paused, cancelled,
@@ -56,7 +59,9 @@ static const char *const checkpoint_sql =
 "              $2 OPERATOR(pg_catalog./)"
 "                pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) updated_at))"
 "       END,"
-"       attempts = 0, held_reason = NULL, updated_at = pg_catalog.clock_timestamp()"
+"       attempts = CASE WHEN batches_done OPERATOR(pg_catalog.+) 1 OPERATOR(pg_catalog.>=) $4"
+"                       THEN 0 ELSE attempts END,"
+"       held_reason = NULL, updated_at = pg_catalog.clock_timestamp()"
 " WHERE id OPERATOR(pg_catalog.=) $1"
 "   AND state OPERATOR(pg_catalog.=) ANY ('{running,paused,queued,cancelled}'::pg_catalog.text[])"
 " RETURNING state OPERATOR(pg_catalog.=) 'running', %s";
@@ -83,10 +88,10 @@ static const char *const log_error_sql =
 SPIPlanPtr
 iterjob_prepare_checkpoint(void)
 {
-	Oid			types[3] = {INT8OID, INT8OID, JSONBOID};
+	Oid			types[4] = {INT8OID, INT8OID, JSONBOID, INT8OID};
 	IterjobSavedUser saved;
 	int			nest = iterjob_begin_internal(&saved);
-	SPIPlanPtr	plan = SPI_prepare(psprintf(checkpoint_sql, pacing_sql), 3, types);
+	SPIPlanPtr	plan = SPI_prepare(psprintf(checkpoint_sql, pacing_sql), 4, types);
 
 	if (plan == NULL || SPI_keepplan(plan) != 0)
 		elog(ERROR, "could not prepare the checkpoint of an iterjob task");
@@ -138,7 +143,8 @@ bool
 iterjob_record_checkpoint(IterjobTask *task, SPIPlanPtr plan, uint64 rows,
 						  Datum cursor)
 {
-	Datum		args[3] = {Int64GetDatum(task->task_id), Int64GetDatum((int64) rows), cursor};
+	Datum		args[4] = {Int64GetDatum(task->task_id), Int64GetDatum((int64) rows), cursor,
+	Int64GetDatum(task->retry_batch)};
 	IterjobSavedUser saved;
 	int			nest = iterjob_begin_internal(&saved);
 	int			ret = SPI_execute_plan(plan, args, NULL, false, 0);
@@ -256,6 +262,7 @@ iterjob_record_death(IterjobTask *task)
 		return;
 	task->failed = attempts >= task->spec.max_attempts;
 	task->retry_ms = task->failed ? 0 : iterjob_retry_backoff_ms(attempts);
+	task->retry_batch = task->death.batch_no;
 	ereport(LOG,
 			(errmsg("iterjob: job " INT64_FORMAT " instance %d: %s (attempt %d of %d)",
 					task->job_id, task->instance, edata.message, attempts,

@@ -274,9 +274,19 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 	MemoryContext worker_cxt = CurrentMemoryContext;
 
 	report_activity(task);
-	iterjob_slot_begin_batch(task->task_id);
+	iterjob_slot_begin_batch(task->task_id, task->batches_done + 1);
 	iterjob_worker_begin(true);
-	iterjob_commit_batch_mode();
+
+	/*
+	 * After a failed attempt, the batches up to the one that failed commit
+	 * durably: a crash (a batch that kills its worker again) must not take
+	 * back the way to it, and the failed attempts count on until that
+	 * batch commits (task_record.c).
+	 */
+	if (task->retry_batch > 0 && task->batches_done < task->retry_batch)
+		iterjob_commit_durably();
+	else
+		iterjob_commit_batch_mode();
 	set_constraints_immediate();
 	if (task->spec.statement_timeout_ms > 0)
 		enable_timeout_after(STATEMENT_TIMEOUT, task->spec.statement_timeout_ms);
@@ -303,6 +313,7 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 		MemoryContextSwitchTo(worker_cxt);
 		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 			iterjob_throttle_after_timeout(&task->throttle);
+		task->retry_batch = task->batches_done + 1;
 		outcome = after_failure(task, edata, retry_ms);
 		FreeErrorData(edata);
 	}
@@ -316,6 +327,8 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 			Datum		old_key = task->cursor[0];
 
 			advance_cursor(task, plans, pending);
+			if (task->batches_done >= task->retry_batch)
+				task->retry_batch = 0;
 			iterjob_trail_advanced(task, had_cursor, old_key);
 			if (iterjob_log_batches)
 				ereport(LOG,

@@ -36,7 +36,7 @@ IterjobWorkerSlot *iterjob_my_slot = NULL;
 
 /* Remember that a worker died in a batch of task_id (lock held). */
 static void
-record_death(Oid dboid, int64 task_id, int exit_code)
+record_death(Oid dboid, int64 task_id, int64 batch_no, int exit_code)
 {
 	int			i;
 
@@ -51,6 +51,7 @@ record_death(Oid dboid, int64 task_id, int exit_code)
 	}
 	iterjob_shared->deaths[i].dboid = dboid;
 	iterjob_shared->deaths[i].task_id = task_id;
+	iterjob_shared->deaths[i].batch_no = batch_no;
 	iterjob_shared->deaths[i].crash = false;
 	iterjob_shared->deaths[i].exit_code = exit_code;
 }
@@ -66,7 +67,8 @@ slot_detach(int code, Datum arg)
 {
 	LWLockAcquire(iterjob_shared->lock, LW_EXCLUSIVE);
 	if (iterjob_my_slot->batch_task != 0)
-		record_death(iterjob_my_slot->dboid, iterjob_my_slot->batch_task, code);
+		record_death(iterjob_my_slot->dboid, iterjob_my_slot->batch_task,
+					 iterjob_my_slot->batch_no, code);
 	iterjob_my_slot->batch_task = 0;
 	LWLockRelease(iterjob_shared->lock);
 	iterjob_release_task();
@@ -229,10 +231,11 @@ iterjob_clear_held_task(int slotno)
 
 /* A batch of task_id starts; it ends with iterjob_slot_end_batch(). */
 void
-iterjob_slot_begin_batch(int64 task_id)
+iterjob_slot_begin_batch(int64 task_id, int64 batch_no)
 {
 	LWLockAcquire(iterjob_shared->lock, LW_EXCLUSIVE);
 	iterjob_my_slot->batch_task = task_id;
+	iterjob_my_slot->batch_no = batch_no;
 	LWLockRelease(iterjob_shared->lock);
 }
 
