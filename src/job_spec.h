@@ -116,6 +116,7 @@ extern char *iterjob_key_column_compare_sql(const IterjobSpec *spec, int i, int 
 											const char *rhs);
 extern char *iterjob_key_order_by(const IterjobSpec *spec, bool reverse);
 extern bool iterjob_key_is_ascending_integer(const IterjobSpec *spec);
+extern bool iterjob_key_types_user_defined(const IterjobSpec *spec);
 
 /* keyset_query.c */
 extern char *iterjob_source_sql(const IterjobSpec *spec);

@@ -21,6 +21,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/transam.h"
 #include "access/stratnum.h"
 #include "catalog/pg_am.h"
 #include "catalog/pg_collation.h"
@@ -241,6 +242,21 @@ iterjob_key_order_by(const IterjobSpec *spec, bool reverse)
 						 nulls_first ? "FIRST" : "LAST");
 	}
 	return buf.data;
+}
+
+/*
+ * Can a value of the key's types carry code of the owner's into its jsonb
+ * form (a cast to json of a type the owner created)?  Not when every
+ * column's base type is built in: to_jsonb() of those calls built-in
+ * output functions only, and looks for no cast.
+ */
+bool
+iterjob_key_types_user_defined(const IterjobSpec *spec)
+{
+	for (int i = 0; i < spec->nkeys; i++)
+		if (getBaseType(spec->key_types[i]) >= FirstNormalObjectId)
+			return true;
+	return false;
 }
 
 /*

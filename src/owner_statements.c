@@ -132,12 +132,13 @@ iterjob_prepare_owner_plans(IterjobTask *task, IterjobTaskPlans *plans)
 
 	nest = begin_owner(task, false, &saved);
 	action = prepare(spec->action, spec->nkeys, arraytypes, 0);
-	encode = prepare(encode_sql(spec), spec->nkeys, next_types, 0);
+	encode = iterjob_key_types_user_defined(spec) ?
+		prepare(encode_sql(spec), spec->nkeys, next_types, 0) : NULL;
 	iterjob_end_owner_section(nest, &saved);
 
-	plans->checkpoint = iterjob_prepare_checkpoint();
+	plans->checkpoint = iterjob_prepare_checkpoint(spec);
 	if (SPI_keepplan(first) != 0 || SPI_keepplan(next) != 0 ||
-		SPI_keepplan(action) != 0 || SPI_keepplan(encode) != 0)
+		SPI_keepplan(action) != 0 || (encode != NULL && SPI_keepplan(encode) != 0))
 		elog(ERROR, "SPI_keepplan failed");
 	plans->first = first;
 	plans->next = next;
@@ -204,16 +205,22 @@ iterjob_run_action(IterjobTask *task, IterjobTaskPlans *plans, Datum *arrays)
 
 /*
  * A key's jsonb form (to_jsonb(), which may use a cast of the key type to
- * json), computed as the owner; it lives until SPI_finish().
+ * json), computed as the owner; it lives until SPI_finish().  (Datum) 0
+ * for keys of built-in types, which the checkpoint encodes itself.
  */
 Datum
 iterjob_encode_key(IterjobTask *task, IterjobTaskPlans *plans, Datum *key)
 {
 	IterjobSavedUser saved;
-	int			nest = begin_owner(task, false, &saved);
-	int			ret = SPI_execute_plan(plans->encode, key, NULL, false, 1);
+	int			nest;
+	int			ret;
 	bool		isnull = true;
 	Datum		json = (Datum) 0;
+
+	if (plans->encode == NULL)
+		return (Datum) 0;
+	nest = begin_owner(task, false, &saved);
+	ret = SPI_execute_plan(plans->encode, key, NULL, false, 1);
 
 	if (ret == SPI_OK_SELECT && SPI_processed == 1)
 		json = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

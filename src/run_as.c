@@ -80,6 +80,11 @@ iterjob_bind_to_owner(Oid owner, bool is_superuser)
 static void
 set_local(const char *name, const char *value)
 {
+	const char *current = GetConfigOption(name, true, false);
+
+	/* saves the assignment (a search_path's resets a cached lookup) */
+	if (current != NULL && strcmp(current, value) == 0)
+		return;
 	(void) set_config_option(name, value, PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 }

@@ -68,9 +68,9 @@ extern bool iterjob_load_job(int64 job_id, IterjobSpec *spec, Oid *owner,
 							 char **search_path);
 
 /* task_record.c: a task's bookkeeping, as iterjob */
-extern SPIPlanPtr iterjob_prepare_checkpoint(void);
+extern SPIPlanPtr iterjob_prepare_checkpoint(const IterjobSpec *spec);
 extern bool iterjob_record_checkpoint(IterjobTask *task, SPIPlanPtr plan,
-									  uint64 rows, Datum cursor);
+									  uint64 rows, Datum cursor, const Datum *key);
 extern bool iterjob_record_hold(IterjobTask *task, const char *reason);
 extern bool iterjob_record_failure(IterjobTask *task, ErrorData *edata,
 								   int32 *attempts);

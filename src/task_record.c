@@ -20,6 +20,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/array.h"
+#include "lib/stringinfo.h"
 #include "utils/builtins.h"
 
 #include "iterjob.h"
@@ -47,7 +48,7 @@ static const char *const pacing_sql =
  */
 static const char *const checkpoint_sql =
 "UPDATE iterjob.task"
-"   SET cursor = pg_catalog.jsonb_build_object('instance', instance, 'inner_cursor', $3),"
+"   SET cursor = pg_catalog.jsonb_build_object('instance', instance, 'inner_cursor', %s),"
 "       rows_done = rows_done OPERATOR(pg_catalog.+) $2,"
 "       batches_done = batches_done OPERATOR(pg_catalog.+) 1,"
 "       rows_per_second = CASE"
@@ -65,6 +66,9 @@ static const char *const checkpoint_sql =
 " WHERE id OPERATOR(pg_catalog.=) $1"
 "   AND state OPERATOR(pg_catalog.=) ANY ('{running,paused,queued,cancelled}'::pg_catalog.text[])"
 " RETURNING state OPERATOR(pg_catalog.=) 'running', %s";
+
+/* $4 is the failed batch, then $5.. the key's columns */
+#define CHECKPOINT_KEY_PARAM 5
 
 static const char *const hold_sql =
 "UPDATE iterjob.task SET held_reason = $2"
@@ -84,14 +88,39 @@ static const char *const log_error_sql =
 "    FROM t)"
 "SELECT attempts, state OPERATOR(pg_catalog.=) 'running' FROM t";
 
-/* The checkpoint's plan, kept for the task (SPI connected). */
+/*
+ * The checkpoint's plan, kept for the task (SPI connected).  The cursor
+ * arrives as jsonb computed as the owner ($3) when the key's types could
+ * carry the owner's code into it; otherwise as the key's values ($5..),
+ * made jsonb here by built-in functions only (saving a statement per
+ * batch).
+ */
 SPIPlanPtr
-iterjob_prepare_checkpoint(void)
+iterjob_prepare_checkpoint(const IterjobSpec *spec)
 {
-	Oid			types[4] = {INT8OID, INT8OID, JSONBOID, INT8OID};
+	Oid			types[CHECKPOINT_KEY_PARAM - 1 + ITERJOB_MAX_KEYS] = {INT8OID, INT8OID, JSONBOID, INT8OID};
+	StringInfoData cursor;
 	IterjobSavedUser saved;
-	int			nest = iterjob_begin_internal(&saved);
-	SPIPlanPtr	plan = SPI_prepare(psprintf(checkpoint_sql, pacing_sql), 4, types);
+	int			nargs = CHECKPOINT_KEY_PARAM - 1;
+	int			nest;
+	SPIPlanPtr	plan;
+
+	initStringInfo(&cursor);
+	if (iterjob_key_types_user_defined(spec))
+		appendStringInfoString(&cursor, "$3");
+	else
+	{
+		appendStringInfoString(&cursor, spec->nkeys == 1 ? "pg_catalog.to_jsonb(" :
+							   "pg_catalog.jsonb_build_array(");
+		for (int i = 0; i < spec->nkeys; i++)
+		{
+			appendStringInfo(&cursor, "%s$%d", i > 0 ? ", " : "", CHECKPOINT_KEY_PARAM + i);
+			types[nargs++] = spec->key_types[i];
+		}
+		appendStringInfoChar(&cursor, ')');
+	}
+	nest = iterjob_begin_internal(&saved);
+	plan = SPI_prepare(psprintf(checkpoint_sql, cursor.data, pacing_sql), nargs, types);
 
 	if (plan == NULL || SPI_keepplan(plan) != 0)
 		elog(ERROR, "could not prepare the checkpoint of an iterjob task");
@@ -141,15 +170,22 @@ read_state_and_pacing(IterjobTask *task)
  */
 bool
 iterjob_record_checkpoint(IterjobTask *task, SPIPlanPtr plan, uint64 rows,
-						  Datum cursor)
+						  Datum cursor, const Datum *key)
 {
-	Datum		args[4] = {Int64GetDatum(task->task_id), Int64GetDatum((int64) rows), cursor,
-	Int64GetDatum(task->retry_batch)};
+	Datum		args[CHECKPOINT_KEY_PARAM - 1 + ITERJOB_MAX_KEYS] = {Int64GetDatum(task->task_id),
+		Int64GetDatum((int64) rows), cursor, Int64GetDatum(task->retry_batch)};
+	char		nulls[CHECKPOINT_KEY_PARAM - 1 + ITERJOB_MAX_KEYS];
 	IterjobSavedUser saved;
-	int			nest = iterjob_begin_internal(&saved);
-	int			ret = SPI_execute_plan(plan, args, NULL, false, 0);
+	int			nest;
+	int			ret;
 	bool		running;
 
+	memset(nulls, ' ', sizeof(nulls));
+	nulls[2] = cursor == (Datum) 0 ? 'n' : ' ';
+	for (int i = 0; i < task->spec.nkeys; i++)
+		args[CHECKPOINT_KEY_PARAM - 1 + i] = key[i];
+	nest = iterjob_begin_internal(&saved);
+	ret = SPI_execute_plan(plan, args, nulls, false, 0);
 	if (ret != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "checkpoint failed: %s", SPI_result_code_string(ret));
 	running = read_state_and_pacing(task);

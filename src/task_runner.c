@@ -151,7 +151,8 @@ do_batch(IterjobTask *task, IterjobTaskPlans *plans, Datum *pending)
 	iterjob_set_phase("checkpoint");
 	task->last_batch_rows = n;
 	outcome = iterjob_record_checkpoint(task, plans->checkpoint, n,
-										iterjob_encode_key(task, plans, pending)) ?
+										iterjob_encode_key(task, plans, pending),
+										pending) ?
 		BATCH_MORE : BATCH_STOPPED;
 
 	/*
