@@ -152,12 +152,14 @@ iterjob_prepare_owner_plans(IterjobTask *task, IterjobTaskPlans *plans)
 void
 iterjob_free_plans(IterjobTaskPlans *plans)
 {
-	SPIPlanPtr *all[] = {&plans->first, &plans->next, &plans->action,
-	&plans->encode, &plans->checkpoint};
+	SPIPlanPtr	kept[] = {plans->first, plans->next, plans->action,
+	plans->encode, plans->checkpoint};
 
-	for (int i = 0; i < (int) lengthof(all); i++)
-		if (*all[i] != NULL)
-			SPI_freeplan(*all[i]);
+	for (int i = 0; i < (int) lengthof(kept); i++)
+	{
+		if (kept[i] != NULL)
+			SPI_freeplan(kept[i]);
+	}
 	memset(plans, 0, sizeof(*plans));
 }
 
