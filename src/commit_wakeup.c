@@ -8,6 +8,10 @@
  *	  paused, cancelled or resumed, so no batch starts after that commit.  A
  *	  rolled-back transaction wakes nobody.
  *
+ *	  A transaction that is prepared (PREPARE TRANSACTION) instead is
+ *	  remembered by its name; the COMMIT PREPARED or ROLLBACK PREPARED that
+ *	  ends it, in whatever session, does the same wake-ups.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -15,6 +19,8 @@
 #include "access/xact.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "tcop/utility.h"
 
 #include "iterjob.h"
 
@@ -28,6 +34,11 @@ static int64 signalled_jobs[MAX_SIGNALLED_JOBS];
 static int	n_signalled_jobs = 0;
 static bool signal_all_jobs = false;
 
+/* the name of the transaction PREPARE TRANSACTION is preparing */
+static char preparing_gid[ITERJOB_GID_SIZE];
+
+static ProcessUtility_hook_type prev_process_utility = NULL;
+
 /* Flag and wake the workers of this database on the signalled jobs. */
 static void
 signal_workers(void)
@@ -37,7 +48,7 @@ signal_workers(void)
 
 	if (iterjob_shared == NULL)
 		return;
-	SpinLockAcquire(&iterjob_shared->mutex);
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 	for (int i = 0; i < ITERJOB_MAX_WORKER_SLOTS; i++)
 	{
 		IterjobWorkerSlot *slot = &iterjob_shared->workers[i];
@@ -53,7 +64,7 @@ signal_workers(void)
 			latches[nlatches++] = slot->latch;
 		}
 	}
-	SpinLockRelease(&iterjob_shared->mutex);
+	LWLockRelease(iterjob_shared->state_lock);
 	for (int i = 0; i < nlatches; i++)
 		SetLatch(latches[i]);
 }
@@ -82,6 +93,16 @@ commit_wakeup_callback(XactEvent event, void *arg)
 			n_signalled_jobs = 0;
 			signal_all_jobs = false;
 			break;
+		case XACT_EVENT_PREPARE:
+			if (wake_pending || wake_at_end || notify_pending ||
+				n_signalled_jobs > 0 || signal_all_jobs)
+				iterjob_remember_prepared(MyDatabaseId, preparing_gid);
+			wake_pending = false;
+			wake_at_end = false;
+			notify_pending = false;
+			n_signalled_jobs = 0;
+			signal_all_jobs = false;
+			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			if (wake_at_end)
@@ -100,10 +121,56 @@ commit_wakeup_callback(XactEvent event, void *arg)
 	}
 }
 
+/*
+ * A prepared transaction that made work runnable, or changed a job's
+ * state, has ended: wake the launcher, iterjob.wait() callers and the
+ * workers of this database.
+ */
+static void
+prepared_ended(const char *gid)
+{
+	if (iterjob_shared == NULL || !iterjob_forget_prepared(MyDatabaseId, gid))
+		return;
+	iterjob_mark_database_pending(MyDatabaseId);
+	iterjob_wake_launcher();
+	iterjob_notify_job_state();
+	signal_all_jobs = true;
+	signal_workers();
+	signal_all_jobs = false;
+}
+
+static void
+wakeup_process_utility(PlannedStmt *pstmt, const char *queryString,
+					   bool readOnlyTree, ProcessUtilityContext context,
+					   ParamListInfo params, QueryEnvironment *queryEnv,
+					   DestReceiver *dest, QueryCompletion *qc)
+{
+	TransactionStmt *stmt = NULL;
+
+	if (IsA(pstmt->utilityStmt, TransactionStmt))
+		stmt = (TransactionStmt *) pstmt->utilityStmt;
+	if (stmt != NULL && stmt->kind == TRANS_STMT_PREPARE)
+		strlcpy(preparing_gid, stmt->gid, sizeof(preparing_gid));
+
+	if (prev_process_utility)
+		prev_process_utility(pstmt, queryString, readOnlyTree, context,
+							 params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+
+	/* FinishPreparedTransaction() has made its work visible by now */
+	if (stmt != NULL && (stmt->kind == TRANS_STMT_COMMIT_PREPARED ||
+						 stmt->kind == TRANS_STMT_ROLLBACK_PREPARED))
+		prepared_ended(stmt->gid);
+}
+
 void
 iterjob_register_commit_wakeup(void)
 {
 	RegisterXactCallback(commit_wakeup_callback, NULL);
+	prev_process_utility = ProcessUtility_hook;
+	ProcessUtility_hook = wakeup_process_utility;
 }
 
 void

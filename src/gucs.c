@@ -20,6 +20,8 @@ int			iterjob_autovacuum_hold_max_ms = 600000;
 int			iterjob_test_replication_lag_ms = -1;
 bool		iterjob_synchronous_commit = false;
 bool		iterjob_trail_instances = true;
+int			iterjob_rescan_interval_ms = 10000;
+int			iterjob_time_slice_ms = 10000;
 
 void
 iterjob_define_gucs(void)
@@ -90,6 +92,26 @@ iterjob_define_gucs(void)
 							 true,
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("iterjob.rescan_interval",
+							"How often the launcher looks at one idle database with iterjob installed.",
+							"A safety net for wake-ups that cannot reach the launcher (a prepared transaction "
+							"committed after a restart): each interval, the idle database looked at longest ago "
+							"gets a worker that checks for runnable jobs.",
+							&iterjob_rescan_interval_ms,
+							10000, 1000, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("iterjob.time_slice",
+							"How long a worker keeps its task while another database waits for a worker.",
+							"When all iterjob.max_workers are busy and a database with runnable jobs has fewer "
+							"workers than another, a worker of the database with the most that has run this long "
+							"leaves its task at its next batch boundary (the task resumes later from its checkpoint).",
+							&iterjob_time_slice_ms,
+							10000, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("iterjob.test_replication_lag",
 							"For tests only: the replication lag the health gate sees, instead of pg_stat_replication's.",

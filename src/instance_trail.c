@@ -58,7 +58,7 @@ key_as_int64(const IterjobTask *task, Datum key)
 	}
 }
 
-/* The slot of the worker on instance `instance` of our job; mutex held. */
+/* The slot of the worker on instance `instance` of our job (lock held). */
 static IterjobWorkerSlot *
 find_instance_slot(int32 instance)
 {
@@ -82,11 +82,11 @@ wake_follower(void)
 	IterjobWorkerSlot *slot;
 	Latch	   *latch = NULL;
 
-	SpinLockAcquire(&iterjob_shared->mutex);
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 	slot = find_instance_slot(iterjob_my_slot->instance + 1);
 	if (slot != NULL)
 		latch = slot->latch;
-	SpinLockRelease(&iterjob_shared->mutex);
+	LWLockRelease(iterjob_shared->state_lock);
 	if (latch != NULL)
 		SetLatch(latch);
 }
@@ -97,13 +97,13 @@ publish_position(const IterjobTask *task)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
-	SpinLockAcquire(&iterjob_shared->mutex);
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 	iterjob_my_slot->trail_active = true;
 	iterjob_my_slot->trail_has_key = task->has_cursor;
 	if (task->has_cursor)
 		iterjob_my_slot->trail_key = key_as_int64(task, task->cursor[0]);
 	iterjob_my_slot->trail_at = now;
-	SpinLockRelease(&iterjob_shared->mutex);
+	LWLockRelease(iterjob_shared->state_lock);
 }
 
 /*
@@ -167,9 +167,9 @@ iterjob_trail_before_batch(IterjobTask *task)
 		if (iterjob_slot_recheck_pending())
 			break;
 		now = GetCurrentTimestamp();
-		SpinLockAcquire(&iterjob_shared->mutex);
+		LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 		wait = task->instance > 0 && must_wait(task, now, &wait_ms);
-		SpinLockRelease(&iterjob_shared->mutex);
+		LWLockRelease(iterjob_shared->state_lock);
 		if (!wait)
 			break;
 		if (!waited)
@@ -208,11 +208,11 @@ iterjob_trail_stop(void)
 
 	if (iterjob_my_slot == NULL)
 		return;
-	SpinLockAcquire(&iterjob_shared->mutex);
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 	was_active = iterjob_my_slot->trail_active;
 	iterjob_my_slot->trail_active = false;
 	iterjob_my_slot->trail_has_key = false;
-	SpinLockRelease(&iterjob_shared->mutex);
+	LWLockRelease(iterjob_shared->state_lock);
 	if (was_active)
 		wake_follower();
 }

@@ -22,8 +22,13 @@
 #define ITERJOB_MAX_WORKER_SLOTS	64
 /* Deaths of workers in the middle of a batch, kept until their task is reclaimed. */
 #define ITERJOB_MAX_DEATHS			64
-/* Databases whose pending flag can be tracked individually. */
+/* Databases marked pending between two rounds of the launcher. */
 #define ITERJOB_MAX_DATABASES		128
+/* Databases with iterjob installed that a worker can report at once. */
+#define ITERJOB_MAX_INSTALLED		4096
+/* Prepared transactions that wake the launcher when committed. */
+#define ITERJOB_MAX_PREPARED		64
+#define ITERJOB_GID_SIZE			200
 
 /* One iteration worker process, as the launcher and the views see it. */
 typedef struct IterjobWorkerSlot
@@ -32,6 +37,10 @@ typedef struct IterjobWorkerSlot
 	bool		clean_exit;		/* worker left because it found no work */
 	bool		exited;			/* the worker process has ended */
 	bool		recheck;		/* its job's state changed: look again */
+	bool		yield;			/* another database waits: leave the task */
+	bool		report_installed;	/* report the databases with iterjob */
+	uint32		generation;		/* of this use of the slot (launcher.c) */
+	TimestampTz registered_at;	/* when the launcher registered the worker */
 	Latch	   *latch;			/* the worker's latch, to wake it */
 	pid_t		pid;			/* 0 until the worker has started */
 	Oid			dboid;			/* database the worker serves */
@@ -51,14 +60,12 @@ typedef struct IterjobWorkerSlot
 	TimestampTz trail_at;		/* when it started or last advanced */
 } IterjobWorkerSlot;
 
-/* A database that may hold runnable tasks. */
-typedef struct IterjobDatabase
+/* A prepared transaction that made work runnable in its database. */
+typedef struct IterjobPreparedWake
 {
 	Oid			dboid;			/* InvalidOid: entry unused */
-	bool		pending;		/* may have unclaimed runnable work */
-	TimestampTz not_before;		/* no new worker before this time */
-	int			retry_delay_ms; /* grows while its workers keep dying */
-} IterjobDatabase;
+	char		gid[ITERJOB_GID_SIZE];
+} IterjobPreparedWake;
 
 /* A worker that died in the middle of a batch of task_id. */
 typedef struct IterjobDeath
@@ -76,10 +83,16 @@ typedef struct IterjobShared
 								 * batch_task, and deaths */
 	IterjobDeath deaths[ITERJOB_MAX_DEATHS];
 	int			next_death;		/* the entry to use next when all are taken */
-	slock_t		mutex;			/* protects everything below but the CV */
+	LWLock	   *state_lock;		/* protects everything below but the CV */
 	Latch	   *launcher_latch; /* NULL while no launcher runs */
 	bool		rescan_all;		/* every database must be looked at */
-	IterjobDatabase databases[ITERJOB_MAX_DATABASES];
+	int			npending;		/* databases marked pending, for the launcher */
+	Oid			pending[ITERJOB_MAX_DATABASES];
+	IterjobPreparedWake prepared[ITERJOB_MAX_PREPARED];
+	/* the databases with iterjob installed, as a worker last read them */
+	uint32		installed_generation;	/* counts reports */
+	int			ninstalled;		/* -1: more than ITERJOB_MAX_INSTALLED */
+	Oid			installed[ITERJOB_MAX_INSTALLED];
 	IterjobWorkerSlot workers[ITERJOB_MAX_WORKER_SLOTS];
 	ConditionVariable job_state_cv; /* broadcast when a job may have ended */
 } IterjobShared;
@@ -89,6 +102,10 @@ extern IterjobShared *iterjob_shared;
 extern void iterjob_shmem_request(void);
 extern void iterjob_shmem_startup(void);
 extern void iterjob_mark_database_pending(Oid dboid);
+extern int	iterjob_take_pending_databases(Oid *dboids, bool *rescan_all);
+extern void iterjob_report_installed(const Oid *dboids, int n);
+extern void iterjob_remember_prepared(Oid dboid, const char *gid);
+extern bool iterjob_forget_prepared(Oid dboid, const char *gid);
 extern void iterjob_wake_launcher(void);
 extern void iterjob_notify_job_state(void);
 
@@ -102,6 +119,8 @@ extern int	iterjob_autovacuum_hold_max_ms;
 extern int	iterjob_test_replication_lag_ms;
 extern bool iterjob_synchronous_commit;
 extern bool iterjob_trail_instances;
+extern int	iterjob_rescan_interval_ms;
+extern int	iterjob_time_slice_ms;
 extern void iterjob_define_gucs(void);
 
 /* commit_mode.c */
@@ -125,13 +144,14 @@ extern PGDLLEXPORT void iterjob_worker_main(Datum main_arg);
 
 /* worker_slot.c */
 extern IterjobWorkerSlot *iterjob_my_slot;
-extern void iterjob_slot_attach(int slotno);
+extern void iterjob_slot_attach(int slotno, uint32 generation);
 extern void iterjob_set_phase(const char *phase);
 extern void iterjob_slot_set_task(int64 job_id, int32 instance, int64 batches);
 extern void iterjob_slot_set_batches(int64 batches);
 extern void iterjob_slot_set_owner(Oid owner);
 extern bool iterjob_slot_take_recheck(void);
 extern bool iterjob_slot_recheck_pending(void);
+extern bool iterjob_slot_yield_requested(void);
 extern bool iterjob_hold_task(int64 task_id);
 extern void iterjob_release_task(void);
 extern bool iterjob_task_is_held(Oid dboid, int64 task_id);

@@ -3,15 +3,39 @@
  * launcher.c
  *	  The launcher: one static background worker per cluster that starts
  *	  iteration workers for databases that may hold runnable tasks, within
- *	  iterjob.max_workers.
+ *	  iterjob.max_workers, sharing them fairly between databases.
  *
- *	  It connects to no database.  At start (including after a crash or a
- *	  restart) it marks every connectable database pending; afterwards a
- *	  database becomes pending when an enqueue there commits, when one of its
- *	  workers claims a task (there may be more), or when one of its workers
- *	  dies before finishing (its task must be reclaimed).  A worker that
- *	  finds no runnable task exits, so an idle database keeps no iterjob
- *	  process connected to it.
+ *	  It connects to no database, and never starts a worker in a template
+ *	  database or one that does not allow connections.  A database becomes
+ *	  pending when an enqueue, resume or retry there commits (also through
+ *	  COMMIT PREPARED), when one of its workers claims a task while more
+ *	  wait, when a worker leaves runnable tasks behind (it died, or left
+ *	  its task for another database's turn), and at the launcher's start.
+ *	  A worker that finds no runnable task exits, so an idle database keeps
+ *	  no iterjob process connected to it.
+ *
+ *	  The databases with iterjob installed are those where the extension
+ *	  granted objects to the cluster-wide role iterjob_user, in pg_shdepend;
+ *	  the launcher cannot read that catalog, so a worker it starts reads it
+ *	  for it (at the launcher's start, a worker in any database; then the
+ *	  first worker started after each iterjob.rescan_interval), and a
+ *	  database marked pending has iterjob too.  At its start, or when marks were lost, the
+ *	  launcher looks at all of them.  Every iterjob.rescan_interval, the one
+ *	  of them looked at longest ago gets a worker that checks for runnable
+ *	  work: a safety net for a wake-up that cannot reach the launcher (a
+ *	  prepared transaction committed after a restart), one connection per
+ *	  interval however many databases there are.
+ *
+ *	  What the launcher knows of databases lives in its own memory, bounded
+ *	  by the databases with iterjob installed and those marked pending
+ *	  (shared memory holds only the marks between two rounds); databases
+ *	  dropped are forgotten at the next look at pg_database.
+ *
+ *	  Fairness: pending databases get workers in turn, the one that got one
+ *	  longest ago first.  When every worker is busy and a database waiting
+ *	  for one has at least two fewer than the database with the most, one
+ *	  of the latter's workers that has kept its task for iterjob.time_slice
+ *	  is asked to leave it at its next batch boundary.
  *
  *-------------------------------------------------------------------------
  */
@@ -19,12 +43,16 @@
 
 #include <signal.h>
 
+#include "access/genam.h"
 #include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_authid.h"
 #include "catalog/pg_database.h"
+#include "catalog/pg_shdepend.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -33,7 +61,11 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -45,11 +77,34 @@
 #define MAX_RETRY_DELAY_MS	60000
 /* how long to wait before retrying when no worker slot was free */
 #define NO_SLOT_DELAY_MS	1000
-/* a safety net only: enqueues, worker exits and SIGHUP wake the launcher */
-#define IDLE_RECHECK_MS		60000
+/* a registered worker that has not started after this never will */
+#define START_TIMEOUT_MS	60000
 
+/* What the launcher knows of one database. */
+typedef struct LauncherDatabase
+{
+	Oid			dboid;			/* hash key */
+	bool		installed;		/* iterjob is installed there */
+	bool		pending;		/* may have runnable work without a worker */
+	int			nworkers;		/* workers running there now */
+	TimestampTz not_before;		/* no new worker before this time */
+	int			retry_delay_ms; /* grows while its workers keep dying */
+	TimestampTz last_start;		/* when it last got a worker */
+} LauncherDatabase;
+
+static HTAB *databases = NULL;
 static BackgroundWorkerHandle *handles[ITERJOB_MAX_WORKER_SLOTS];
 static bool no_slot_logged = false;
+static uint32 next_generation = 0;
+static TimestampTz last_rescan = 0;
+/* the next worker started reports the databases with iterjob installed */
+static bool report_wanted = false;
+/* when that report comes, mark all of them pending */
+static bool mark_installed = false;
+static uint32 seen_installed_generation = 0;
+static bool installed_everywhere = false;
+/* a database any worker can connect to, to read pg_shdepend from */
+static Oid	first_connectable = InvalidOid;
 
 void
 iterjob_register_launcher(void)
@@ -70,118 +125,232 @@ iterjob_register_launcher(void)
 static void
 launcher_detach(int code, Datum arg)
 {
-	SpinLockAcquire(&iterjob_shared->mutex);
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 	iterjob_shared->launcher_latch = NULL;
-	SpinLockRelease(&iterjob_shared->mutex);
+	LWLockRelease(iterjob_shared->state_lock);
 }
 
-/* Oids of the databases that accept connections, in a list in ctx. */
+static LauncherDatabase *
+database_entry(Oid dboid)
+{
+	bool		found;
+	LauncherDatabase *db = hash_search(databases, &dboid, HASH_ENTER, &found);
+
+	if (!found)
+	{
+		memset(db, 0, sizeof(*db));
+		db->dboid = dboid;
+	}
+	return db;
+}
+
+/* Oids of the databases a worker may connect to, in a list. */
 static List *
-connectable_databases(MemoryContext ctx)
+connectable_databases(void)
 {
 	List	   *result = NIL;
 	Relation	rel;
 	TableScanDesc scan;
 	HeapTuple	tup;
 
-	StartTransactionCommand();
-	(void) GetTransactionSnapshot();
 	rel = table_open(DatabaseRelationId, AccessShareLock);
 	scan = table_beginscan_catalog(rel, 0, NULL);
 	while (HeapTupleIsValid(tup = heap_getnext(scan, ForwardScanDirection)))
 	{
 		Form_pg_database db = (Form_pg_database) GETSTRUCT(tup);
-		MemoryContext old;
 
-		if (!db->datallowconn || db->datconnlimit == DATCONNLIMIT_INVALID_DB)
+		if (!db->datallowconn || db->datistemplate ||
+			db->datconnlimit == DATCONNLIMIT_INVALID_DB)
 			continue;
-		old = MemoryContextSwitchTo(ctx);
 		result = lappend_oid(result, db->oid);
-		MemoryContextSwitchTo(old);
 	}
 	table_endscan(scan);
 	table_close(rel, AccessShareLock);
-	CommitTransactionCommand();
 	return result;
+}
+
+/*
+ * Take the databases with iterjob installed that a worker reported since
+ * we last looked (a worker started with report_installed; the launcher
+ * cannot read pg_shdepend, a catalog of databases), and mark them pending
+ * when asked.
+ */
+static void
+take_installed_report(void)
+{
+	Oid		   *dboids;
+	int			n;
+	uint32		generation;
+	HASH_SEQ_STATUS seq;
+	LauncherDatabase *db;
+
+	LWLockAcquire(iterjob_shared->state_lock, LW_SHARED);
+	generation = iterjob_shared->installed_generation;
+	n = iterjob_shared->ninstalled;
+	if (generation == seen_installed_generation)
+	{
+		LWLockRelease(iterjob_shared->state_lock);
+		return;
+	}
+	dboids = palloc(sizeof(Oid) * (Max(n, 0) + 1));
+	if (n > 0)
+		memcpy(dboids, iterjob_shared->installed, sizeof(Oid) * n);
+	LWLockRelease(iterjob_shared->state_lock);
+	seen_installed_generation = generation;
+
+	/* too many to report: take every database as having iterjob */
+	installed_everywhere = (n < 0);
+	hash_seq_init(&seq, databases);
+	while ((db = hash_seq_search(&seq)) != NULL)
+		db->installed = installed_everywhere;
+	for (int i = 0; i < n; i++)
+	{
+		db = database_entry(dboids[i]);
+		db->installed = true;
+	}
+	if (mark_installed)
+	{
+		hash_seq_init(&seq, databases);
+		while ((db = hash_seq_search(&seq)) != NULL)
+			if (db->installed)
+				db->pending = true;
+		mark_installed = false;
+	}
+	pfree(dboids);
+}
+
+/*
+ * Bring what we know of databases up to date with pg_database: forget
+ * those dropped or closed to connections, and those without iterjob that
+ * nothing marked.  With installed_everywhere, every connectable database
+ * is taken as having iterjob.
+ */
+static void
+refresh_databases(MemoryContext ctx)
+{
+	MemoryContext old = CurrentMemoryContext;
+	List	   *connectable;
+	HASH_SEQ_STATUS seq;
+	LauncherDatabase *db;
+
+	StartTransactionCommand();
+	(void) GetTransactionSnapshot();
+	MemoryContextSwitchTo(ctx);
+	connectable = connectable_databases();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(old);
+
+	if (installed_everywhere)
+	{
+		ListCell   *lc;
+
+		foreach(lc, connectable)
+			database_entry(lfirst_oid(lc))->installed = true;
+	}
+	first_connectable = connectable != NIL ? linitial_oid(connectable) : InvalidOid;
+	hash_seq_init(&seq, databases);
+	while ((db = hash_seq_search(&seq)) != NULL)
+	{
+		if (!list_member_oid(connectable, db->dboid) ||
+			(!db->installed && !db->pending && db->nworkers == 0))
+			(void) hash_search(databases, &db->dboid, HASH_REMOVE, NULL);
+	}
+	MemoryContextReset(ctx);
+	elog(DEBUG1, "iterjob: the launcher knows %ld databases",
+		 hash_get_num_entries(databases));
 }
 
 /*
  * Has the worker in slot i ended?  We know from its handle when we started
  * it; a slot a previous launcher started (this one was restarted) tells by
- * itself, or by its process being gone.
+ * itself, or by its process being gone, or by never having started.
  */
 static bool
-worker_ended(int i)
+worker_ended(int i, TimestampTz now)
 {
 	IterjobWorkerSlot *slot = &iterjob_shared->workers[i];
 	bool		in_use;
 	bool		exited;
 	pid_t		pid;
+	TimestampTz registered_at;
 
 	if (handles[i] != NULL)
 		return GetBackgroundWorkerPid(handles[i], &pid) == BGWH_STOPPED;
 
-	SpinLockAcquire(&iterjob_shared->mutex);
+	LWLockAcquire(iterjob_shared->state_lock, LW_SHARED);
 	in_use = slot->in_use;
 	exited = slot->exited;
 	pid = slot->pid;
-	SpinLockRelease(&iterjob_shared->mutex);
+	registered_at = slot->registered_at;
+	LWLockRelease(iterjob_shared->state_lock);
 	if (!in_use)
 		return false;
-	return exited || (pid != 0 && kill(pid, 0) != 0 && errno == ESRCH);
+	if (pid == 0)
+		return TimestampDifferenceExceeds(registered_at, now, START_TIMEOUT_MS);
+	return exited || (kill(pid, 0) != 0 && errno == ESRCH);
 }
 
-/* Free the slots of workers that have exited; re-mark their databases. */
+/*
+ * Free the slots of workers that have exited; databases whose workers died
+ * are pending again, after a delay that grows while they keep dying.  Then
+ * count the workers of each database.
+ */
 static void
 reap_workers(void)
 {
-	int			i;
+	TimestampTz now = GetCurrentTimestamp();
+	HASH_SEQ_STATUS seq;
+	LauncherDatabase *db;
 
-	for (i = 0; i < ITERJOB_MAX_WORKER_SLOTS; i++)
+	for (int i = 0; i < ITERJOB_MAX_WORKER_SLOTS; i++)
 	{
 		IterjobWorkerSlot *slot = &iterjob_shared->workers[i];
 		Oid			dboid;
 		bool		clean;
 
-		if (!worker_ended(i))
+		if (!worker_ended(i, now))
 			continue;
 
 		/* a process that ended without letting go of its task */
 		iterjob_clear_held_task(i);
-		SpinLockAcquire(&iterjob_shared->mutex);
+		LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 		dboid = slot->dboid;
 		clean = slot->clean_exit;
 		memset(slot, 0, sizeof(*slot));
-		SpinLockRelease(&iterjob_shared->mutex);
+		LWLockRelease(iterjob_shared->state_lock);
 		if (handles[i] != NULL)
 			pfree(handles[i]);
 		handles[i] = NULL;
 
-		/*
-		 * A worker that died may have left a task to reclaim: retry its
-		 * database soon, backing off while its workers keep dying.
-		 */
-		if (!clean)
-			iterjob_mark_database_pending(dboid);
-		SpinLockAcquire(&iterjob_shared->mutex);
-		for (int d = 0; d < ITERJOB_MAX_DATABASES; d++)
+		db = database_entry(dboid);
+		if (clean)
+			db->retry_delay_ms = 0;
+		else
 		{
-			IterjobDatabase *db = &iterjob_shared->databases[d];
-
-			if (db->dboid != dboid)
-				continue;
-			if (clean)
-				db->retry_delay_ms = 0;
-			else
-			{
-				db->retry_delay_ms = db->retry_delay_ms == 0 ? RETRY_DELAY_MS :
-					Min(db->retry_delay_ms * 2, MAX_RETRY_DELAY_MS);
-				db->not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-															 db->retry_delay_ms);
-			}
+			/* it may have left a task to reclaim: retry, backing off */
+			db->pending = true;
+			db->retry_delay_ms = db->retry_delay_ms == 0 ? RETRY_DELAY_MS :
+				Min(db->retry_delay_ms * 2, MAX_RETRY_DELAY_MS);
+			db->not_before = TimestampTzPlusMilliseconds(now, db->retry_delay_ms);
 		}
-		SpinLockRelease(&iterjob_shared->mutex);
 	}
+
+	hash_seq_init(&seq, databases);
+	while ((db = hash_seq_search(&seq)) != NULL)
+		db->nworkers = 0;
+	LWLockAcquire(iterjob_shared->state_lock, LW_SHARED);
+	for (int i = 0; i < ITERJOB_MAX_WORKER_SLOTS; i++)
+	{
+		IterjobWorkerSlot *slot = &iterjob_shared->workers[i];
+
+		if (slot->in_use)
+		{
+			db = hash_search(databases, &slot->dboid, HASH_FIND, NULL);
+			if (db != NULL)
+				db->nworkers++;
+		}
+	}
+	LWLockRelease(iterjob_shared->state_lock);
 }
 
 /* Slots in use: workers we started, and any a previous launcher started. */
@@ -190,11 +359,11 @@ running_workers(void)
 {
 	int			n = 0;
 
-	SpinLockAcquire(&iterjob_shared->mutex);
+	LWLockAcquire(iterjob_shared->state_lock, LW_SHARED);
 	for (int i = 0; i < ITERJOB_MAX_WORKER_SLOTS; i++)
 		if (iterjob_shared->workers[i].in_use)
 			n++;
-	SpinLockRelease(&iterjob_shared->mutex);
+	LWLockRelease(iterjob_shared->state_lock);
 	return n;
 }
 
@@ -206,21 +375,28 @@ static bool
 start_worker(Oid dboid)
 {
 	BackgroundWorker worker;
+	IterjobWorkerSlot *slot = NULL;
 	int			slotno;
+	uint32		generation = ++next_generation;
 
-	SpinLockAcquire(&iterjob_shared->mutex);
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 	for (slotno = 0; slotno < ITERJOB_MAX_WORKER_SLOTS; slotno++)
+	{
 		if (!iterjob_shared->workers[slotno].in_use)
+		{
+			slot = &iterjob_shared->workers[slotno];
+			memset(slot, 0, sizeof(IterjobWorkerSlot));
+			slot->in_use = true;
+			slot->dboid = dboid;
+			slot->generation = generation;
+			slot->registered_at = GetCurrentTimestamp();
+			slot->report_installed = report_wanted;
 			break;
-	SpinLockRelease(&iterjob_shared->mutex);
-	if (slotno >= ITERJOB_MAX_WORKER_SLOTS)
+		}
+	}
+	LWLockRelease(iterjob_shared->state_lock);
+	if (slot == NULL)
 		return false;			/* cannot happen: the cap is checked first */
-
-	SpinLockAcquire(&iterjob_shared->mutex);
-	memset(&iterjob_shared->workers[slotno], 0, sizeof(IterjobWorkerSlot));
-	iterjob_shared->workers[slotno].in_use = true;
-	iterjob_shared->workers[slotno].dboid = dboid;
-	SpinLockRelease(&iterjob_shared->mutex);
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -232,13 +408,14 @@ start_worker(Oid dboid)
 	snprintf(worker.bgw_type, BGW_MAXLEN, "iterjob worker");
 	worker.bgw_main_arg = Int32GetDatum(slotno);
 	memcpy(worker.bgw_extra, &dboid, sizeof(Oid));
+	memcpy(worker.bgw_extra + sizeof(Oid), &generation, sizeof(uint32));
 	worker.bgw_notify_pid = MyProcPid;
 
 	if (!RegisterDynamicBackgroundWorker(&worker, &handles[slotno]))
 	{
-		SpinLockAcquire(&iterjob_shared->mutex);
-		iterjob_shared->workers[slotno].in_use = false;
-		SpinLockRelease(&iterjob_shared->mutex);
+		LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
+		slot->in_use = false;
+		LWLockRelease(iterjob_shared->state_lock);
 		handles[slotno] = NULL;
 		if (!no_slot_logged)
 			ereport(LOG,
@@ -250,85 +427,213 @@ start_worker(Oid dboid)
 	if (no_slot_logged)
 		ereport(LOG, (errmsg("iterjob: background worker slots are available again")));
 	no_slot_logged = false;
+	report_wanted = false;
+	elog(DEBUG1, "iterjob: started worker %d for database %u", slotno, dboid);
 	return true;
 }
 
+static bool
+any_pending(void)
+{
+	HASH_SEQ_STATUS seq;
+	LauncherDatabase *db;
+
+	hash_seq_init(&seq, databases);
+	while ((db = hash_seq_search(&seq)) != NULL)
+	{
+		if (db->pending)
+		{
+			hash_seq_term(&seq);
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Order of turns: the database that got a worker longest ago first. */
+static int
+compare_turns(const void *a, const void *b)
+{
+	const LauncherDatabase *da = *(LauncherDatabase *const *) a;
+	const LauncherDatabase *db = *(LauncherDatabase *const *) b;
+
+	if (da->last_start != db->last_start)
+		return da->last_start < db->last_start ? -1 : 1;
+	return da->dboid < db->dboid ? -1 : (da->dboid > db->dboid ? 1 : 0);
+}
+
 /*
- * Start workers for pending databases while the cap allows.  Returns how
- * long to sleep, in milliseconds, before looking again.
+ * Every worker is busy and database waiting has work but fewer workers
+ * than another: ask a worker of the database with the most, one that has
+ * kept its task for a time slice, to leave it.  Returns how long to wait
+ * before looking again when none has yet, or -1.
+ */
+static long
+make_room_for(LauncherDatabase *waiting, TimestampTz now)
+{
+	HASH_SEQ_STATUS seq;
+	LauncherDatabase *db;
+	LauncherDatabase *busiest = NULL;
+	int			victim = -1;
+	TimestampTz oldest = 0;
+	Latch	   *latch = NULL;
+
+	hash_seq_init(&seq, databases);
+	while ((db = hash_seq_search(&seq)) != NULL)
+		if (busiest == NULL || db->nworkers > busiest->nworkers)
+			busiest = db;
+	if (busiest == NULL || busiest->nworkers < waiting->nworkers + 2)
+		return -1;
+
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
+	for (int i = 0; i < ITERJOB_MAX_WORKER_SLOTS; i++)
+	{
+		IterjobWorkerSlot *slot = &iterjob_shared->workers[i];
+
+		if (!slot->in_use || slot->dboid != busiest->dboid || slot->job_id == 0)
+			continue;
+		if (slot->yield)
+		{
+			/* one is leaving already */
+			LWLockRelease(iterjob_shared->state_lock);
+			return -1;
+		}
+		if (victim < 0 || slot->since < oldest)
+		{
+			victim = i;
+			oldest = slot->since;
+		}
+	}
+	if (victim >= 0 &&
+		TimestampDifferenceExceeds(oldest, now, iterjob_time_slice_ms))
+	{
+		iterjob_shared->workers[victim].yield = true;
+		latch = iterjob_shared->workers[victim].latch;
+	}
+	LWLockRelease(iterjob_shared->state_lock);
+
+	if (latch != NULL)
+	{
+		SetLatch(latch);
+		return -1;
+	}
+	if (victim < 0)
+		return -1;
+	return (long) ((TimestampTzPlusMilliseconds(oldest, iterjob_time_slice_ms) - now) / 1000) + 1;
+}
+
+/*
+ * Start workers for pending databases, in turn, while the cap allows.
+ * Returns how long to sleep, in milliseconds, before looking again.
  */
 static long
 launch_pending(MemoryContext ctx)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	long		sleep_ms = IDLE_RECHECK_MS;
-	List	   *existing = NIL;
-	bool		rescan;
-	int			i;
+	long		sleep_ms = iterjob_rescan_interval_ms;
+	Oid			marked[ITERJOB_MAX_DATABASES];
+	int			nmarked;
+	bool		rescan_all;
+	HASH_SEQ_STATUS seq;
+	LauncherDatabase *db;
+	LauncherDatabase **turns;
+	int			nturns = 0;
+	bool		refreshed = false;
 
-	SpinLockAcquire(&iterjob_shared->mutex);
-	rescan = iterjob_shared->rescan_all;
-	iterjob_shared->rescan_all = false;
-	SpinLockRelease(&iterjob_shared->mutex);
-
-	existing = connectable_databases(ctx);
-	if (rescan)
+	nmarked = iterjob_take_pending_databases(marked, &rescan_all);
+	for (int i = 0; i < nmarked; i++)
 	{
-		ListCell   *lc;
+		/* a mark comes from iterjob's own functions: it is installed there */
+		db = database_entry(marked[i]);
+		db->pending = true;
+		db->installed = true;
+	}
+	take_installed_report();
 
-		foreach(lc, existing)
-			iterjob_mark_database_pending(lfirst_oid(lc));
+	if (rescan_all)
+	{
+		/*
+		 * At start, or when marks were lost: have a worker, in any database,
+		 * say where iterjob is installed, and look at all of those.
+		 */
+		refresh_databases(ctx);
+		refreshed = true;
+		last_rescan = now;
+		mark_installed = true;
+		report_wanted = true;
+		if (OidIsValid(first_connectable))
+			database_entry(first_connectable)->pending = true;
+	}
+	else if (TimestampDifferenceExceeds(last_rescan, now, iterjob_rescan_interval_ms))
+	{
+		/* the periodic look: the idle database looked at longest ago */
+		LauncherDatabase *idlest = NULL;
+
+		refresh_databases(ctx);
+		refreshed = true;
+		last_rescan = now;
+		hash_seq_init(&seq, databases);
+		while ((db = hash_seq_search(&seq)) != NULL)
+			if (db->installed && !db->pending && db->nworkers == 0 &&
+				(idlest == NULL || compare_turns(&db, &idlest) < 0))
+				idlest = db;
+		if (idlest != NULL)
+			idlest->pending = true;
+		/* the next worker started, for whatever database, reports */
+		report_wanted = true;
 	}
 
-	for (i = 0; i < ITERJOB_MAX_DATABASES; i++)
+	/* a database dropped since it was marked gets no worker */
+	if (!refreshed && any_pending())
+		refresh_databases(ctx);
+
+	turns = palloc(sizeof(LauncherDatabase *) * (hash_get_num_entries(databases) + 1));
+	hash_seq_init(&seq, databases);
+	while ((db = hash_seq_search(&seq)) != NULL)
 	{
-		IterjobDatabase *db = &iterjob_shared->databases[i];
-		Oid			dboid;
-		bool		pending;
-		TimestampTz not_before;
-
-		SpinLockAcquire(&iterjob_shared->mutex);
-		dboid = db->dboid;
-		pending = db->pending;
-		not_before = db->not_before;
-		SpinLockRelease(&iterjob_shared->mutex);
-
-		if (dboid == InvalidOid || !pending)
+		if (!db->pending)
 			continue;
-		if (!list_member_oid(existing, dboid))
-		{
-			/* dropped, or no longer accepting connections: forget it */
-			SpinLockAcquire(&iterjob_shared->mutex);
-			memset(db, 0, sizeof(*db));
-			SpinLockRelease(&iterjob_shared->mutex);
-			continue;
-		}
-		if (not_before > now)
-		{
-			long		ms = (long) ((not_before - now) / 1000) + 1;
+		if (db->not_before > now)
+			sleep_ms = Min(sleep_ms, (long) ((db->not_before - now) / 1000) + 1);
+		else
+			turns[nturns++] = db;
+	}
+	qsort(turns, nturns, sizeof(LauncherDatabase *), compare_turns);
 
-			sleep_ms = Min(sleep_ms, ms);
-			continue;
-		}
+	for (int i = 0; i < nturns; i++)
+	{
+		db = turns[i];
 		if (running_workers() >= Min(iterjob_max_workers, ITERJOB_MAX_WORKER_SLOTS))
-			break;				/* a worker's exit wakes us */
+		{
+			LauncherDatabase *neediest = db;
+			long		ms;
+
+			for (int j = i + 1; j < nturns; j++)
+				if (turns[j]->nworkers < neediest->nworkers)
+					neediest = turns[j];
+			/* a worker's exit wakes us; a time slice may end first */
+			ms = make_room_for(neediest, now);
+			if (ms > 0)
+				sleep_ms = Min(sleep_ms, ms);
+			break;
+		}
 
 		/*
 		 * Clear the mark before the worker starts: a commit that marks the
 		 * database again meanwhile is then never lost, and the worker's claim
 		 * comes after the clearing.
 		 */
-		SpinLockAcquire(&iterjob_shared->mutex);
 		db->pending = false;
-		SpinLockRelease(&iterjob_shared->mutex);
-		if (!start_worker(dboid))
+		if (!start_worker(db->dboid))
 		{
-			iterjob_mark_database_pending(dboid);
+			db->pending = true;
 			sleep_ms = NO_SLOT_DELAY_MS;
 			break;
 		}
+		db->last_start = now;
+		db->nworkers++;
 	}
-	MemoryContextReset(ctx);
+	pfree(turns);
 	return sleep_ms;
 }
 
@@ -336,6 +641,7 @@ void
 iterjob_launcher_main(Datum main_arg)
 {
 	MemoryContext ctx;
+	HASHCTL		info;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
@@ -346,11 +652,19 @@ iterjob_launcher_main(Datum main_arg)
 
 	ctx = AllocSetContextCreate(TopMemoryContext, "iterjob launcher",
 								ALLOCSET_DEFAULT_SIZES);
+	memset(&info, 0, sizeof(info));
+	info.keysize = sizeof(Oid);
+	info.entrysize = sizeof(LauncherDatabase);
+	databases = hash_create("iterjob launcher databases", 64, &info,
+							HASH_ELEM | HASH_BLOBS);
 
-	SpinLockAcquire(&iterjob_shared->mutex);
+	/* a worker slot's generation differs from a previous launcher's */
+	next_generation = (uint32) MyProcPid << 16;
+
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 	iterjob_shared->launcher_latch = MyLatch;
 	iterjob_shared->rescan_all = true;
-	SpinLockRelease(&iterjob_shared->mutex);
+	LWLockRelease(iterjob_shared->state_lock);
 	before_shmem_exit(launcher_detach, (Datum) 0);
 
 	while (!ShutdownRequestPending)
@@ -366,6 +680,7 @@ iterjob_launcher_main(Datum main_arg)
 
 		reap_workers();
 		sleep_ms = launch_pending(ctx);
+		MemoryContextReset(ctx);
 
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

@@ -1,11 +1,13 @@
 /*-------------------------------------------------------------------------
  *
  * shared_state.c
- *	  iterjob's shared memory: which databases may hold runnable work, the
- *	  worker slots (and the lock over the tasks they hold), the deaths of
- *	  workers in the middle of a batch (carried by the postmaster across a
- *	  crash-restart), the launcher's latch and the condition variable that
- *	  wakes iterjob.wait() when a job may have ended.
+ *	  iterjob's shared memory: the databases marked as holding runnable work
+ *	  for the launcher's next round, the prepared transactions that wake it
+ *	  when they commit (commit_wakeup.c), the worker slots (and the lock
+ *	  over the tasks they hold), the deaths of workers in the middle of a
+ *	  batch (carried by the postmaster across a crash-restart), the
+ *	  launcher's latch and the condition variable that wakes iterjob.wait()
+ *	  when a job may have ended.
  *
  *-------------------------------------------------------------------------
  */
@@ -62,7 +64,7 @@ void
 iterjob_shmem_request(void)
 {
 	RequestAddinShmemSpace(MAXALIGN(sizeof(IterjobShared)));
-	RequestNamedLWLockTranche("iterjob", 1);
+	RequestNamedLWLockTranche("iterjob", 2);
 }
 
 void
@@ -74,9 +76,11 @@ iterjob_shmem_startup(void)
 	iterjob_shared = ShmemInitStruct("iterjob", sizeof(IterjobShared), &found);
 	if (!found)
 	{
+		LWLockPadded *locks = GetNamedLWLockTranche("iterjob");
+
 		memset(iterjob_shared, 0, sizeof(IterjobShared));
-		iterjob_shared->lock = &(GetNamedLWLockTranche("iterjob"))->lock;
-		SpinLockInit(&iterjob_shared->mutex);
+		iterjob_shared->lock = &locks[0].lock;
+		iterjob_shared->state_lock = &locks[1].lock;
 		ConditionVariableInit(&iterjob_shared->job_state_cv);
 		iterjob_shared->rescan_all = true;
 		memcpy(iterjob_shared->deaths, carried, sizeof(IterjobDeath) * ncarried);
@@ -89,44 +93,112 @@ iterjob_shmem_startup(void)
 
 /*
  * Note that dboid may hold runnable tasks; the launcher starts a worker
- * for it.  With no room left to track it by itself, every database is
- * looked at.
+ * for it.  The marks wait here until the launcher's next round takes them
+ * (iterjob_take_pending_databases()); with no room left for one, the
+ * launcher looks at every database with iterjob installed instead.
  */
 void
 iterjob_mark_database_pending(Oid dboid)
 {
-	IterjobDatabase *free_entry = NULL;
 	int			i;
 
 	if (iterjob_shared == NULL)
 		return;
 
-	SpinLockAcquire(&iterjob_shared->mutex);
-	for (i = 0; i < ITERJOB_MAX_DATABASES; i++)
-	{
-		IterjobDatabase *db = &iterjob_shared->databases[i];
-
-		if (db->dboid == dboid)
-		{
-			db->pending = true;
-			free_entry = NULL;
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
+	for (i = 0; i < iterjob_shared->npending; i++)
+		if (iterjob_shared->pending[i] == dboid)
 			break;
-		}
-		if (db->dboid == InvalidOid && free_entry == NULL)
-			free_entry = db;
-	}
-	if (i == ITERJOB_MAX_DATABASES)
+	if (i == iterjob_shared->npending)
 	{
-		if (free_entry != NULL)
-		{
-			free_entry->dboid = dboid;
-			free_entry->pending = true;
-			free_entry->not_before = 0;
-		}
+		if (i < ITERJOB_MAX_DATABASES)
+			iterjob_shared->pending[iterjob_shared->npending++] = dboid;
 		else
 			iterjob_shared->rescan_all = true;
 	}
-	SpinLockRelease(&iterjob_shared->mutex);
+	LWLockRelease(iterjob_shared->state_lock);
+}
+
+/*
+ * For the launcher: the databases marked pending since its last round
+ * (into dboids, of ITERJOB_MAX_DATABASES entries), and whether every
+ * database must be looked at.  Clears both.
+ */
+int
+iterjob_take_pending_databases(Oid *dboids, bool *rescan_all)
+{
+	int			n;
+
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
+	n = iterjob_shared->npending;
+	memcpy(dboids, iterjob_shared->pending, sizeof(Oid) * n);
+	iterjob_shared->npending = 0;
+	*rescan_all = iterjob_shared->rescan_all;
+	iterjob_shared->rescan_all = false;
+	LWLockRelease(iterjob_shared->state_lock);
+	return n;
+}
+
+/*
+ * A worker read the databases with iterjob installed (n = -1: too many to
+ * keep); the launcher takes them at its next round.
+ */
+void
+iterjob_report_installed(const Oid *dboids, int n)
+{
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
+	iterjob_shared->ninstalled = n;
+	if (n > 0)
+		memcpy(iterjob_shared->installed, dboids, sizeof(Oid) * n);
+	iterjob_shared->installed_generation++;
+	LWLockRelease(iterjob_shared->state_lock);
+}
+
+/*
+ * A transaction that made work runnable in dboid was prepared as gid:
+ * whoever commits it wakes the launcher (commit_wakeup.c).  With no room
+ * left, the launcher's periodic look finds the work instead.
+ */
+void
+iterjob_remember_prepared(Oid dboid, const char *gid)
+{
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
+	for (int i = 0; i < ITERJOB_MAX_PREPARED; i++)
+	{
+		IterjobPreparedWake *p = &iterjob_shared->prepared[i];
+
+		if (p->dboid == InvalidOid)
+		{
+			p->dboid = dboid;
+			strlcpy(p->gid, gid, sizeof(p->gid));
+			break;
+		}
+	}
+	LWLockRelease(iterjob_shared->state_lock);
+}
+
+/*
+ * The prepared transaction gid of dboid has ended (committed or rolled
+ * back): was it one that made work runnable?  Forgets it.
+ */
+bool
+iterjob_forget_prepared(Oid dboid, const char *gid)
+{
+	bool		found = false;
+
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
+	for (int i = 0; i < ITERJOB_MAX_PREPARED && !found; i++)
+	{
+		IterjobPreparedWake *p = &iterjob_shared->prepared[i];
+
+		if (p->dboid == dboid && strcmp(p->gid, gid) == 0)
+		{
+			memset(p, 0, sizeof(*p));
+			found = true;
+		}
+	}
+	LWLockRelease(iterjob_shared->state_lock);
+	return found;
 }
 
 void
@@ -136,9 +208,9 @@ iterjob_wake_launcher(void)
 
 	if (iterjob_shared == NULL)
 		return;
-	SpinLockAcquire(&iterjob_shared->mutex);
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 	latch = iterjob_shared->launcher_latch;
-	SpinLockRelease(&iterjob_shared->mutex);
+	LWLockRelease(iterjob_shared->state_lock);
 	if (latch != NULL)
 		SetLatch(latch);
 }

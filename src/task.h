@@ -44,6 +44,7 @@ typedef struct IterjobTask
 	long		retry_ms;		/* backoff before its first batch */
 	bool		failed;			/* that death was its last attempt */
 	int64		retry_batch;	/* the batch that failed last, until it commits */
+	bool		yielded;		/* left running for a worker of another database */
 } IterjobTask;
 
 /* The statements a task runs, prepared once per task (in its first batch). */
@@ -64,6 +65,7 @@ typedef struct IterjobTaskPlans
 /* task_claim.c: claiming, as iterjob */
 extern IterjobTask *iterjob_claim_task(MemoryContext parent, Oid owner, bool *busy);
 extern bool iterjob_runnable_for_others(Oid owner);
+extern bool iterjob_more_runnable(int64 claimed);
 extern bool iterjob_load_job(int64 job_id, IterjobSpec *spec, Oid *owner,
 							 char **search_path);
 

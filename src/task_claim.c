@@ -112,6 +112,12 @@ static const char *const others_sql =
 " WHERE t.state OPERATOR(pg_catalog.=) ANY ('{queued,running}'::pg_catalog.text[])"
 "   AND j.owner OPERATOR(pg_catalog.<>) $1";
 
+/* runnable tasks other than $1 */
+static const char *const more_sql =
+"SELECT t.id, t.state OPERATOR(pg_catalog.=) 'queued' FROM iterjob.task t"
+" WHERE t.state OPERATOR(pg_catalog.=) ANY ('{queued,running}'::pg_catalog.text[])"
+"   AND t.id OPERATOR(pg_catalog.<>) $1";
+
 /* the claimed task with its job */
 static const char *const task_sql =
 "SELECT t.id, t.job_id, t.instance,"
@@ -444,16 +450,13 @@ iterjob_claim_task(MemoryContext parent, Oid owner, bool *busy)
 }
 
 /*
- * Are tasks of owners other than owner waiting for a worker: queued, or
- * running with no worker holding them?
+ * Does sql (with one parameter) list a runnable task: queued, or running
+ * with no worker holding it?
  */
-bool
-iterjob_runnable_for_others(Oid owner)
+static bool
+lists_runnable(const char *sql, Oid type, Datum arg)
 {
-	Oid			type = OIDOID;
-	Datum		arg = ObjectIdGetDatum(owner);
-
-	if (SPI_execute_with_args(others_sql, 1, &type, &arg, NULL, true, 0) != SPI_OK_SELECT)
+	if (SPI_execute_with_args(sql, 1, &type, &arg, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not look for runnable iterjob tasks");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -467,4 +470,21 @@ iterjob_runnable_for_others(Oid owner)
 			return true;
 	}
 	return false;
+}
+
+/*
+ * Are tasks of owners other than owner waiting for a worker: queued, or
+ * running with no worker holding them?
+ */
+bool
+iterjob_runnable_for_others(Oid owner)
+{
+	return lists_runnable(others_sql, OIDOID, ObjectIdGetDatum(owner));
+}
+
+/* Are runnable tasks other than the one just claimed waiting for a worker? */
+bool
+iterjob_more_runnable(int64 claimed)
+{
+	return lists_runnable(more_sql, INT8OID, Int64GetDatum(claimed));
 }

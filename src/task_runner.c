@@ -383,6 +383,13 @@ iterjob_run_task(IterjobTask *task)
 			break;
 		must_recheck = false;
 
+		/* another database waits for a worker: leave the task to resume later */
+		if (iterjob_slot_yield_requested())
+		{
+			task->yielded = true;
+			break;
+		}
+
 		outcome = run_batch(task, &plans, &retry_ms);
 		if (outcome == BATCH_RETRY || outcome == BATCH_HELD)
 			iterjob_trail_stop();

@@ -11,6 +11,9 @@
  *	  dblink connections, prepared statements, settings) reaches another
  *	  owner's job.  When it runs out of its owner's tasks while another
  *	  owner's wait, it asks the launcher for a worker for them and leaves.
+ *	  When the launcher asks it to make room for another database, it leaves
+ *	  its task at the next batch boundary, still marked running, so that the
+ *	  next worker here resumes it from its checkpoint, and exits.
  *
  *-------------------------------------------------------------------------
  */
@@ -93,10 +96,12 @@ purge_old_jobs(void)
  * its first claim) in its own transaction.  Returns NULL when there is
  * none (purging old jobs then, unless *busy says a queued task was held
  * back by its previous worker), or when the extension is not usable in
- * this database.  *others says whether other owners' tasks wait.
+ * this database.  *others says whether other owners' tasks wait, *more
+ * whether runnable tasks besides the one claimed do.
  */
 static IterjobTask *
-claim_next_task(MemoryContext cxt, Oid owner, bool *busy, bool *others)
+claim_next_task(MemoryContext cxt, Oid owner, bool *busy, bool *others,
+				bool *more)
 {
 	IterjobTask *task = NULL;
 	IterjobSavedUser saved;
@@ -104,6 +109,7 @@ claim_next_task(MemoryContext cxt, Oid owner, bool *busy, bool *others)
 
 	*busy = false;
 	*others = false;
+	*more = false;
 	iterjob_worker_begin(true);
 	pgstat_report_activity(STATE_RUNNING, "iterjob: claiming a task");
 	iterjob_set_phase("claiming");
@@ -121,6 +127,8 @@ claim_next_task(MemoryContext cxt, Oid owner, bool *busy, bool *others)
 		task = iterjob_claim_task(cxt, owner, busy);
 		if (task != NULL && task->died)
 			iterjob_record_death(task);
+		if (task != NULL)
+			*more = iterjob_more_runnable(task->task_id);
 		if (task == NULL && OidIsValid(owner))
 			*others = iterjob_runnable_for_others(owner);
 		if (task == NULL && !*busy)
@@ -145,6 +153,39 @@ claim_next_task(MemoryContext cxt, Oid owner, bool *busy, bool *others)
 	return task;
 }
 
+/*
+ * Tell the launcher, which connects to no database and cannot read
+ * pg_shdepend, in which databases iterjob is installed: where the
+ * extension script granted objects to iterjob_user.
+ */
+static void
+report_installed_databases(void)
+{
+	Oid		   *dboids;
+	int			n;
+
+	iterjob_worker_begin(true);
+	if (SPI_execute("SELECT DISTINCT d.dbid FROM pg_catalog.pg_shdepend d"
+					" WHERE d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_authid'::pg_catalog.regclass"
+					"   AND d.refobjid OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r"
+					"         WHERE r.rolname OPERATOR(pg_catalog.=) 'iterjob_user')"
+					"   AND d.dbid OPERATOR(pg_catalog.<>) 0",
+					true, ITERJOB_MAX_INSTALLED + 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not list the databases with iterjob installed");
+	n = (int) SPI_processed;
+	dboids = palloc(sizeof(Oid) * (n + 1));
+	for (int i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		dboids[i] = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+												   SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	iterjob_report_installed(dboids, n > ITERJOB_MAX_INSTALLED ? -1 : n);
+	iterjob_worker_commit(true);
+	iterjob_wake_launcher();
+}
+
 void
 iterjob_worker_main(Datum main_arg)
 {
@@ -154,14 +195,18 @@ iterjob_worker_main(Datum main_arg)
 	MemoryContext cxt;
 	bool		busy;
 	bool		others = false;
+	bool		more = false;
+	bool		yielded = false;
 	int			busy_waits = 0;
+	uint32		generation;
 
 	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	memcpy(&generation, MyBgworkerEntry->bgw_extra + sizeof(Oid), sizeof(uint32));
 	pqsignal(SIGTERM, die);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 
-	iterjob_slot_attach(slotno);
+	iterjob_slot_attach(slotno, generation);
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("iterjob worker");
@@ -179,6 +224,8 @@ iterjob_worker_main(Datum main_arg)
 
 	cxt = AllocSetContextCreate(TopMemoryContext, "iterjob worker",
 								ALLOCSET_DEFAULT_SIZES);
+	if (iterjob_my_slot->report_installed)
+		report_installed_databases();
 	for (;;)
 	{
 		IterjobTask *task;
@@ -190,7 +237,7 @@ iterjob_worker_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		task = claim_next_task(cxt, owner, &busy, &others);
+		task = claim_next_task(cxt, owner, &busy, &others, &more);
 		if (task == NULL && busy && busy_waits++ < BUSY_MAX_WAITS)
 		{
 			/* its previous worker lets go of that task in a moment */
@@ -211,9 +258,12 @@ iterjob_worker_main(Datum main_arg)
 			iterjob_slot_set_owner(owner);
 		}
 
-		/* there may be more runnable tasks: let the launcher add a worker */
-		iterjob_mark_database_pending(MyDatabaseId);
-		iterjob_wake_launcher();
+		/* more runnable tasks wait: let the launcher add a worker */
+		if (more)
+		{
+			iterjob_mark_database_pending(MyDatabaseId);
+			iterjob_wake_launcher();
+		}
 
 		iterjob_slot_set_task(task->job_id, task->instance, task->batches_done);
 		if (!task->failed)
@@ -223,11 +273,17 @@ iterjob_worker_main(Datum main_arg)
 		LockReleaseSession(USER_LOCKMETHOD);
 		iterjob_slot_set_task(0, 0, 0);
 		iterjob_set_phase("idle");
+		yielded = task->yielded;
 		MemoryContextDelete(task->cxt);
+		if (yielded)
+			break;
 	}
 
-	/* another owner's tasks wait: a new worker will take them */
-	if (others)
+	/*
+	 * Another owner's tasks wait, or this worker left its task for another
+	 * database's: a new worker will take them, in turn.
+	 */
+	if (others || yielded)
 	{
 		iterjob_mark_database_pending(MyDatabaseId);
 		iterjob_wake_launcher();

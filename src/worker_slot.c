@@ -3,7 +3,8 @@
  * worker_slot.c
  *	  An iteration worker's own slot in shared memory: what it shows the
  *	  views (task, phase, batches), the flag that says its job's state
- *	  changed, the task it holds, and the batch it runs.
+ *	  changed or that it should leave its task for another database, the
+ *	  task it holds, and the batch it runs.
  *
  *	  A worker that dies in the middle of a batch leaves a record of it
  *	  (iterjob_take_death()): by itself when it exits (FATAL), or, when its
@@ -72,21 +73,39 @@ slot_detach(int code, Datum arg)
 	iterjob_my_slot->batch_task = 0;
 	LWLockRelease(iterjob_shared->lock);
 	iterjob_release_task();
-	SpinLockAcquire(&iterjob_shared->mutex);
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 	iterjob_my_slot->exited = true;
 	iterjob_my_slot->latch = NULL;
-	SpinLockRelease(&iterjob_shared->mutex);
+	LWLockRelease(iterjob_shared->state_lock);
 	iterjob_wake_launcher();
 }
 
+/*
+ * Take slot slotno, reserved for this worker by the launcher.  A slot the
+ * launcher gave up on before the worker started (it never started in
+ * time) may have been reserved again since: then leave at once.
+ */
 void
-iterjob_slot_attach(int slotno)
+iterjob_slot_attach(int slotno, uint32 generation)
 {
-	iterjob_my_slot = &iterjob_shared->workers[slotno];
-	SpinLockAcquire(&iterjob_shared->mutex);
-	iterjob_my_slot->pid = MyProcPid;
-	iterjob_my_slot->latch = MyLatch;
-	SpinLockRelease(&iterjob_shared->mutex);
+	IterjobWorkerSlot *slot = &iterjob_shared->workers[slotno];
+	bool		ours;
+
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
+	ours = slot->in_use && slot->generation == generation && slot->pid == 0;
+	if (ours)
+	{
+		slot->pid = MyProcPid;
+		slot->latch = MyLatch;
+	}
+	LWLockRelease(iterjob_shared->state_lock);
+	if (!ours)
+	{
+		ereport(LOG,
+				(errmsg("iterjob: worker slot %d was given up before this worker started", slotno)));
+		proc_exit(0);
+	}
+	iterjob_my_slot = slot;
 	before_shmem_exit(slot_detach, (Datum) 0);
 }
 
@@ -95,9 +114,9 @@ iterjob_set_phase(const char *phase)
 {
 	if (iterjob_my_slot == NULL)
 		return;
-	SpinLockAcquire(&iterjob_shared->mutex);
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 	strlcpy(iterjob_my_slot->phase, phase, sizeof(iterjob_my_slot->phase));
-	SpinLockRelease(&iterjob_shared->mutex);
+	LWLockRelease(iterjob_shared->state_lock);
 }
 
 /* The task the views show (job_id 0: none). */
@@ -106,12 +125,12 @@ iterjob_slot_set_task(int64 job_id, int32 instance, int64 batches)
 {
 	TimestampTz now = job_id != 0 ? GetCurrentTimestamp() : 0;
 
-	SpinLockAcquire(&iterjob_shared->mutex);
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 	iterjob_my_slot->job_id = job_id;
 	iterjob_my_slot->instance = instance;
 	iterjob_my_slot->batches = batches;
 	iterjob_my_slot->since = now;
-	SpinLockRelease(&iterjob_shared->mutex);
+	LWLockRelease(iterjob_shared->state_lock);
 }
 
 void
@@ -119,17 +138,17 @@ iterjob_slot_set_batches(int64 batches)
 {
 	if (iterjob_my_slot == NULL)
 		return;
-	SpinLockAcquire(&iterjob_shared->mutex);
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 	iterjob_my_slot->batches = batches;
-	SpinLockRelease(&iterjob_shared->mutex);
+	LWLockRelease(iterjob_shared->state_lock);
 }
 
 void
 iterjob_slot_set_owner(Oid owner)
 {
-	SpinLockAcquire(&iterjob_shared->mutex);
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 	iterjob_my_slot->owner = owner;
-	SpinLockRelease(&iterjob_shared->mutex);
+	LWLockRelease(iterjob_shared->state_lock);
 }
 
 /*
@@ -143,14 +162,17 @@ iterjob_slot_take_recheck(void)
 
 	if (iterjob_my_slot == NULL)
 		return false;
-	SpinLockAcquire(&iterjob_shared->mutex);
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 	changed = iterjob_my_slot->recheck;
 	iterjob_my_slot->recheck = false;
-	SpinLockRelease(&iterjob_shared->mutex);
+	LWLockRelease(iterjob_shared->state_lock);
 	return changed;
 }
 
-/* The same, leaving the flag set (to cut a wait short). */
+/*
+ * The same, leaving the flag set (to cut a wait short); a request to leave
+ * the task cuts waits short too.
+ */
 bool
 iterjob_slot_recheck_pending(void)
 {
@@ -158,10 +180,27 @@ iterjob_slot_recheck_pending(void)
 
 	if (iterjob_my_slot == NULL)
 		return false;
-	SpinLockAcquire(&iterjob_shared->mutex);
-	changed = iterjob_my_slot->recheck;
-	SpinLockRelease(&iterjob_shared->mutex);
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
+	changed = iterjob_my_slot->recheck || iterjob_my_slot->yield;
+	LWLockRelease(iterjob_shared->state_lock);
 	return changed;
+}
+
+/*
+ * Has the launcher asked us to leave our task, for a database that waits
+ * for a worker?  The flag stays set: the worker leaves.
+ */
+bool
+iterjob_slot_yield_requested(void)
+{
+	bool		yield;
+
+	if (iterjob_my_slot == NULL)
+		return false;
+	LWLockAcquire(iterjob_shared->state_lock, LW_SHARED);
+	yield = iterjob_my_slot->yield;
+	LWLockRelease(iterjob_shared->state_lock);
+	return yield;
 }
 
 /* Does a slot other than ours, in database dboid, hold task_id?  Lock held. */
@@ -277,8 +316,8 @@ iterjob_take_death(int64 task_id, IterjobDeath *death)
 void
 iterjob_worker_exit_clean(void)
 {
-	SpinLockAcquire(&iterjob_shared->mutex);
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 	iterjob_my_slot->clean_exit = true;
-	SpinLockRelease(&iterjob_shared->mutex);
+	LWLockRelease(iterjob_shared->state_lock);
 	proc_exit(0);
 }
