@@ -82,9 +82,9 @@ iterjob_worker_slots(PG_FUNCTION_ARGS)
 		Datum		values[7];
 		bool		nulls[7] = {false};
 
-		SpinLockAcquire(&iterjob_shared->mutex);
+		LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 		slot = iterjob_shared->workers[i];
-		SpinLockRelease(&iterjob_shared->mutex);
+		LWLockRelease(iterjob_shared->state_lock);
 		if (!slot.in_use || slot.pid == 0 ||
 			!may_see_worker(caller, admin, slot.dboid, slot.job_id))
 			continue;
@@ -119,7 +119,8 @@ run_internal(const char *sql, int64 arg1, int nargs, Datum arg2, Oid type2)
 
 /*
  * Count exactly the rows each instance of a job iterates (as the job's
- * owner), and store them as rows_total.  Returns the job's total.
+ * owner), and store them as rows_total.  Returns the job's total.  The
+ * counts, which may take long, lock nothing a running batch needs.
  */
 Datum
 iterjob_recount(PG_FUNCTION_ARGS)
@@ -131,6 +132,7 @@ iterjob_recount(PG_FUNCTION_ARGS)
 	Oid			owner;
 	char	   *search_path;
 	int64		total = 0;
+	Datum	   *counts;
 	int			nest;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -142,8 +144,7 @@ iterjob_recount(PG_FUNCTION_ARGS)
 				 errmsg("iterjob job " INT64_FORMAT " does not exist", job_id)));
 	iterjob_check_job_access(caller, job_id, owner, "recount");
 	iterjob_check_owner(owner, job_id);
-	/* the task rows stay locked until the end of the caller's transaction */
-	iterjob_wake_at_end();
+	counts = palloc(sizeof(Datum) * spec.instances);
 
 	for (int i = 0; i < spec.instances; i++)
 	{
@@ -183,18 +184,20 @@ iterjob_recount(PG_FUNCTION_ARGS)
 		count = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 											1, &isnull));
 		total += count;
-		{
-			Oid			types[3] = {INT8OID, INT4OID, INT8OID};
-			Datum		args[3] = {Int64GetDatum(job_id), Int32GetDatum(i),
-			Int64GetDatum(count)};
-
-			if (SPI_execute_with_args("UPDATE iterjob.task SET rows_total = $3"
-									  " WHERE job_id OPERATOR(pg_catalog.=) $1"
-									  "   AND instance OPERATOR(pg_catalog.=) $2",
-									  3, types, args, NULL, false, 0) != SPI_OK_UPDATE)
-				elog(ERROR, "could not update iterjob task");
-		}
+		counts[i] = Int64GetDatum(count);
 	}
+
+	/*
+	 * Only now, all counted, lock the task rows (running batches checkpoint
+	 * them), for the rest of the caller's transaction.
+	 */
+	iterjob_wake_at_end();
+	run_internal("UPDATE iterjob.task SET rows_total = ($2::pg_catalog.int8[])[instance OPERATOR(pg_catalog.+) 1]"
+				 " WHERE job_id OPERATOR(pg_catalog.=) $1",
+				 job_id, 2,
+				 PointerGetDatum(construct_array(counts, spec.instances, INT8OID, 8,
+												 FLOAT8PASSBYVAL, TYPALIGN_DOUBLE)),
+				 INT8ARRAYOID);
 	run_internal("UPDATE iterjob.job SET rows_total = $2 WHERE id OPERATOR(pg_catalog.=) $1",
 				 job_id, 2, Int64GetDatum(total), INT8OID);
 
