@@ -100,7 +100,10 @@ iterjob_throttle_after_timeout(IterjobThrottle *throttle)
  * in this order:
  *
  * - time: the worst replay_lag among the walsenders in pg_stat_replication
- *   (or the test hook instead), against max_replication_lag;
+ *   (or the test hook instead), against max_replication_lag.  Only those
+ *   whose receiver reports a replay position: pg_receivewal and
+ *   pg_basebackup's WAL stream report none, and their replay_lag grows
+ *   for as long as they are connected;
  * - bytes: the worst distance from pg_current_wal_lsn() to a walsender's
  *   replay_lsn, or to the restart_lsn of an inactive physical replication
  *   slot (a standby that disconnected, whose WAL the slot keeps; a lost
@@ -120,7 +123,7 @@ static const char *const health_sql =
 "          UNION ALL"
 "          SELECT r.replay_lag, pg_catalog.format('to \"%s\"', r.application_name)"
 "            FROM pg_catalog.pg_stat_replication r"
-"           WHERE $4 OPERATOR(pg_catalog.<) 0) AS l"
+"           WHERE $4 OPERATOR(pg_catalog.<) 0 AND r.replay_lsn IS NOT NULL) AS l"
 "   WHERE $1 OPERATOR(pg_catalog.>=) 0"
 "     AND l.lag OPERATOR(pg_catalog.>) pg_catalog.make_interval(secs => $1 OPERATOR(pg_catalog./) 1000.0)"
 "   ORDER BY l.lag DESC LIMIT 1),"

@@ -537,9 +537,10 @@ SELECT is((SELECT setting || ' ' || unit || ' ' || context FROM pg_settings
 
 \set ON_ERROR_STOP 0
 
+-- The slot first: the table and its rows are WAL it keeps.
+SELECT slot_name AS ignored FROM pg_create_physical_replication_slot('iterjob_tap_slot', true) \gset
 CREATE TABLE hg_slot (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0) WITH (autovacuum_enabled = false);
 INSERT INTO hg_slot (id) SELECT generate_series(1, 100);
-SELECT slot_name AS ignored FROM pg_create_physical_replication_slot('iterjob_tap_slot', true) \gset
 ALTER SYSTEM SET iterjob.max_replication_lag_bytes = '1kB';
 SELECT pg_reload_conf() AS reloaded \gset
 SELECT pg_sleep(0.3) AS slept \gset

@@ -7,7 +7,8 @@
 #      iterjob.max_replication_lag_bytes (WAL distance), job_progress.held
 #      says which limit and by how much, and the job goes on once replay
 #      resumes; a standby that disconnects is invisible to the time limit
-#      (the job runs on), while its inactive physical slot holds a job under
+#      (the job runs on, also beside a pg_receivewal, which reports no
+#      replay position), while its inactive physical slot holds a job under
 #      the byte limit until the standby is back;
 #   b. the standby in recovery runs no iterjob process and logs no iterjob
 #      error;
@@ -21,6 +22,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IPC::Run;
 use Time::HiRes qw(time usleep);
 use IterjobTest;
 
@@ -203,11 +205,29 @@ is($primary->safe_psql($db,
 		"SELECT active FROM pg_replication_slots WHERE slot_name = 'standby'"),
 	'f', 'disconnected: its slot is inactive');
 
-# The time limit sees only connected standbys: the job runs on.
+# The time limit sees only connected standbys: the job runs on.  So it
+# does beside a connected pg_receivewal, which reports no replay position
+# (its replay_lag in pg_stat_replication grows for as long as it runs).
 set_gate(max_replication_lag => '1s', max_replication_lag_bytes => undef);
 {
 	my $label = 'time limit, standby gone';
+	my $waldir = PostgreSQL::Test::Utils::tempdir;
+	my ($rout, $rerr) = ('', '');
+	my $receiver = IPC::Run::start(
+		[
+			'pg_receivewal', '-d', $primary->connstr($db) . ' application_name=pg_receivewal',
+			'-D', $waldir, '-s', '1', '-n'
+		],
+		'>', \$rout, '2>', \$rerr);
+	ok(wait_for($primary, $db, q{
+SELECT count(*) FROM pg_stat_replication WHERE application_name = 'pg_receivewal'}, '1', 30),
+		"$label: pg_receivewal connected")
+	  or do { $receiver->kill_kill; $receiver->finish; diag("pg_receivewal: $rerr $rout"); };
 	my $job = enqueue_paced('gone_time');
+	ok(wait_for($primary, $db, q{
+SELECT replay_lsn IS NULL AND replay_lag > '1s' FROM pg_stat_replication
+ WHERE application_name = 'pg_receivewal'}, 't', 30),
+		"$label: pg_receivewal's replay_lag grows over 1 s, with no replay_lsn");
 	ok(wait_for($primary, $db, "SELECT rows_done >= 1000 FROM iterjob.job_progress WHERE job_id = $job",
 			't', 30), "$label: the job runs");
 	my $r1 = rows_done($primary, $job);
@@ -217,6 +237,8 @@ set_gate(max_replication_lag => '1s', max_replication_lag_bytes => undef);
 	ok($r2 > $r1 || $r2 == $LAG_ROWS, "$label: 2.5 s on it still makes progress ($r1 then $r2 rows)");
 	is($held, 'none', "$label: not held (job_progress.held is NULL)");
 	check_job_exact($primary, $db, $job, 'gone_time', $label, wait => '120s');
+	$receiver->kill_kill;
+	$receiver->finish;
 }
 
 # The byte limit sees the standby's inactive slot, whose WAL the primary
