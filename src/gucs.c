@@ -15,6 +15,7 @@ int			iterjob_max_workers = 4;
 int			iterjob_retention_s = 7 * 24 * 3600;
 bool		iterjob_log_batches = false;
 int			iterjob_max_replication_lag_ms = -1;
+int			iterjob_max_replication_lag_kb = -1;
 bool		iterjob_hold_for_autovacuum = true;
 int			iterjob_autovacuum_hold_max_ms = 600000;
 int			iterjob_test_replication_lag_ms = -1;
@@ -52,10 +53,20 @@ iterjob_define_gucs(void)
 
 	DefineCustomIntVariable("iterjob.max_replication_lag",
 							"Workers hold at batch boundaries while a standby's replay lag exceeds this.",
+							"The replay_lag of pg_stat_replication, the worst connected standby's. "
 							"-1 turns the check off.",
 							&iterjob_max_replication_lag_ms,
 							-1, -1, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("iterjob.max_replication_lag_bytes",
+							"Workers hold at batch boundaries while a standby is more WAL than this behind.",
+							"The distance from the current WAL position to the worst connected standby's replay_lsn, "
+							"or to the restart_lsn of an inactive physical replication slot. -1 turns the check off.",
+							&iterjob_max_replication_lag_kb,
+							-1, -1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_KB,
 							NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("iterjob.hold_for_autovacuum",

@@ -114,6 +114,7 @@ extern int	iterjob_max_workers;
 extern int	iterjob_retention_s;
 extern bool iterjob_log_batches;
 extern int	iterjob_max_replication_lag_ms;
+extern int	iterjob_max_replication_lag_kb;
 extern bool iterjob_hold_for_autovacuum;
 extern int	iterjob_autovacuum_hold_max_ms;
 extern int	iterjob_test_replication_lag_ms;

@@ -9,7 +9,9 @@
  *	  target_batch_time, the next batch size is scaled by target / actual,
  *	  by at most a factor of 2 per batch, and halves after a timeout.  The
  *	  health gate is looked at before a batch, at most once a second: while
- *	  a standby's replay lag exceeds iterjob.max_replication_lag, or
+ *	  a standby's replay lag exceeds iterjob.max_replication_lag (time) or
+ *	  iterjob.max_replication_lag_bytes (WAL not yet replayed, or kept by
+ *	  the inactive physical slot of a standby that disconnected), or
  *	  autovacuum works on the job's relation (iterjob.hold_for_autovacuum),
  *	  the worker holds at the batch boundary; for one autovacuum run at most
  *	  iterjob.autovacuum_hold_max, and never for an anti-wraparound vacuum
@@ -89,13 +91,56 @@ iterjob_throttle_after_timeout(IterjobThrottle *throttle)
 		throttle->batch_size = Max(1, throttle->batch_size / 2);
 }
 
+/*
+ * The health gate, one statement.  $1 iterjob.max_replication_lag (ms),
+ * $2 iterjob.hold_for_autovacuum, $3 the job's relation, $4
+ * iterjob.test_replication_lag (ms), $5 iterjob.max_replication_lag_bytes
+ * (in bytes).  A limit of -1 is off, and its part of the statement then
+ * scans nothing (a one-time filter).  COALESCE stops at the first reason,
+ * in this order:
+ *
+ * - time: the worst replay_lag among the walsenders in pg_stat_replication
+ *   (or the test hook instead), against max_replication_lag.  Only those
+ *   whose receiver reports a replay position: pg_receivewal and
+ *   pg_basebackup's WAL stream report none, and their replay_lag grows
+ *   for as long as they are connected;
+ * - bytes: the worst distance from pg_current_wal_lsn() to a walsender's
+ *   replay_lsn, or to the restart_lsn of an inactive physical replication
+ *   slot (a standby that disconnected, whose WAL the slot keeps; a lost
+ *   slot has none), against max_replication_lag_bytes;
+ * - autovacuum (not wraparound) processing the relation or a partition.
+ *
+ * Each reason names the standby or slot, its lag and the limit it exceeds.
+ */
 static const char *const health_sql =
-"SELECT CASE"
-"  WHEN $1 OPERATOR(pg_catalog.>=) 0 AND lag OPERATOR(pg_catalog.>)"
-"       pg_catalog.make_interval(secs => $1 OPERATOR(pg_catalog./) 1000.0)"
-"  THEN 'replication lag ' OPERATOR(pg_catalog.||) lag::pg_catalog.text"
-"       OPERATOR(pg_catalog.||) ' exceeds iterjob.max_replication_lag'"
-"  WHEN $2 AND $3 OPERATOR(pg_catalog.<>) 0 AND EXISTS ("
+"SELECT COALESCE("
+" (SELECT pg_catalog.format('replication lag %s %s exceeds iterjob.max_replication_lag (%s)',"
+"         pg_catalog.date_trunc('milliseconds', l.lag), l.who,"
+"         pg_catalog.current_setting('iterjob.max_replication_lag'))"
+"    FROM (SELECT pg_catalog.make_interval(secs => $4 OPERATOR(pg_catalog./) 1000.0) AS lag,"
+"                 '(iterjob.test_replication_lag)' AS who"
+"           WHERE $4 OPERATOR(pg_catalog.>=) 0"
+"          UNION ALL"
+"          SELECT r.replay_lag, pg_catalog.format('to \"%s\"', r.application_name)"
+"            FROM pg_catalog.pg_stat_replication r"
+"           WHERE $4 OPERATOR(pg_catalog.<) 0 AND r.replay_lsn IS NOT NULL) AS l"
+"   WHERE $1 OPERATOR(pg_catalog.>=) 0"
+"     AND l.lag OPERATOR(pg_catalog.>) pg_catalog.make_interval(secs => $1 OPERATOR(pg_catalog./) 1000.0)"
+"   ORDER BY l.lag DESC LIMIT 1),"
+" (SELECT pg_catalog.format('replication lag %s %s exceeds iterjob.max_replication_lag_bytes (%s)',"
+"         pg_catalog.pg_size_pretty(b.bytes), b.who,"
+"         pg_catalog.current_setting('iterjob.max_replication_lag_bytes'))"
+"    FROM (SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), r.replay_lsn) AS bytes,"
+"                 pg_catalog.format('to \"%s\"', r.application_name) AS who"
+"            FROM pg_catalog.pg_stat_replication r"
+"          UNION ALL"
+"          SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), s.restart_lsn),"
+"                 pg_catalog.format('to inactive slot \"%s\"', s.slot_name)"
+"            FROM pg_catalog.pg_replication_slots s"
+"           WHERE s.slot_type OPERATOR(pg_catalog.=) 'physical' AND NOT s.active) AS b"
+"   WHERE $5 OPERATOR(pg_catalog.>=) 0 AND b.bytes OPERATOR(pg_catalog.>) $5"
+"   ORDER BY b.bytes DESC LIMIT 1),"
+" CASE WHEN $2 AND $3 OPERATOR(pg_catalog.<>) 0 AND EXISTS ("
 "       SELECT FROM pg_catalog.pg_stat_progress_vacuum v"
 "         JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) v.pid"
 "        WHERE a.backend_type OPERATOR(pg_catalog.=) 'autovacuum worker'"
@@ -103,12 +148,7 @@ static const char *const health_sql =
 "          AND (v.relid OPERATOR(pg_catalog.=) $3 OR v.relid OPERATOR(pg_catalog.=) ANY ("
 "              SELECT relid FROM pg_catalog.pg_partition_tree($3::pg_catalog.regclass))))"
 "  THEN 'autovacuum is processing ' OPERATOR(pg_catalog.||) $3::pg_catalog.regclass::pg_catalog.text"
-"  END"
-"  FROM (SELECT COALESCE(iterjob_test_lag.v, (SELECT pg_catalog.max(replay_lag)"
-"                                               FROM pg_catalog.pg_stat_replication)) AS lag"
-"          FROM (SELECT CASE WHEN $4 OPERATOR(pg_catalog.>=) 0"
-"                       THEN pg_catalog.make_interval(secs => $4 OPERATOR(pg_catalog./) 1000.0)"
-"                       END AS v) AS iterjob_test_lag) AS l";
+"  END)";
 
 /*
  * Should the instance hold before its next batch?  Returns why, or NULL.
@@ -119,13 +159,14 @@ char *
 iterjob_health_check(IterjobThrottle *throttle, Oid relid)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	Oid			types[4] = {INT4OID, BOOLOID, OIDOID, INT4OID};
-	Datum		args[4];
+	Oid			types[5] = {INT4OID, BOOLOID, OIDOID, INT4OID, INT8OID};
+	Datum		args[5];
 	char	   *reason = NULL;
 	IterjobSavedUser saved;
 	int			nest;
 
-	if (iterjob_max_replication_lag_ms < 0 && !iterjob_hold_for_autovacuum)
+	if (iterjob_max_replication_lag_ms < 0 && iterjob_max_replication_lag_kb < 0 &&
+		!iterjob_hold_for_autovacuum)
 		return NULL;
 	if (!throttle->held && now < throttle->next_health_check)
 		return NULL;
@@ -135,9 +176,11 @@ iterjob_health_check(IterjobThrottle *throttle, Oid relid)
 	args[1] = BoolGetDatum(iterjob_hold_for_autovacuum);
 	args[2] = ObjectIdGetDatum(relid);
 	args[3] = Int32GetDatum(iterjob_test_replication_lag_ms);
+	args[4] = Int64GetDatum(iterjob_max_replication_lag_kb < 0 ? -1 :
+							(int64) iterjob_max_replication_lag_kb * 1024);
 	/* as iterjob: the statistics views hide other roles' processes */
 	nest = iterjob_begin_internal(&saved);
-	if (SPI_execute_with_args(health_sql, 4, types, args, NULL, false, 1) != SPI_OK_SELECT)
+	if (SPI_execute_with_args(health_sql, 5, types, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not check iterjob's health gate");
 	if (SPI_processed == 1)
 		reason = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);

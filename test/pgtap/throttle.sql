@@ -2,8 +2,9 @@
 -- workers: enqueue's batch_pause, max_rows_per_second and
 -- target_batch_time, iterjob.set() while a job runs, the health gate
 -- (iterjob.max_replication_lag through the iterjob.test_replication_lag hook,
--- iterjob.hold_for_autovacuum with a real autovacuum worker), and the keyset
--- plan under misleading statistics.
+-- iterjob.max_replication_lag_bytes with an inactive physical replication
+-- slot, iterjob.hold_for_autovacuum with a real autovacuum worker), and the
+-- keyset plan under misleading statistics.
 --
 -- Jobs only see committed data: this file runs in autocommit and waits
 -- outside explicit transactions.  Run by test/pgtap-exec.sh in a fresh
@@ -30,11 +31,14 @@
 --      turned off speed a job up; job_progress shows every change; NULL
 --      leaves a setting, 0 turns it off; errors 22023, 55000, 42704, 22004
 --   5. health gate, replication lag (test hook): ignored while
---      max_replication_lag = -1; no hold without a standby; with a lag
---      above the limit workers hold (held_reason, held, phase 'held', no
---      progress), pause works while held; after the lag goes back to -1
---      (reload) the held jobs complete exactly once and held_reason is
---      cleared
+--      max_replication_lag = -1; no hold without a standby (neither limit);
+--      with a lag above the limit workers hold (held_reason and held name
+--      the lag and the limit, phase 'held', no progress), pause works while
+--      held; after the lag goes back to -1 (reload) the held jobs complete
+--      exactly once and held_reason is cleared.  max_replication_lag_bytes
+--      (a kB setting, -1 by default): an inactive physical slot further
+--      behind than the limit holds a job, dropping it lets the job go on
+--      (test/t/007_standby.pl tests both limits against a real standby)
 --   6. health gate, autovacuum: a job on a table an autovacuum worker is
 --      vacuuming holds; with iterjob.hold_for_autovacuum = off it runs
 --      (skipped if no autovacuum worker can be caught within 20 s)
@@ -43,7 +47,7 @@
 
 SET client_min_messages = warning;
 
-SELECT plan(103);
+SELECT plan(110);
 
 -- Helpers -----------------------------------------------------------------
 
@@ -408,8 +412,10 @@ SELECT is((SELECT count(*) FROM iterjob.task_progress WHERE job_id = :hg_off_job
           0::bigint,
           'health gate: ... and no instance has a held_reason');
 
--- b. max_replication_lag set, the real lag: no standby, nothing to hold for.
+-- b. max_replication_lag and max_replication_lag_bytes set, the real lag: no
+-- standby, no slot, nothing to hold for.
 ALTER SYSTEM SET iterjob.max_replication_lag = '1s';
+ALTER SYSTEM SET iterjob.max_replication_lag_bytes = '1kB';
 ALTER SYSTEM SET iterjob.test_replication_lag = -1;
 SELECT pg_reload_conf() AS reloaded \gset
 SELECT pg_sleep(0.3) AS slept \gset
@@ -417,11 +423,12 @@ SELECT pg_sleep(0.3) AS slept \gset
 SELECT iterjob.enqueue('hg_nolag', 'UPDATE hg_nolag SET n = n + 1 WHERE id = ANY($1)',
                        instances => 2, batch_size => 10) AS hg_nolag_job \gset
 SELECT is(iterjob.wait(:hg_nolag_job, '30 s'), 'succeeded',
-          'health gate: max_replication_lag = 1 s without a standby (pg_stat_replication empty): the job succeeds');
+          'health gate: max_replication_lag = 1 s, max_replication_lag_bytes = 1 kB without a standby or slot: the job succeeds');
 SELECT is((SELECT count(*) FROM hg_nolag WHERE n <> 1), 0::bigint,
           'health gate: ... every row processed exactly once');
 
 -- c. max_replication_lag 1 s, and a lag of 5 s.
+ALTER SYSTEM RESET iterjob.max_replication_lag_bytes;
 ALTER SYSTEM SET iterjob.test_replication_lag = '5s';
 SELECT pg_reload_conf() AS reloaded \gset
 SELECT pg_sleep(0.3) AS slept \gset
@@ -442,14 +449,14 @@ SELECT is((SELECT array_agg(rows_done ORDER BY job_id) FROM iterjob.job_progress
           'health gate: 2 s later neither held job has done a row (rows_done = 0)');
 SELECT is((SELECT count(*) FROM hg WHERE n <> 0) + (SELECT count(*) FROM hg_half WHERE n <> 0), 0::bigint,
           'health gate: ... and no row was touched');
-SELECT is((SELECT count(*) FROM iterjob.task_progress
-            WHERE job_id = :hg_job AND state = 'running'
-              AND held_reason ~ '^replication lag .* exceeds iterjob\.max_replication_lag$'),
-          2::bigint,
-          'health gate: task_progress.held_reason = ''replication lag ... exceeds iterjob.max_replication_lag''');
-SELECT matches((SELECT held FROM iterjob.job_progress WHERE job_id = :hg_job),
-               '^replication lag .* exceeds iterjob\.max_replication_lag$',
-               'health gate: job_progress.held says why');
+SELECT is((SELECT array_agg(held_reason) FROM iterjob.task_progress
+            WHERE job_id = :hg_job AND state = 'running'),
+          array_fill('replication lag 00:00:05 (iterjob.test_replication_lag) exceeds iterjob.max_replication_lag (1s)'::text,
+                     ARRAY[2]),
+          'health gate: task_progress.held_reason names the lag and the limit it exceeds');
+SELECT is((SELECT held FROM iterjob.job_progress WHERE job_id = :hg_job),
+          'replication lag 00:00:05 (iterjob.test_replication_lag) exceeds iterjob.max_replication_lag (1s)',
+          'health gate: job_progress.held says why');
 SELECT is((SELECT state FROM iterjob.job_progress WHERE job_id = :hg_job), 'running',
           'health gate: a held job is running');
 SELECT ok(tap_wait_until(format('tap_phases(%s) = ''{held,held}''', :hg_job), '5 s'),
@@ -519,6 +526,58 @@ SELECT is((SELECT array_agg(coalesce(held_reason, 'NULL') ORDER BY instance) FRO
 SELECT is((SELECT count(*) FROM iterjob.job_progress WHERE job_id IN (:hg_job, :hg_half_job) AND held IS NOT NULL),
           0::bigint,
           'health gate: job_progress.held is NULL once the jobs ended');
+
+-- The byte limit.  An inactive physical slot (here one never used, which
+-- keeps WAL from the last checkpoint's redo pointer on) is a standby gone
+-- away: more than 1 kB behind, it holds a job; dropping it lets the job go.
+SELECT is((SELECT setting || ' ' || unit || ' ' || context FROM pg_settings
+            WHERE name = 'iterjob.max_replication_lag_bytes'),
+          '-1 kB sighup',
+          'health gate: iterjob.max_replication_lag_bytes is a kB setting, -1 (off) by default, reloadable');
+
+\set ON_ERROR_STOP 0
+
+-- The slot first: the table and its rows are WAL it keeps.
+SELECT slot_name AS ignored FROM pg_create_physical_replication_slot('iterjob_tap_slot', true) \gset
+CREATE TABLE hg_slot (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0) WITH (autovacuum_enabled = false);
+INSERT INTO hg_slot (id) SELECT generate_series(1, 100);
+ALTER SYSTEM SET iterjob.max_replication_lag_bytes = '1kB';
+SELECT pg_reload_conf() AS reloaded \gset
+SELECT pg_sleep(0.3) AS slept \gset
+
+SELECT iterjob.enqueue('hg_slot', 'UPDATE hg_slot SET n = n + 1 WHERE id = ANY($1)',
+                       batch_size => 10) AS hg_slot_job \gset
+SELECT ok(tap_wait_until(format('(SELECT held FROM iterjob.job_progress WHERE job_id = %s) IS NOT NULL',
+                                :hg_slot_job), '10 s'),
+          'health gate: an inactive physical slot more than max_replication_lag_bytes behind holds the job');
+SELECT matches((SELECT held FROM iterjob.job_progress WHERE job_id = :hg_slot_job),
+               '^replication lag [0-9]+ (bytes|kB|MB|GB) to inactive slot "iterjob_tap_slot" exceeds iterjob\.max_replication_lag_bytes \(1kB\)$',
+               'health gate: job_progress.held names the slot, its distance and the byte limit');
+SELECT is((SELECT rows_done FROM iterjob.job_progress WHERE job_id = :hg_slot_job), 0::bigint,
+          'health gate: held by the slot, the job did no row');
+
+SELECT pg_drop_replication_slot('iterjob_tap_slot') AS ignored \gset
+SELECT is(iterjob.wait(:hg_slot_job, '20 s'), 'succeeded',
+          'health gate: once the slot is dropped the job goes on and succeeds');
+
+-- From here on the cluster is as before, whatever failed above.
+SELECT count(*) AS ignored
+  FROM (SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+         WHERE slot_name = 'iterjob_tap_slot') AS dropped \gset
+ALTER SYSTEM RESET iterjob.max_replication_lag_bytes;
+SELECT pg_reload_conf() AS reloaded \gset
+SELECT pg_sleep(0.3) AS slept \gset
+SELECT tap_pause_unless_final(:hg_slot_job) AS ignored \gset
+SELECT tap_wait_until(format('tap_phases(%s) = ''{}''', :hg_slot_job), '10 s') AS ignored \gset
+SELECT tap_resume_if_paused(:hg_slot_job) AS ignored \gset
+SELECT tap_wait_until(format('tap_final(%s)', :hg_slot_job), '20 s') AS ignored \gset
+
+\set ON_ERROR_STOP 1
+
+SELECT is((SELECT count(*) FROM hg_slot WHERE n <> 1), 0::bigint,
+          'health gate: every row of the job held by the slot processed exactly once');
+SELECT is((SELECT count(held_reason) FROM iterjob.task_progress WHERE job_id = :hg_slot_job), 0::bigint,
+          'health gate: its held_reason is cleared');
 
 -- 6. Health gate: autovacuum ------------------------------------------------------
 

@@ -51,10 +51,13 @@ END
 	}
 }
 
-# A node with iterjob preloaded, started.
+# A node with iterjob preloaded, started.  @extra: lines for
+# postgresql.conf; a hash reference first holds options for
+# PostgreSQL::Test::Cluster's init (allows_streaming => 1 for a primary).
 sub iterjob_node
 {
 	my ($name, @extra) = @_;
+	my %init = (@extra && ref $extra[0] eq 'HASH') ? %{ shift @extra } : ();
 	if (!defined $library)
 	{
 		my $pkglibdir = `pg_config --pkglibdir`;
@@ -63,7 +66,7 @@ sub iterjob_node
 		$library_stamp = library_stamp();
 	}
 	my $node = PostgreSQL::Test::Cluster->new($name);
-	$node->init;
+	$node->init(%init);
 	$node->append_conf('postgresql.conf',
 		join("\n",
 			"shared_preload_libraries = 'iterjob'",
