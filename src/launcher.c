@@ -266,7 +266,7 @@ refresh_databases(MemoryContext ctx)
  * itself, or by its process being gone, or by never having started.
  */
 static bool
-worker_ended(int i, TimestampTz now)
+worker_ended(int i, TimestampTz now_ts)
 {
 	IterjobWorkerSlot *slot = &iterjob_shared->workers[i];
 	bool		in_use;
@@ -286,7 +286,7 @@ worker_ended(int i, TimestampTz now)
 	if (!in_use)
 		return false;
 	if (pid == 0)
-		return TimestampDifferenceExceeds(registered_at, now, START_TIMEOUT_MS);
+		return TimestampDifferenceExceeds(registered_at, now_ts, START_TIMEOUT_MS);
 	return exited || (kill(pid, 0) != 0 && errno == ESRCH);
 }
 
@@ -298,7 +298,7 @@ worker_ended(int i, TimestampTz now)
 static void
 reap_workers(void)
 {
-	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz now_ts = GetCurrentTimestamp();
 	HASH_SEQ_STATUS seq;
 	LauncherDatabase *db;
 
@@ -308,7 +308,7 @@ reap_workers(void)
 		Oid			dboid;
 		bool		clean;
 
-		if (!worker_ended(i, now))
+		if (!worker_ended(i, now_ts))
 			continue;
 
 		/* a process that ended without letting go of its task */
@@ -331,7 +331,7 @@ reap_workers(void)
 			db->pending = true;
 			db->retry_delay_ms = db->retry_delay_ms == 0 ? RETRY_DELAY_MS :
 				Min(db->retry_delay_ms * 2, MAX_RETRY_DELAY_MS);
-			db->not_before = TimestampTzPlusMilliseconds(now, db->retry_delay_ms);
+			db->not_before = TimestampTzPlusMilliseconds(now_ts, db->retry_delay_ms);
 		}
 	}
 
@@ -469,7 +469,7 @@ compare_turns(const void *a, const void *b)
  * before looking again when none has yet, or -1.
  */
 static long
-make_room_for(LauncherDatabase *waiting, TimestampTz now)
+make_room_for(LauncherDatabase *waiting, TimestampTz now_ts)
 {
 	HASH_SEQ_STATUS seq;
 	LauncherDatabase *db;
@@ -505,7 +505,7 @@ make_room_for(LauncherDatabase *waiting, TimestampTz now)
 		}
 	}
 	if (victim >= 0 &&
-		TimestampDifferenceExceeds(oldest, now, iterjob_time_slice_ms))
+		TimestampDifferenceExceeds(oldest, now_ts, iterjob_time_slice_ms))
 	{
 		iterjob_shared->workers[victim].yield = true;
 		latch = iterjob_shared->workers[victim].latch;
@@ -519,7 +519,7 @@ make_room_for(LauncherDatabase *waiting, TimestampTz now)
 	}
 	if (victim < 0)
 		return -1;
-	return (long) ((TimestampTzPlusMilliseconds(oldest, iterjob_time_slice_ms) - now) / 1000) + 1;
+	return (long) ((TimestampTzPlusMilliseconds(oldest, iterjob_time_slice_ms) - now_ts) / 1000) + 1;
 }
 
 /*
@@ -529,7 +529,7 @@ make_room_for(LauncherDatabase *waiting, TimestampTz now)
 static long
 launch_pending(MemoryContext ctx)
 {
-	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz now_ts = GetCurrentTimestamp();
 	long		sleep_ms = iterjob_rescan_interval_ms;
 	Oid			marked[ITERJOB_MAX_DATABASES];
 	int			nmarked;
@@ -558,20 +558,20 @@ launch_pending(MemoryContext ctx)
 		 */
 		refresh_databases(ctx);
 		refreshed = true;
-		last_rescan = now;
+		last_rescan = now_ts;
 		mark_installed = true;
 		report_wanted = true;
 		if (OidIsValid(first_connectable))
 			database_entry(first_connectable)->pending = true;
 	}
-	else if (TimestampDifferenceExceeds(last_rescan, now, iterjob_rescan_interval_ms))
+	else if (TimestampDifferenceExceeds(last_rescan, now_ts, iterjob_rescan_interval_ms))
 	{
 		/* the periodic look: the idle database looked at longest ago */
 		LauncherDatabase *idlest = NULL;
 
 		refresh_databases(ctx);
 		refreshed = true;
-		last_rescan = now;
+		last_rescan = now_ts;
 		hash_seq_init(&seq, databases);
 		while ((db = hash_seq_search(&seq)) != NULL)
 			if (db->installed && !db->pending && db->nworkers == 0 &&
@@ -583,8 +583,13 @@ launch_pending(MemoryContext ctx)
 		report_wanted = true;
 	}
 
-	/* a database dropped since it was marked gets no worker */
-	if (!refreshed && any_pending())
+	/*
+	 * A database dropped since it was marked gets no worker: look at
+	 * pg_database before starting any (with every worker busy, a claim's
+	 * mark costs no catalog read).
+	 */
+	if (!refreshed && any_pending() &&
+		running_workers() < Min(iterjob_max_workers, ITERJOB_MAX_WORKER_SLOTS))
 		refresh_databases(ctx);
 
 	turns = palloc(sizeof(LauncherDatabase *) * (hash_get_num_entries(databases) + 1));
@@ -593,8 +598,8 @@ launch_pending(MemoryContext ctx)
 	{
 		if (!db->pending)
 			continue;
-		if (db->not_before > now)
-			sleep_ms = Min(sleep_ms, (long) ((db->not_before - now) / 1000) + 1);
+		if (db->not_before > now_ts)
+			sleep_ms = Min(sleep_ms, (long) ((db->not_before - now_ts) / 1000) + 1);
 		else
 			turns[nturns++] = db;
 	}
@@ -612,7 +617,7 @@ launch_pending(MemoryContext ctx)
 				if (turns[j]->nworkers < neediest->nworkers)
 					neediest = turns[j];
 			/* a worker's exit wakes us; a time slice may end first */
-			ms = make_room_for(neediest, now);
+			ms = make_room_for(neediest, now_ts);
 			if (ms > 0)
 				sleep_ms = Min(sleep_ms, ms);
 			break;
@@ -630,7 +635,7 @@ launch_pending(MemoryContext ctx)
 			sleep_ms = NO_SLOT_DELAY_MS;
 			break;
 		}
-		db->last_start = now;
+		db->last_start = now_ts;
 		db->nworkers++;
 	}
 	pfree(turns);

@@ -112,11 +112,14 @@ static const char *const others_sql =
 " WHERE t.state OPERATOR(pg_catalog.=) ANY ('{queued,running}'::pg_catalog.text[])"
 "   AND j.owner OPERATOR(pg_catalog.<>) $1";
 
-/* runnable tasks other than $1 */
-static const char *const more_sql =
-"SELECT t.id, t.state OPERATOR(pg_catalog.=) 'queued' FROM iterjob.task t"
-" WHERE t.state OPERATOR(pg_catalog.=) ANY ('{queued,running}'::pg_catalog.text[])"
-"   AND t.id OPERATOR(pg_catalog.<>) $1";
+/* runnable tasks other than $1: one queued, or those marked running */
+static const char *const more_queued_sql =
+"SELECT t.id, true FROM iterjob.task t"
+" WHERE t.state OPERATOR(pg_catalog.=) 'queued' AND t.id OPERATOR(pg_catalog.<>) $1"
+" LIMIT 1";
+static const char *const more_running_sql =
+"SELECT t.id, false FROM iterjob.task t"
+" WHERE t.state OPERATOR(pg_catalog.=) 'running' AND t.id OPERATOR(pg_catalog.<>) $1";
 
 /* the claimed task with its job */
 static const char *const task_sql =
@@ -482,9 +485,13 @@ iterjob_runnable_for_others(Oid owner)
 	return lists_runnable(others_sql, OIDOID, ObjectIdGetDatum(owner));
 }
 
-/* Are runnable tasks other than the one just claimed waiting for a worker? */
+/*
+ * Are runnable tasks other than the one just claimed waiting for a worker?
+ * (Once per claim: one queued task answers, however many there are.)
+ */
 bool
 iterjob_more_runnable(int64 claimed)
 {
-	return lists_runnable(more_sql, INT8OID, Int64GetDatum(claimed));
+	return lists_runnable(more_queued_sql, INT8OID, Int64GetDatum(claimed)) ||
+		lists_runnable(more_running_sql, INT8OID, Int64GetDatum(claimed));
 }
