@@ -160,6 +160,8 @@ iterjob_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
+	/* a cancel cancels a batch, never the worker (task_runner.c) */
+	HOLD_CANCEL_INTERRUPTS();
 
 	iterjob_slot_attach(slotno);
 
