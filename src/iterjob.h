@@ -103,6 +103,9 @@ extern int	iterjob_test_replication_lag_ms;
 extern bool iterjob_synchronous_commit;
 extern bool iterjob_trail_instances;
 extern void iterjob_define_gucs(void);
+extern void iterjob_borrow_gucs(void);
+extern void iterjob_sync_gucs(void);
+extern void iterjob_reload_config(void);
 
 /* commit_mode.c */
 extern void iterjob_commit_batch_mode(void);

@@ -390,12 +390,9 @@ iterjob_run_task(IterjobTask *task)
 		long		sleep_ms;
 
 		CHECK_FOR_INTERRUPTS();
+		/* GUCs of the health gate and logging apply from the next batch */
 		if (ConfigReloadPending)
-		{
-			/* GUCs of the health gate and logging apply from the next batch */
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+			iterjob_reload_config();
 
 		/* under the modulo partition, stay behind the instance before */
 		iterjob_trail_before_batch(task);

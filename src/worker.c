@@ -187,10 +187,7 @@ iterjob_worker_main(Datum main_arg)
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+			iterjob_reload_config();
 
 		task = claim_next_task(cxt, owner, &busy, &others);
 		if (task == NULL && busy && busy_waits++ < BUSY_MAX_WAITS)
