@@ -90,11 +90,10 @@ static const char *const log_error_sql =
 
 /*
  * The checkpoint's plan, not kept yet (SPI connected): the caller keeps it
- * with the task's other plans.  The cursor
- * arrives as jsonb computed as the owner ($3) when the key's types could
- * carry the owner's code into it; otherwise as the key's values ($5..),
- * made jsonb here by built-in functions only (saving a statement per
- * batch).
+ * with the task's other plans.  The cursor arrives as jsonb computed as
+ * the owner ($3) when the key's types could carry the owner's code into
+ * it; otherwise as the key's values ($5..), made jsonb here by built-in
+ * functions only (saving a statement per batch).
  */
 SPIPlanPtr
 iterjob_prepare_checkpoint(const IterjobSpec *spec)
