@@ -83,8 +83,9 @@ SELECT pg_describe_object(classid, objid, 0) AS added
 EXCEPT SELECT object FROM up_objects
 ORDER BY 1;
 
--- an upgraded install has the same objects, columns, privileges, definitions,
--- indexes and constraints as a fresh install from the current full script
+-- an upgraded install has the same objects, columns, privileges (and initial
+-- privileges), definitions, indexes and constraints as a fresh install from
+-- the current full script
 CREATE FUNCTION pg_temp.iterjob_shape()
 RETURNS TABLE (item text)
 LANGUAGE sql AS $$
@@ -114,6 +115,14 @@ LANGUAGE sql AS $$
     UNION ALL
     SELECT format('%s %s', conrelid::regclass, pg_get_constraintdef(oid)) FROM pg_constraint
      WHERE connamespace = 'iterjob'::regnamespace
+    UNION ALL
+    -- the initial privileges pg_dump compares with
+    SELECT format('initial privileges of %s: %s', pg_describe_object(i.classoid, i.objoid, i.objsubid), i.initprivs)
+      FROM pg_init_privs i
+     WHERE EXISTS (SELECT FROM pg_depend d
+                    WHERE d.classid = i.classoid AND d.objid = i.objoid AND d.deptype = 'e'
+                      AND d.refclassid = 'pg_extension'::regclass
+                      AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'iterjob'))
 $$;
 CREATE TABLE up_shape AS SELECT item FROM pg_temp.iterjob_shape();
 DROP EXTENSION iterjob;
