@@ -138,6 +138,12 @@ SELECT w.pid,
                      WHERE j.id = w.job_id AND iterjob.can_steer(j.owner)));
 
 
+-- wait gains an argument: dropped and created again below, it gets back the
+-- privileges it had at the end of this script
+SELECT pg_catalog.set_config('iterjob_upgrade.acls', pg_catalog.jsonb_build_object(
+    'iterjob.wait(bigint, interval, boolean)',
+    (SELECT p.proacl::pg_catalog.text FROM pg_catalog.pg_proc p
+      WHERE p.oid OPERATOR(pg_catalog.=) 'iterjob.wait(bigint, interval)'::pg_catalog.regprocedure))::pg_catalog.text, true);
 DROP FUNCTION iterjob.wait(bigint, interval);
 CREATE FUNCTION iterjob.wait(job_id bigint, timeout interval DEFAULT NULL,
                              progress boolean DEFAULT false)
@@ -210,6 +216,69 @@ COMMENT ON FUNCTION iterjob.wake_workers()
     IS 'have iterjob look for runnable jobs in this database when the transaction commits';
 
 REVOKE ALL ON FUNCTION iterjob.wake_workers() FROM PUBLIC;
+
+-- The functions dropped and created again above get back the privileges
+-- the old ones had, granted by the extension or by an administrator
+-- (re-granted by the functions' owner).  The extension's initial
+-- privileges stay its own, as this script set them: pg_dump dumps the
+-- administrator's grants as the difference.
+DO $$
+DECLARE
+    f record;
+    a record;
+    own pg_catalog.aclitem[];
+    had_own boolean;
+BEGIN
+    FOR f IN SELECT e.key::pg_catalog.regprocedure AS fn, e.value::pg_catalog.aclitem[] AS saved
+               FROM pg_catalog.jsonb_each_text(
+                        pg_catalog.current_setting('iterjob_upgrade.acls')::pg_catalog.jsonb) e
+              WHERE e.value IS NOT NULL
+    LOOP
+        SELECT i.initprivs INTO own FROM pg_catalog.pg_init_privs i
+         WHERE i.objoid OPERATOR(pg_catalog.=) f.fn
+           AND i.classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+           AND i.objsubid OPERATOR(pg_catalog.=) 0;
+        had_own := FOUND;
+        FOR a IN SELECT DISTINCT x.grantee
+                   FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) x
+                  WHERE p.oid OPERATOR(pg_catalog.=) f.fn
+        LOOP
+            EXECUTE pg_catalog.format('REVOKE ALL ON FUNCTION %s FROM %s CASCADE', f.fn,
+                CASE WHEN a.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+                     ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END);
+        END LOOP;
+        FOR a IN SELECT x.grantee, x.privilege_type, x.is_grantable
+                   FROM pg_catalog.aclexplode(f.saved) x
+        LOOP
+            EXECUTE pg_catalog.format('GRANT %s ON FUNCTION %s TO %s%s', a.privilege_type, f.fn,
+                CASE WHEN a.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+                     ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END,
+                CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+        END LOOP;
+        IF had_own THEN
+            UPDATE pg_catalog.pg_init_privs SET initprivs = own
+             WHERE objoid OPERATOR(pg_catalog.=) f.fn
+               AND classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+               AND objsubid OPERATOR(pg_catalog.=) 0;
+        ELSE
+            DELETE FROM pg_catalog.pg_init_privs
+             WHERE objoid OPERATOR(pg_catalog.=) f.fn
+               AND classoid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+               AND objsubid OPERATOR(pg_catalog.=) 0;
+        END IF;
+        -- 17 and later record the roles of initial privileges as shared
+        -- dependencies ('i'): only those of the extension's own remain
+        DELETE FROM pg_catalog.pg_shdepend d
+         WHERE d.deptype OPERATOR(pg_catalog.=) 'i'
+           AND d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+           AND d.objid OPERATOR(pg_catalog.=) f.fn
+           AND d.dbid OPERATOR(pg_catalog.=) (SELECT oid FROM pg_catalog.pg_database
+                                              WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
+           AND d.refobjid OPERATOR(pg_catalog.<>) ALL (
+               SELECT x.grantee FROM pg_catalog.aclexplode(COALESCE(own, '{}')) x);
+    END LOOP;
+END
+$$;
 
 -- jobs that waited for this update can start now
 SELECT iterjob.wake_workers();

@@ -4,6 +4,93 @@
 
 \echo Use "CREATE EXTENSION iterjob" to load this file. \quit
 
+-- CREATE EXTENSION takes a schema named iterjob that exists already, and
+-- roles iterjob_user and iterjob_admin that exist already.  Refuse those
+-- that give someone more than iterjob would: the owner of a schema, or a
+-- role that may create objects in it, could drop iterjob's tables from
+-- under it and put its own in their place, which the workers would trust;
+-- a role that can log in, has attributes or memberships of its own, or
+-- that someone may hand out, gives its members more than iterjob's
+-- privileges.  The schema DROP EXTENSION leaves, and the roles iterjob
+-- created in another database (cluster-wide; they may have members), pass.
+DO $$
+DECLARE
+    nsp oid;
+    who text;
+    why text;
+    r record;
+BEGIN
+    SELECT n.oid INTO nsp FROM pg_catalog.pg_namespace n
+     WHERE n.nspname OPERATOR(pg_catalog.=) 'iterjob';
+    SELECT pg_catalog.format('it is owned by role "%s", which is not a superuser', a.rolname) INTO why
+      FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles a ON a.oid OPERATOR(pg_catalog.=) n.nspowner
+     WHERE n.oid OPERATOR(pg_catalog.=) nsp AND NOT a.rolsuper;
+    IF why IS NULL THEN
+        SELECT pg_catalog.format('%s may create objects in it',
+                   CASE WHEN x.grantee OPERATOR(pg_catalog.=) 0 THEN 'PUBLIC'
+                        ELSE pg_catalog.format('role "%s"', pg_catalog.pg_get_userbyid(x.grantee)) END) INTO why
+          FROM pg_catalog.pg_namespace n, pg_catalog.aclexplode(n.nspacl) x
+         WHERE n.oid OPERATOR(pg_catalog.=) nsp AND x.privilege_type OPERATOR(pg_catalog.=) 'CREATE'
+           AND NOT COALESCE((SELECT a.rolsuper FROM pg_catalog.pg_roles a
+                              WHERE a.oid OPERATOR(pg_catalog.=) x.grantee), false)
+         LIMIT 1;
+    END IF;
+    IF why IS NULL THEN
+        SELECT pg_catalog.format('it holds objects owned by role "%s", which is not a superuser', a.rolname) INTO why
+          FROM (SELECT relowner AS owner FROM pg_catalog.pg_class WHERE relnamespace OPERATOR(pg_catalog.=) nsp
+                UNION ALL SELECT proowner FROM pg_catalog.pg_proc WHERE pronamespace OPERATOR(pg_catalog.=) nsp
+                UNION ALL SELECT typowner FROM pg_catalog.pg_type WHERE typnamespace OPERATOR(pg_catalog.=) nsp
+                UNION ALL SELECT oprowner FROM pg_catalog.pg_operator WHERE oprnamespace OPERATOR(pg_catalog.=) nsp
+                UNION ALL SELECT opcowner FROM pg_catalog.pg_opclass WHERE opcnamespace OPERATOR(pg_catalog.=) nsp
+                UNION ALL SELECT opfowner FROM pg_catalog.pg_opfamily WHERE opfnamespace OPERATOR(pg_catalog.=) nsp
+                UNION ALL SELECT collowner FROM pg_catalog.pg_collation WHERE collnamespace OPERATOR(pg_catalog.=) nsp
+                UNION ALL SELECT conowner FROM pg_catalog.pg_conversion WHERE connamespace OPERATOR(pg_catalog.=) nsp) o
+          JOIN pg_catalog.pg_roles a ON a.oid OPERATOR(pg_catalog.=) o.owner
+         WHERE NOT a.rolsuper
+         LIMIT 1;
+    END IF;
+    IF why IS NOT NULL THEN
+        RAISE EXCEPTION 'schema "iterjob" already exists, and %', why
+            USING ERRCODE = 'duplicate_schema',
+                  DETAIL = 'iterjob''s tables and functions must be in a schema only superusers control.',
+                  HINT = 'Drop or rename that schema, or make it a superuser''s alone, then run CREATE EXTENSION iterjob again.';
+    END IF;
+
+    FOR r IN SELECT a.* FROM pg_catalog.pg_roles a
+              WHERE a.rolname OPERATOR(pg_catalog.=) ANY ('{iterjob_user,iterjob_admin}'::pg_catalog.name[])
+              ORDER BY a.rolname DESC
+    LOOP
+        why := NULL;
+        IF r.rolcanlogin THEN
+            why := 'it can log in';
+        ELSIF r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication OR r.rolbypassrls THEN
+            why := 'it has the SUPERUSER, CREATEDB, CREATEROLE, REPLICATION or BYPASSRLS attribute';
+        ELSE
+            SELECT pg_catalog.format('it is a member of role "%s"', pg_catalog.pg_get_userbyid(m.roleid)) INTO why
+              FROM pg_catalog.pg_auth_members m
+             WHERE m.member OPERATOR(pg_catalog.=) r.oid
+               AND NOT (r.rolname OPERATOR(pg_catalog.=) 'iterjob_admin'
+                        AND m.roleid OPERATOR(pg_catalog.=) (SELECT u.oid FROM pg_catalog.pg_roles u
+                                                              WHERE u.rolname OPERATOR(pg_catalog.=) 'iterjob_user'))
+             LIMIT 1;
+        END IF;
+        IF why IS NULL AND r.rolname OPERATOR(pg_catalog.=) 'iterjob_admin' THEN
+            SELECT pg_catalog.format('role "%s", which is not a superuser, may grant it (ADMIN OPTION)',
+                                     a.rolname) INTO why
+              FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles a ON a.oid OPERATOR(pg_catalog.=) m.member
+             WHERE m.roleid OPERATOR(pg_catalog.=) r.oid AND m.admin_option AND NOT a.rolsuper
+             LIMIT 1;
+        END IF;
+        IF why IS NOT NULL THEN
+            RAISE EXCEPTION 'role "%" already exists, and %', r.rolname, why
+                USING ERRCODE = 'duplicate_object',
+                      DETAIL = 'iterjob creates it NOLOGIN, without attributes or memberships of its own; its members get iterjob''s privileges and must get nothing more.',
+                      HINT = 'Drop the role, or bring it to that state (ALTER ROLE, REVOKE), then run CREATE EXTENSION iterjob again.';
+        END IF;
+    END LOOP;
+END
+$$;
+
 CREATE TABLE iterjob.job (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name        text,

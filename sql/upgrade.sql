@@ -29,8 +29,39 @@ SELECT pg_describe_object(classid, objid, 0) AS object
    AND refobjid = (SELECT oid FROM pg_extension WHERE extname = 'iterjob')
    AND deptype = 'e';
 
+-- privileges an administrator granted or revoked survive every update,
+-- also on the functions an update drops and creates again (wait in 0.2,
+-- enqueue in 0.3, preview in 0.3 and 0.4); from 0.3 the update to 0.4
+-- wakes the workers too
+CREATE ROLE up_reader NOLOGIN;
+GRANT USAGE ON SCHEMA iterjob TO up_reader;
+GRANT SELECT ON iterjob.job_progress TO up_reader;
+GRANT EXECUTE ON FUNCTION iterjob.wait(bigint, interval) TO up_reader;
+GRANT EXECUTE ON FUNCTION iterjob.enqueue(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text) TO up_reader;
+ALTER EXTENSION iterjob UPDATE TO '0.3';
+GRANT EXECUTE ON FUNCTION iterjob.preview(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval) TO up_reader WITH GRANT OPTION;
+REVOKE EXECUTE ON FUNCTION iterjob.preview(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval) FROM iterjob_user;
+
 ALTER EXTENSION iterjob UPDATE;
 SELECT extversion FROM pg_extension WHERE extname = 'iterjob';
+
+SELECT has_schema_privilege('up_reader', 'iterjob', 'USAGE') AS schema_usage,
+       has_table_privilege('up_reader', 'iterjob.job_progress', 'SELECT') AS job_progress,
+       has_function_privilege('up_reader', 'iterjob.wait(bigint, interval, boolean)', 'EXECUTE') AS wait,
+       has_function_privilege('up_reader', 'iterjob.enqueue(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval)', 'EXECUTE') AS enqueue,
+       has_function_privilege('up_reader', 'iterjob.preview(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval)', 'EXECUTE WITH GRANT OPTION') AS preview_with_grant_option,
+       has_function_privilege('iterjob_user', 'iterjob.preview(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval)', 'EXECUTE') AS preview_for_iterjob_user;
+-- pg_dump dumps the difference from the extension's initial privileges:
+-- those still name none of up_reader's
+SELECT count(*) AS initial_privileges_of_up_reader
+  FROM pg_init_privs i, aclexplode(i.initprivs) a
+ WHERE a.grantee = 'up_reader'::regrole;
+REVOKE ALL ON SCHEMA iterjob FROM up_reader;
+REVOKE ALL ON ALL TABLES IN SCHEMA iterjob FROM up_reader;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA iterjob FROM up_reader CASCADE;
+GRANT EXECUTE ON FUNCTION iterjob.preview(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval) TO iterjob_user;
+-- nothing else holds on to the role
+DROP ROLE up_reader;
 
 -- the job written under 0.1 runs to the end after the update (which woke the workers)
 SELECT iterjob.wait((SELECT max(id) FROM iterjob.job), '60s');
@@ -52,8 +83,9 @@ SELECT pg_describe_object(classid, objid, 0) AS added
 EXCEPT SELECT object FROM up_objects
 ORDER BY 1;
 
--- an upgraded install has the same objects, columns, privileges, definitions,
--- indexes and constraints as a fresh install from the current full script
+-- an upgraded install has the same objects, columns, privileges (and initial
+-- privileges), definitions, indexes and constraints as a fresh install from
+-- the current full script
 CREATE FUNCTION pg_temp.iterjob_shape()
 RETURNS TABLE (item text)
 LANGUAGE sql AS $$
@@ -83,6 +115,14 @@ LANGUAGE sql AS $$
     UNION ALL
     SELECT format('%s %s', conrelid::regclass, pg_get_constraintdef(oid)) FROM pg_constraint
      WHERE connamespace = 'iterjob'::regnamespace
+    UNION ALL
+    -- the initial privileges pg_dump compares with
+    SELECT format('initial privileges of %s: %s', pg_describe_object(i.classoid, i.objoid, i.objsubid), i.initprivs)
+      FROM pg_init_privs i
+     WHERE EXISTS (SELECT FROM pg_depend d
+                    WHERE d.classid = i.classoid AND d.objid = i.objoid AND d.deptype = 'e'
+                      AND d.refclassid = 'pg_extension'::regclass
+                      AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'iterjob'))
 $$;
 CREATE TABLE up_shape AS SELECT item FROM pg_temp.iterjob_shape();
 DROP EXTENSION iterjob;

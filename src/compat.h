@@ -37,6 +37,18 @@
 #endif
 
 /*
+ * 15.1 renamed SetSingleFuncCall() InitMaterializedSRF() (and its flags
+ * SRF_SINGLE_* MAT_SRF_*), keeping the old names for the rest of 15; 16
+ * has only the new ones.  On 15 the old name is called: a build loads on
+ * every 15 minor, 15.0 included, where one calling InitMaterializedSRF()
+ * would need 15.1 at run time.  (iterjob passes no flags.)
+ */
+#if PG_VERSION_NUM < 160000
+#include "funcapi.h"
+#define InitMaterializedSRF(fcinfo, flags) SetSingleFuncCall((fcinfo), (flags))
+#endif
+
+/*
  * 16 moved a statement's permissions out of its range table into a list of
  * RTEPermissionInfo (PlannedStmt.permInfos): ExecCheckRTPerms(rtable,
  * ereport) became ExecCheckPermissions(rtable, permInfos, ereport).  The

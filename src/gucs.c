@@ -3,10 +3,22 @@
  * gucs.c
  *	  iterjob's configuration parameters.
  *
+ *	  A process can hold a second copy of the library: the server preloads
+ *	  iterjob from one file and a backend or worker loads '$libdir/iterjob'
+ *	  from another (a package that moved or replaced it).  The GUCs are
+ *	  the first copy's; the second defines none, and reads their values
+ *	  into its own variables when it is loaded and after every reload of
+ *	  the configuration (iterjob_reload_config), or they would stay at
+ *	  their built-in defaults.  (Where the second copy's symbols are not
+ *	  hidden, as on PostgreSQL 15, its code uses the first copy's variables
+ *	  anyway.)
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "postmaster/interrupt.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 
 #include "iterjob.h"
@@ -23,6 +35,9 @@ bool		iterjob_synchronous_commit = false;
 bool		iterjob_trail_instances = true;
 int			iterjob_rescan_interval_ms = 10000;
 int			iterjob_time_slice_ms = 10000;
+
+/* this copy of the library reads the GUCs another copy defined */
+static bool gucs_borrowed = false;
 
 void
 iterjob_define_gucs(void)
@@ -133,4 +148,60 @@ iterjob_define_gucs(void)
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("iterjob");
+}
+
+static void
+read_int(const char *name, int *variable)
+{
+	const char *value = GetConfigOption(name, true, false);
+
+	/* an integer in its base unit, as GetConfigOption() prints it */
+	if (value != NULL)
+		*variable = pg_strtoint32(value);
+}
+
+static void
+read_bool(const char *name, bool *variable)
+{
+	const char *value = GetConfigOption(name, true, false);
+
+	if (value != NULL)
+		(void) parse_bool(value, variable);
+}
+
+/*
+ * In a second copy of the library (see above): read the values of the GUCs
+ * the first copy defined.  Nothing to do in the copy that defined them.
+ */
+void
+iterjob_sync_gucs(void)
+{
+	if (!gucs_borrowed)
+		return;
+	read_int("iterjob.max_workers", &iterjob_max_workers);
+	read_int("iterjob.retention", &iterjob_retention_s);
+	read_bool("iterjob.log_batches", &iterjob_log_batches);
+	read_int("iterjob.max_replication_lag", &iterjob_max_replication_lag_ms);
+	read_bool("iterjob.hold_for_autovacuum", &iterjob_hold_for_autovacuum);
+	read_int("iterjob.autovacuum_hold_max", &iterjob_autovacuum_hold_max_ms);
+	read_int("iterjob.test_replication_lag", &iterjob_test_replication_lag_ms);
+	read_bool("iterjob.synchronous_commit", &iterjob_synchronous_commit);
+	read_bool("iterjob.trail_instances", &iterjob_trail_instances);
+}
+
+/* Called instead of iterjob_define_gucs() by a second copy of the library. */
+void
+iterjob_borrow_gucs(void)
+{
+	gucs_borrowed = true;
+	iterjob_sync_gucs();
+}
+
+/* A background process's SIGHUP: reload the configuration files. */
+void
+iterjob_reload_config(void)
+{
+	ConfigReloadPending = false;
+	ProcessConfigFile(PGC_SIGHUP);
+	iterjob_sync_gucs();
 }

@@ -66,15 +66,16 @@ void
 _PG_init(void)
 {
 	/*
-	 * A backend loads a second copy of the library when its file was
-	 * replaced (a package upgrade) after the server started.  The preloaded
-	 * copy already defined the GUCs; this one attaches to the shared memory
-	 * that copy made (if its layout changed, that fails: restart the server
-	 * after an upgrade).
+	 * A backend or worker loads a second copy of the library when the
+	 * preloaded one came from another file (see gucs.c).  The preloaded
+	 * copy already defined the GUCs: this one reads their values.  It
+	 * attaches to the shared memory that copy made (if its layout changed,
+	 * that fails: restart the server after an upgrade).
 	 */
 	if (!process_shared_preload_libraries_in_progress && IsUnderPostmaster &&
 		preloaded_by_postmaster())
 	{
+		iterjob_borrow_gucs();
 		iterjob_register_commit_wakeup();
 		iterjob_shmem_startup();
 		return;

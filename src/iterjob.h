@@ -123,6 +123,9 @@ extern bool iterjob_trail_instances;
 extern int	iterjob_rescan_interval_ms;
 extern int	iterjob_time_slice_ms;
 extern void iterjob_define_gucs(void);
+extern void iterjob_borrow_gucs(void);
+extern void iterjob_sync_gucs(void);
+extern void iterjob_reload_config(void);
 
 /* commit_mode.c */
 extern void iterjob_commit_batch_mode(void);

@@ -678,10 +678,7 @@ iterjob_launcher_main(Datum main_arg)
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+			iterjob_reload_config();
 
 		reap_workers();
 		sleep_ms = launch_pending(ctx);

@@ -224,6 +224,8 @@ iterjob_purge(PG_FUNCTION_ARGS)
 
 	if (PG_ARGISNULL(0))
 	{
+		/* as last reloaded, also in a second copy of the library */
+		iterjob_sync_gucs();
 		if (iterjob_retention_s < 0)
 			PG_RETURN_INT64(0);
 		seconds = iterjob_retention_s;

@@ -67,7 +67,9 @@ encode_sql(const IterjobSpec *spec)
 
 /*
  * The committed cursor, from its stored text into values of the key types:
- * their input functions (and a domain's checks) run as the owner.
+ * their input functions (and a domain's checks) run as the owner.  The
+ * text stays: a first batch that fails before its plans are all prepared
+ * (a lock timeout, say) decodes it again when it is retried.
  */
 static void
 decode_cursor(IterjobTask *task)
@@ -78,6 +80,7 @@ decode_cursor(IterjobTask *task)
 	task->has_cursor = task->stored_cursor.present;
 	if (!task->has_cursor)
 		return;
+	MemoryContextReset(task->cursor_cxt);
 	nest = begin_owner(task, false, &saved);
 	for (int i = 0; i < task->spec.nkeys; i++)
 	{
@@ -91,13 +94,29 @@ decode_cursor(IterjobTask *task)
 		MemoryContextSwitchTo(old);
 	}
 	iterjob_end_owner_section(nest, &saved);
-	task->stored_cursor.present = false;
+}
+
+/* the kept plans, in the order iterjob_prepare_owner_plans() makes them */
+#define NPLANS 5
+
+/* Free the plans in made[] (kept or not), and clear the array. */
+static void
+free_plan_array(SPIPlanPtr *made)
+{
+	for (int i = 0; i < NPLANS; i++)
+	{
+		if (made[i] != NULL)
+			SPI_freeplan(made[i]);
+		made[i] = NULL;
+	}
 }
 
 /*
  * Prepare the task's statements (in its first batch's transaction) and
- * read its cursor.  Plans are kept only once all are prepared, so a
- * statement that fails to prepare leaves none behind.
+ * read its cursor.  The plans are kept only once all are prepared, all
+ * together: a statement that fails to prepare leaves nothing kept behind
+ * (the others die with the aborted transaction's SPI context), and the
+ * retry prepares them all again.
  */
 void
 iterjob_prepare_owner_plans(IterjobTask *task, IterjobTaskPlans *plans)
@@ -106,12 +125,10 @@ iterjob_prepare_owner_plans(IterjobTask *task, IterjobTaskPlans *plans)
 	IterjobSavedUser saved;
 	Oid			arraytypes[ITERJOB_MAX_KEYS];
 	Oid			next_types[ITERJOB_MAX_KEYS + 1];
-	SPIPlanPtr	first;
-	SPIPlanPtr	next;
-	SPIPlanPtr	action;
-	SPIPlanPtr	encode;
+	SPIPlanPtr	made[NPLANS] = {0};
 	int			nest;
 
+	Assert(!plans->ready);
 	for (int i = 0; i < spec->nkeys; i++)
 	{
 		get_typlenbyvalalign(spec->key_types[i], &plans->keylen[i],
@@ -124,26 +141,33 @@ iterjob_prepare_owner_plans(IterjobTask *task, IterjobTaskPlans *plans)
 	decode_cursor(task);
 
 	nest = begin_owner(task, true, &saved);
-	first = prepare(iterjob_keyset_query(spec, task->instance, &task->range, false, true),
-					1, next_types + spec->nkeys, CURSOR_OPT_GENERIC_PLAN);
-	next = prepare(iterjob_keyset_query(spec, task->instance, &task->range, true, true),
-				   spec->nkeys + 1, next_types, CURSOR_OPT_GENERIC_PLAN);
+	made[0] = prepare(iterjob_keyset_query(spec, task->instance, &task->range, false, true),
+					  1, next_types + spec->nkeys, CURSOR_OPT_GENERIC_PLAN);
+	made[1] = prepare(iterjob_keyset_query(spec, task->instance, &task->range, true, true),
+					  spec->nkeys + 1, next_types, CURSOR_OPT_GENERIC_PLAN);
 	iterjob_end_owner_section(nest, &saved);
 
 	nest = begin_owner(task, false, &saved);
-	action = prepare(spec->action, spec->nkeys, arraytypes, 0);
-	encode = iterjob_key_types_user_defined(spec) ?
-		prepare(encode_sql(spec), spec->nkeys, next_types, 0) : NULL;
+	made[2] = prepare(spec->action, spec->nkeys, arraytypes, 0);
+	if (iterjob_key_types_user_defined(spec))
+		made[3] = prepare(encode_sql(spec), spec->nkeys, next_types, 0);
 	iterjob_end_owner_section(nest, &saved);
 
-	plans->checkpoint = iterjob_prepare_checkpoint(spec);
-	if (SPI_keepplan(first) != 0 || SPI_keepplan(next) != 0 ||
-		SPI_keepplan(action) != 0 || (encode != NULL && SPI_keepplan(encode) != 0))
-		elog(ERROR, "SPI_keepplan failed");
-	plans->first = first;
-	plans->next = next;
-	plans->action = action;
-	plans->encode = encode;
+	made[4] = iterjob_prepare_checkpoint(spec);
+
+	for (int i = 0; i < NPLANS; i++)
+	{
+		if (made[i] != NULL && SPI_keepplan(made[i]) != 0)
+		{
+			free_plan_array(made);
+			elog(ERROR, "SPI_keepplan failed: %s", SPI_result_code_string(SPI_result));
+		}
+	}
+	plans->first = made[0];
+	plans->next = made[1];
+	plans->action = made[2];
+	plans->encode = made[3];
+	plans->checkpoint = made[4];
 	plans->pending_cxt = AllocSetContextCreate(task->cxt, "iterjob pending cursor",
 											   ALLOCSET_SMALL_SIZES);
 	plans->ready = true;
@@ -152,14 +176,10 @@ iterjob_prepare_owner_plans(IterjobTask *task, IterjobTaskPlans *plans)
 void
 iterjob_free_plans(IterjobTaskPlans *plans)
 {
-	SPIPlanPtr	kept[] = {plans->first, plans->next, plans->action,
+	SPIPlanPtr	kept[NPLANS] = {plans->first, plans->next, plans->action,
 	plans->encode, plans->checkpoint};
 
-	for (int i = 0; i < (int) lengthof(kept); i++)
-	{
-		if (kept[i] != NULL)
-			SPI_freeplan(kept[i]);
-	}
+	free_plan_array(kept);
 	memset(plans, 0, sizeof(*plans));
 }
 

@@ -89,11 +89,11 @@ static const char *const log_error_sql =
 "SELECT attempts, state OPERATOR(pg_catalog.=) 'running' FROM t";
 
 /*
- * The checkpoint's plan, kept for the task (SPI connected).  The cursor
- * arrives as jsonb computed as the owner ($3) when the key's types could
- * carry the owner's code into it; otherwise as the key's values ($5..),
- * made jsonb here by built-in functions only (saving a statement per
- * batch).
+ * The checkpoint's plan, not kept yet (SPI connected): the caller keeps it
+ * with the task's other plans.  The cursor arrives as jsonb computed as
+ * the owner ($3) when the key's types could carry the owner's code into
+ * it; otherwise as the key's values ($5..), made jsonb here by built-in
+ * functions only (saving a statement per batch).
  */
 SPIPlanPtr
 iterjob_prepare_checkpoint(const IterjobSpec *spec)
@@ -122,7 +122,7 @@ iterjob_prepare_checkpoint(const IterjobSpec *spec)
 	nest = iterjob_begin_internal(&saved);
 	plan = SPI_prepare(psprintf(checkpoint_sql, cursor.data, pacing_sql), nargs, types);
 
-	if (plan == NULL || SPI_keepplan(plan) != 0)
+	if (plan == NULL)
 		elog(ERROR, "could not prepare the checkpoint of an iterjob task");
 	iterjob_end_internal(nest, &saved);
 	return plan;

@@ -48,6 +48,22 @@ typedef enum BatchOutcome
 #define HOLD_RECHECK_MS 1000
 
 /*
+ * pg_cancel_backend() and a statement timeout cancel a batch, never the
+ * worker.  Outside a batch's statements a worker holds cancel interrupts
+ * (from its start, worker.c): a cancel that arrives while it claims, sleeps
+ * between batches or records a failure stays pending (an ERROR there would
+ * end the process), and is dropped when the next batch begins, as an idle
+ * backend drops one.  The count is set, not stepped: an error inside the
+ * batch has reset it already (errfinish).
+ */
+static void
+accept_cancel(bool accept)
+{
+	QueryCancelHoldoffCount = accept ? 0 : 1;
+	QueryCancelPending = false;
+}
+
+/*
  * The batch's deferred constraint triggers fire at the end of the action
  * (its one statement), as its owner.  PostgreSQL refuses to defer a
  * trigger past a security-restricted operation, and the commit, where it
@@ -273,6 +289,7 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 	Datum		pending[ITERJOB_MAX_KEYS] = {0};
 	ErrorData  *volatile edata = NULL;
 	MemoryContext worker_cxt = CurrentMemoryContext;
+	TimestampTz start;
 
 	report_activity(task);
 	iterjob_slot_begin_batch(task->task_id, task->batches_done + 1);
@@ -289,8 +306,10 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 	else
 		iterjob_commit_batch_mode();
 	set_constraints_immediate();
+	start = GetCurrentTimestamp();
 	if (task->spec.statement_timeout_ms > 0)
 		enable_timeout_after(STATEMENT_TIMEOUT, task->spec.statement_timeout_ms);
+	accept_cancel(true);
 
 	PG_TRY();
 	{
@@ -306,13 +325,19 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 	}
 	PG_END_TRY();
 	disable_timeout(STATEMENT_TIMEOUT, false);
+	/* also drops a timeout that fired as the batch committed */
+	accept_cancel(false);
 
 	if (edata != NULL)
 	{
 		AbortCurrentTransaction();
 		iterjob_slot_end_batch();
 		MemoryContextSwitchTo(worker_cxt);
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		/* a statement timeout, not a cancel, says the batch was too big */
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED &&
+			task->spec.statement_timeout_ms > 0 &&
+			TimestampDifferenceExceeds(start, GetCurrentTimestamp(),
+									   task->spec.statement_timeout_ms))
 			iterjob_throttle_after_timeout(&task->throttle);
 		task->retry_batch = task->batches_done + 1;
 		outcome = after_failure(task, edata, retry_ms);
@@ -365,12 +390,9 @@ iterjob_run_task(IterjobTask *task)
 		long		sleep_ms;
 
 		CHECK_FOR_INTERRUPTS();
+		/* GUCs of the health gate and logging apply from the next batch */
 		if (ConfigReloadPending)
-		{
-			/* GUCs of the health gate and logging apply from the next batch */
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+			iterjob_reload_config();
 
 		/* under the modulo partition, stay behind the instance before */
 		iterjob_trail_before_batch(task);

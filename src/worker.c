@@ -205,6 +205,8 @@ iterjob_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
+	/* a cancel cancels a batch, never the worker (task_runner.c) */
+	HOLD_CANCEL_INTERRUPTS();
 
 	iterjob_slot_attach(slotno, generation);
 
@@ -232,10 +234,7 @@ iterjob_worker_main(Datum main_arg)
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+			iterjob_reload_config();
 
 		task = claim_next_task(cxt, owner, &busy, &others, &more);
 		if (task == NULL && busy && busy_waits++ < BUSY_MAX_WAITS)

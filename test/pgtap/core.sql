@@ -17,7 +17,7 @@
 
 SET client_min_messages = warning;
 
-SELECT plan(53);
+SELECT plan(55);
 
 -- Helpers -----------------------------------------------------------------
 
@@ -171,6 +171,19 @@ SELECT is((SELECT count(*) FROM iterjob.task
             WHERE job_id = :items_job AND worker_pid IS NOT NULL),
           0::bigint,
           'no task keeps a worker_pid after the job ended');
+
+-- The per-batch checkpoints are HOT updates of iterjob.task (they change no
+-- indexed column, and pruning keeps room on the page): only a task's claim
+-- and its end, which change its state (the predicate column of its partial
+-- index), may not be.  100 checkpoints plus 4 claims and 4 ends; workers
+-- flush their statistics within a second or so.
+SELECT ok(tap_wait_until($c$(SELECT n_tup_upd >= 108 FROM pg_stat_user_tables
+                              WHERE relid = 'iterjob.task'::regclass)$c$, '10 s'),
+          'the statistics of iterjob.task count the 108 updates of the job');
+SELECT cmp_ok((SELECT n_tup_upd - n_tup_hot_upd FROM pg_stat_user_tables
+                WHERE relid = 'iterjob.task'::regclass),
+              '<=', 8 + 10::bigint,
+              'at most a tenth of the checkpoints of iterjob.task are not HOT updates');
 
 -- 2. A failing action fails only its task -----------------------------------
 

@@ -15,16 +15,22 @@
 --      batch, keyset query and action together
 --   5. the relation dropped, a column renamed under a running job: the task
 --      fails at once, without looping
+--   6. pg_cancel_backend() of a worker: between batches it changes nothing
+--      (the same worker goes on); in a batch it is a failed attempt, retried
+--      after the backoff
+--   7. a statement of a resumed task that fails to prepare (a lock timeout
+--      on a table only the action reads): a failed attempt; the retry
+--      prepares everything again and starts from the stored cursor
 
 SET client_min_messages = warning;
 
-SELECT plan(68);
+SELECT plan(94);
 
 -- Helpers -----------------------------------------------------------------
 
 -- Switches the actions below read: a batch fails while its switch is off.
 CREATE TABLE ctl (job text PRIMARY KEY, ok boolean NOT NULL);
-INSERT INTO ctl VALUES ('transient', false), ('permanent', false);
+INSERT INTO ctl VALUES ('transient', false), ('permanent', false), ('cancel', false);
 
 -- 1. A transiently failing batch --------------------------------------------------
 
@@ -416,5 +422,117 @@ SELECT is((SELECT array_agg(row(sqlstate, message)::text ORDER BY instance) FROM
             WHERE job_id = :rekey_job),
           ARRAY['(42703,"column ""id"" does not exist")', '(42703,"column ""id"" does not exist")'],
           'renamed key: one error row per instance, 42703 column "id" does not exist');
+
+-- 6. pg_cancel_backend() -----------------------------------------------------------
+
+-- Between batches: the worker sleeps 2 s after each batch of 10.
+CREATE TABLE cancel_items (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0);
+INSERT INTO cancel_items (id) SELECT generate_series(1, 40);
+
+SELECT iterjob.enqueue('cancel_items', 'UPDATE cancel_items SET n = n + 1 WHERE id = ANY($1)',
+                       batch_size => 10, batch_pause => '2s') AS cancel_job \gset
+
+SELECT ok(tap_wait_until(format($c$EXISTS (SELECT FROM iterjob.workers
+                                             WHERE job_id = %s AND phase = 'throttled')$c$, :cancel_job)),
+          'cancel between batches: the worker sleeps between two batches');
+SELECT pid AS cancel_pid, batch AS cancel_batch FROM iterjob.workers WHERE job_id = :cancel_job \gset
+SELECT ok(pg_cancel_backend(:cancel_pid), 'cancel between batches: pg_cancel_backend() signals the worker');
+
+SELECT ok(tap_wait_until(format('(SELECT batches_done FROM iterjob.task_progress WHERE job_id = %s) >= %s',
+                                :cancel_job, :cancel_batch)),
+          'cancel between batches: the next batch commits');
+SELECT is((SELECT t.worker_pid FROM iterjob.task t JOIN pg_stat_activity a ON a.pid = t.worker_pid
+            WHERE t.job_id = :cancel_job AND a.backend_type = 'iterjob worker'), :cancel_pid,
+          'cancel between batches: the worker that was cancelled is alive and still runs the task');
+SELECT is(iterjob.wait(:cancel_job, '60 s'), 'succeeded', 'cancel between batches: the job succeeds');
+SELECT is((SELECT count(*) FILTER (WHERE n <> 1) || ' of ' || count(*) FROM cancel_items),
+          '0 of 40', 'cancel between batches: every row processed exactly once');
+SELECT is((SELECT count(*) FROM iterjob.errors WHERE job_id = :cancel_job), 0::bigint,
+          'cancel between batches: no failed attempt');
+
+-- In a batch: the action sleeps while ctl.cancel is off.
+CREATE TABLE cancel_batch_items (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0);
+INSERT INTO cancel_batch_items (id) SELECT generate_series(1, 20);
+
+SELECT iterjob.enqueue('cancel_batch_items',
+       $a$UPDATE cancel_batch_items SET n = n + 1
+           WHERE id = ANY($1)
+             AND (SELECT ok OR pg_sleep(60) IS NULL FROM ctl WHERE job = 'cancel')$a$,
+       batch_size => 10) AS cancel_batch_job \gset
+
+SELECT ok(tap_wait_until(format($c$EXISTS (SELECT FROM pg_stat_activity
+                                             WHERE backend_type = 'iterjob worker' AND wait_event = 'PgSleep'
+                                               AND query LIKE 'iterjob job %s instance %%')$c$,
+                                :cancel_batch_job)),
+          'cancel in a batch: the action sleeps');
+UPDATE ctl SET ok = true WHERE job = 'cancel';
+SELECT ok(pg_cancel_backend(pid), 'cancel in a batch: pg_cancel_backend() signals the worker')
+  FROM iterjob.workers WHERE job_id = :cancel_batch_job;
+
+SELECT is(iterjob.wait(:cancel_batch_job, '60 s'), 'succeeded', 'cancel in a batch: the job succeeds');
+SELECT is((SELECT array_agg(row(attempt, cursor, sqlstate, message)::text) FROM iterjob.errors
+            WHERE job_id = :cancel_batch_job),
+          ARRAY['(1,"{""instance"": 0, ""inner_cursor"": null}",57014,"canceling statement due to user request")'],
+          'cancel in a batch: one failed attempt, 57014 canceling statement due to user request');
+SELECT is((SELECT (state, attempts, rows_done, batches_done)::text FROM iterjob.task_progress
+            WHERE job_id = :cancel_batch_job),
+          '(succeeded,0,20,2)',
+          'cancel in a batch: the batch ran again and the task succeeded');
+SELECT cmp_ok((SELECT j.finished_at - e.logged_at FROM iterjob.job_progress j, iterjob.errors e
+                WHERE j.job_id = :cancel_batch_job AND e.job_id = :cancel_batch_job),
+              '>=', interval '0.9 s',
+              'cancel in a batch: the retry came after the backoff of 1 s');
+SELECT is((SELECT count(*) FILTER (WHERE n <> 1) || ' of ' || count(*) FROM cancel_batch_items),
+          '0 of 20', 'cancel in a batch: every row processed exactly once');
+
+-- 7. A statement that fails to prepare, after a resume ---------------------------
+
+-- The action reads prep_gate, which another session locks while the job
+-- is paused: at the resume, the keyset queries prepare and the action
+-- waits for its lock until lock_timeout.
+CREATE TABLE prep_items (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0);
+INSERT INTO prep_items (id) SELECT generate_series(1, 40);
+CREATE TABLE prep_gate (ok boolean NOT NULL);
+INSERT INTO prep_gate VALUES (true);
+
+SELECT iterjob.enqueue('prep_items',
+       'UPDATE prep_items SET n = n + 1 WHERE id = ANY($1) AND (SELECT bool_and(ok) FROM prep_gate)',
+       batch_size => 10, batch_pause => '1s', lock_timeout => '300ms') AS prep_job \gset
+
+SELECT ok(tap_wait_until(format('(SELECT batches_done FROM iterjob.task_progress WHERE job_id = %s) >= 2',
+                                :prep_job)),
+          'prepare: the job committed 2 batches');
+SELECT is(iterjob.pause(:prep_job), 'paused', 'prepare: paused');
+SELECT ok(tap_wait_until(format($c$(SELECT state FROM iterjob.task WHERE job_id = %1$s) = 'paused'
+                                   AND NOT EXISTS (SELECT FROM iterjob.workers WHERE job_id = %1$s)$c$,
+                                :prep_job), '10 s'),
+          'prepare: no worker is on the paused task');
+SELECT (cursor ->> 'inner_cursor')::bigint AS prep_cursor FROM iterjob.task WHERE job_id = :prep_job \gset
+
+SELECT dblink_connect('gate', :'conn') AS connected \gset
+SELECT dblink_exec('gate', 'BEGIN') AS began \gset
+SELECT is(dblink_exec('gate', 'LOCK prep_gate IN ACCESS EXCLUSIVE MODE'), 'LOCK TABLE',
+          'prepare: another session locks the table the action reads');
+
+SELECT is(iterjob.resume(:prep_job), 'running', 'prepare: resumed');
+SELECT ok(tap_wait_until(format('EXISTS (SELECT FROM iterjob.errors WHERE job_id = %s)', :prep_job)),
+          'prepare: the first batch after the resume fails');
+SELECT is(dblink_exec('gate', 'COMMIT'), 'COMMIT', 'prepare: the other session releases its lock');
+SELECT dblink_disconnect('gate') AS disconnected \gset
+
+SELECT is((SELECT row(attempt, (cursor ->> 'inner_cursor')::bigint, sqlstate, message)::text
+             FROM iterjob.errors WHERE job_id = :prep_job ORDER BY attempt LIMIT 1),
+          format('(1,%s,55P03,"canceling statement due to lock timeout")', :prep_cursor),
+          'prepare: a failed attempt from the stored cursor: 55P03 canceling statement due to lock timeout');
+SELECT is(iterjob.wait(:prep_job, '60 s'), 'succeeded', 'prepare: the job succeeds');
+SELECT is((SELECT count(*) FILTER (WHERE n <> 1) || ' of ' || count(*) FROM prep_items),
+          '0 of 40',
+          'prepare: every row processed exactly once: the retry started from the stored cursor');
+SELECT is((SELECT (state, attempts, rows_done, batches_done)::text FROM iterjob.task_progress
+            WHERE job_id = :prep_job),
+          '(succeeded,0,40,4)',
+          'prepare: the task succeeded: 40 rows in 4 batches');
+SELECT is((SELECT count(*) FROM iterjob.errors WHERE job_id = :prep_job AND sqlstate <> '55P03'), 0::bigint,
+          'prepare: every failed attempt was the lock timeout');
 
 SELECT * FROM finish();
