@@ -165,9 +165,19 @@ wakeup_process_utility(PlannedStmt *pstmt, const char *queryString,
 		prepared_ended(stmt->gid);
 }
 
+/*
+ * Once per process and copy of the library: a second copy of the library
+ * whose calls bind to the first copy's functions (PostgreSQL 15 exports
+ * every symbol) must not chain the hook to itself.
+ */
 void
 iterjob_register_commit_wakeup(void)
 {
+	static bool registered = false;
+
+	if (registered || ProcessUtility_hook == wakeup_process_utility)
+		return;
+	registered = true;
 	RegisterXactCallback(commit_wakeup_callback, NULL);
 	prev_process_utility = ProcessUtility_hook;
 	ProcessUtility_hook = wakeup_process_utility;
