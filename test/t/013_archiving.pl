@@ -11,7 +11,10 @@
 #      are in phase 'held', the job stays running and does no row;
 #   c. archive_command fixed (a copy into the archive directory, reload):
 #      the archiver catches up, the job goes on by itself and succeeds with
-#      every row exactly once, and its held_reason is cleared.
+#      every row exactly once, and its held_reason is cleared;
+#   d. archive_command failing again: a new job holds, its held_reason gives
+#      the last success; iterjob.max_archive_backlog = -1 (reload) releases
+#      it while the backlog stays, and it succeeds with every row once.
 
 use strict;
 use warnings;
@@ -123,6 +126,41 @@ is($node->safe_psql($db, q{
 SELECT archived_count > 0 AND last_archived_time > last_failed_time FROM pg_stat_archiver}), 't',
 	'archiving fixed: (precondition) the archiver archived files since its last failure');
 cmp_ok(ready_files(), '<=', $LIMIT, 'archiving fixed: the backlog is within the limit again');
+
+# --- d. failing again, and the limit turned off --------------------------------------
+
+make_table($node, $db, 'again', 2_000);
+$node->safe_psql($db, "ALTER SYSTEM SET archive_command = 'false'");
+$node->safe_psql($db, 'SELECT pg_reload_conf()');
+# the archiver has the new command once it fails again
+$node->safe_psql($db, 'INSERT INTO junk VALUES (0); SELECT pg_switch_wal()');
+ok(wait_for($node, $db, q{
+SELECT last_failed_time > last_archived_time FROM pg_stat_archiver}, 't', 30),
+	'archiving failing again: (precondition) pg_stat_archiver shows a failure after the last success');
+$node->safe_psql($db, q{
+DO $$ BEGIN
+  FOR i IN 1..14 LOOP
+    INSERT INTO junk VALUES (i);
+    PERFORM pg_switch_wal();
+  END LOOP;
+END $$});
+my $again = enqueue_job($node, $db, 'again', instances => 1, batch_size => 100);
+ok(wait_for($node, $db, qq{
+SELECT held_reason ~ '^[0-9]+ WAL files wait for archiving, more than iterjob\\.max_archive_backlog \\($LIMIT\\), '
+                     'archive_command failing \\([0-9A-F]{24} failed at [-0-9: +]+, no success since [-0-9: +]+\\)\$'
+  FROM iterjob.task_progress WHERE job_id = $again}, 't', 30),
+	'archiving failing again: a new job holds, and its held_reason gives the last success');
+note('archiving failing again: held_reason: ' . $node->safe_psql($db,
+	"SELECT held_reason FROM iterjob.task_progress WHERE job_id = $again"));
+is($node->safe_psql($db, "SELECT rows_done FROM iterjob.job_progress WHERE job_id = $again"),
+	'0', 'archiving failing again: the held job did no row');
+
+$node->safe_psql($db, 'ALTER SYSTEM SET iterjob.max_archive_backlog = -1');
+$node->safe_psql($db, 'SELECT pg_reload_conf()');
+check_job_exact($node, $db, $again, 'again',
+	'iterjob.max_archive_backlog = -1 (reload), archiving still failing', wait => '60s');
+cmp_ok(ready_files(), '>', $LIMIT,
+	'iterjob.max_archive_backlog = -1: (precondition) the backlog was still over the old limit');
 
 $node->stop;
 done_testing();
