@@ -23,12 +23,14 @@
 
 #include "iterjob.h"
 
+bool		iterjob_enabled = true;
 int			iterjob_max_workers = 4;
 int			iterjob_retention_s = 7 * 24 * 3600;
 bool		iterjob_log_batches = false;
 int			iterjob_max_replication_lag_ms = -1;
 int			iterjob_max_replication_lag_kb = -1;
 bool		iterjob_hold_for_autovacuum = true;
+int			iterjob_max_archive_backlog = 64;
 int			iterjob_autovacuum_hold_max_ms = 600000;
 int			iterjob_test_replication_lag_ms = -1;
 bool		iterjob_synchronous_commit = false;
@@ -42,6 +44,15 @@ static bool gucs_borrowed = false;
 void
 iterjob_define_gucs(void)
 {
+	DefineCustomBoolVariable("iterjob.enabled",
+							 "Iteration workers run batches.",
+							 "Off: every running job holds at its next batch boundary, still running, "
+							 "until this is turned on again (a reload is enough).",
+							 &iterjob_enabled,
+							 true,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+
 	DefineCustomIntVariable("iterjob.max_workers",
 							"Maximum number of iteration workers running at once, cluster-wide.",
 							"Each worker is a background worker process and takes a slot of max_worker_processes.",
@@ -91,6 +102,15 @@ iterjob_define_gucs(void)
 							 true,
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("iterjob.max_archive_backlog",
+							"Workers hold at batch boundaries while more WAL files than this wait for archiving.",
+							"The .ready files in pg_wal/archive_status, looked at only when archive_mode is on. "
+							"-1 turns the check off.",
+							&iterjob_max_archive_backlog,
+							64, -1, INT_MAX,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("iterjob.autovacuum_hold_max",
 							"Longest a worker holds for one autovacuum run on its relation.",

@@ -116,6 +116,8 @@ extern bool iterjob_log_batches;
 extern int	iterjob_max_replication_lag_ms;
 extern int	iterjob_max_replication_lag_kb;
 extern bool iterjob_hold_for_autovacuum;
+extern bool iterjob_enabled;
+extern int	iterjob_max_archive_backlog;
 extern int	iterjob_autovacuum_hold_max_ms;
 extern int	iterjob_test_replication_lag_ms;
 extern bool iterjob_synchronous_commit;

@@ -260,7 +260,9 @@ still_running(IterjobTask *task)
 
 /*
  * Sleep between batches, waking for interrupts (SIGTERM, reload) and when
- * the job's state changes.
+ * the job's state changes.  A held instance also ends its sleep on a
+ * reload: a setting of the health gate may release it (iterjob.enabled
+ * turned on again), and the loop applies the reload before its next look.
  */
 static void
 pause_for(long ms, const char *phase, IterjobWaitEvent event)
@@ -274,7 +276,8 @@ pause_for(long ms, const char *phase, IterjobWaitEvent event)
 
 		CHECK_FOR_INTERRUPTS();
 		left = (long) ((end - GetCurrentTimestamp()) / 1000);
-		if (left <= 0 || iterjob_slot_recheck_pending())
+		if (left <= 0 || iterjob_slot_recheck_pending() ||
+			(event == ITERJOB_WAIT_HELD && ConfigReloadPending))
 			break;
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 left, iterjob_wait_event(event));

@@ -12,16 +12,19 @@
  *	  a standby's replay lag exceeds iterjob.max_replication_lag (time) or
  *	  iterjob.max_replication_lag_bytes (WAL not yet replayed, or kept by
  *	  the inactive physical slot of a standby that disconnected), or
- *	  autovacuum works on the job's relation (iterjob.hold_for_autovacuum),
- *	  the worker holds at the batch boundary; for one autovacuum run at most
- *	  iterjob.autovacuum_hold_max, and never for an anti-wraparound vacuum
- *	  (which can take hours, and which a backfill must not starve of its
- *	  table either way).
+ *	  while more WAL files than iterjob.max_archive_backlog wait for
+ *	  archiving (archive_mode on), or autovacuum works on the job's relation
+ *	  (iterjob.hold_for_autovacuum), the worker holds at the batch boundary;
+ *	  for one autovacuum run at most iterjob.autovacuum_hold_max, and never
+ *	  for an anti-wraparound vacuum (which can take hours, and which a
+ *	  backfill must not starve of its table either way).  With
+ *	  iterjob.enabled off every worker holds, without running the statement.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/timestamp.h"
@@ -95,9 +98,10 @@ iterjob_throttle_after_timeout(IterjobThrottle *throttle)
  * The health gate, one statement.  $1 iterjob.max_replication_lag (ms),
  * $2 iterjob.hold_for_autovacuum, $3 the job's relation, $4
  * iterjob.test_replication_lag (ms), $5 iterjob.max_replication_lag_bytes
- * (in bytes).  A limit of -1 is off, and its part of the statement then
- * scans nothing (a one-time filter).  COALESCE stops at the first reason,
- * in this order:
+ * (in bytes), $6 iterjob.max_archive_backlog (-1 too when archive_mode is
+ * off).  A limit of -1 is off, and its part of the statement then scans
+ * nothing (a one-time filter).  COALESCE stops at the first reason, in
+ * this order:
  *
  * - time: the worst replay_lag among the walsenders in pg_stat_replication
  *   (or the test hook instead), against max_replication_lag.  Only those
@@ -108,6 +112,11 @@ iterjob_throttle_after_timeout(IterjobThrottle *throttle)
  *   replay_lsn, or to the restart_lsn of an inactive physical replication
  *   slot (a standby that disconnected, whose WAL the slot keeps; a lost
  *   slot has none), against max_replication_lag_bytes;
+ * - archiving: the WAL files waiting for archive_command, the .ready
+ *   files of pg_wal/archive_status, against max_archive_backlog.  When the
+ *   archiver's last attempt failed (pg_stat_archiver: last_failed_time
+ *   after last_archived_time), the reason says so, with the file and the
+ *   last success; a failure alone, with few files waiting, holds nothing;
  * - autovacuum (not wraparound) processing the relation or a partition.
  *
  * Each reason names the standby or slot, its lag and the limit it exceeds.
@@ -140,6 +149,21 @@ static const char *const health_sql =
 "           WHERE s.slot_type OPERATOR(pg_catalog.=) 'physical' AND NOT s.active) AS b"
 "   WHERE $5 OPERATOR(pg_catalog.>=) 0 AND b.bytes OPERATOR(pg_catalog.>) $5"
 "   ORDER BY b.bytes DESC LIMIT 1),"
+" (SELECT pg_catalog.format('%s WAL files wait for archiving, more than iterjob.max_archive_backlog (%s)%s',"
+"         a.ready, $6,"
+"         (SELECT pg_catalog.format(', archive_command failing (%s failed at %s, %s)',"
+"                 s.last_failed_wal, pg_catalog.date_trunc('seconds', s.last_failed_time),"
+"                 COALESCE('no success since ' OPERATOR(pg_catalog.||)"
+"                          pg_catalog.date_trunc('seconds', s.last_archived_time)::pg_catalog.text,"
+"                          'no success recorded'))"
+"            FROM pg_catalog.pg_stat_archiver s"
+"           WHERE s.last_failed_time OPERATOR(pg_catalog.>)"
+"                 COALESCE(s.last_archived_time, '-infinity'::pg_catalog.timestamptz)))"
+"    FROM (SELECT pg_catalog.count(*) AS ready"
+"            FROM pg_catalog.pg_ls_archive_statusdir() f"
+"           WHERE $6 OPERATOR(pg_catalog.>=) 0"
+"             AND f.name OPERATOR(pg_catalog.~~) '%.ready') AS a"
+"   WHERE $6 OPERATOR(pg_catalog.>=) 0 AND a.ready OPERATOR(pg_catalog.>) $6),"
 " CASE WHEN $2 AND $3 OPERATOR(pg_catalog.<>) 0 AND EXISTS ("
 "       SELECT FROM pg_catalog.pg_stat_progress_vacuum v"
 "         JOIN pg_catalog.pg_stat_activity a ON a.pid OPERATOR(pg_catalog.=) v.pid"
@@ -159,15 +183,28 @@ char *
 iterjob_health_check(IterjobThrottle *throttle, Oid relid)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	Oid			types[5] = {INT4OID, BOOLOID, OIDOID, INT4OID, INT8OID};
-	Datum		args[5];
+	Oid			types[6] = {INT4OID, BOOLOID, OIDOID, INT4OID, INT8OID, INT4OID};
+	Datum		args[6];
 	char	   *reason = NULL;
 	IterjobSavedUser saved;
 	int			nest;
+	int32		archive_backlog;
 
+	/* the switch: no statement, and at every batch boundary */
+	if (!iterjob_enabled)
+	{
+		throttle->held = true;
+		return pstrdup("iterjob.enabled is off");
+	}
+
+	/* only a primary that archives has a backlog to watch */
+	archive_backlog = XLogArchiveMode != ARCHIVE_MODE_OFF ? iterjob_max_archive_backlog : -1;
 	if (iterjob_max_replication_lag_ms < 0 && iterjob_max_replication_lag_kb < 0 &&
-		!iterjob_hold_for_autovacuum)
+		archive_backlog < 0 && !iterjob_hold_for_autovacuum)
+	{
+		throttle->held = false;
 		return NULL;
+	}
 	if (!throttle->held && now < throttle->next_health_check)
 		return NULL;
 	throttle->next_health_check = TimestampTzPlusMilliseconds(now, HEALTH_CHECK_INTERVAL_MS);
@@ -178,9 +215,10 @@ iterjob_health_check(IterjobThrottle *throttle, Oid relid)
 	args[3] = Int32GetDatum(iterjob_test_replication_lag_ms);
 	args[4] = Int64GetDatum(iterjob_max_replication_lag_kb < 0 ? -1 :
 							(int64) iterjob_max_replication_lag_kb * 1024);
+	args[5] = Int32GetDatum(archive_backlog);
 	/* as iterjob: the statistics views hide other roles' processes */
 	nest = iterjob_begin_internal(&saved);
-	if (SPI_execute_with_args(health_sql, 5, types, args, NULL, false, 1) != SPI_OK_SELECT)
+	if (SPI_execute_with_args(health_sql, 6, types, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not check iterjob's health gate");
 	if (SPI_processed == 1)
 		reason = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);

@@ -3,8 +3,9 @@
  * throttle.h
  *	  Pacing one instance so a backfill does not hurt production: pauses
  *	  between batches, a job-wide rows-per-second cap, batch sizes adapted
- *	  to a target batch time, and the health gate (replication lag,
- *	  autovacuum of the relation).
+ *	  to a target batch time, and the health gate (replication lag, WAL
+ *	  archiving falling behind, autovacuum of the relation, the
+ *	  iterjob.enabled switch).
  *
  *-------------------------------------------------------------------------
  */

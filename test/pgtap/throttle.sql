@@ -44,10 +44,16 @@
 --      (skipped if no autovacuum worker can be caught within 20 s)
 --   7. preview(): the keyset plan is an ordered scan of the key index even
 --      when the statistics make the planner want Seq Scan + Sort
+--   8. iterjob.enabled (and the defaults of it and max_archive_backlog):
+--      off (reload) holds a running job at its next batch boundary (held
+--      reason 'iterjob.enabled is off', phase 'held', rows_done stops, still
+--      running); a job enqueued meanwhile is claimed and holds; pause works;
+--      on again (reload) both go on by themselves and succeed exactly once
+--      (test/t/013_archiving.pl tests iterjob.max_archive_backlog)
 
 SET client_min_messages = warning;
 
-SELECT plan(110);
+SELECT plan(130);
 
 -- Helpers -----------------------------------------------------------------
 
@@ -746,5 +752,103 @@ SELECT ok(tap_wait_until(format($$EXISTS (SELECT FROM pg_stat_activity a JOIN it
                                           WHERE w.job_id = %s AND a.wait_event = %L)$$, :we_job, :'we_event')),
           format('a worker in its batch_pause waits on wait event %s', :'we_event'));
 SELECT iterjob.cancel(:we_job) AS ignored \gset
+
+-- 8. The switch: iterjob.enabled ---------------------------------------------------
+
+SELECT is((SELECT setting || ' ' || context FROM pg_settings WHERE name = 'iterjob.enabled'),
+          'on sighup',
+          'iterjob.enabled: on by default, changed by a reload');
+SELECT is((SELECT setting || ' ' || context FROM pg_settings WHERE name = 'iterjob.max_archive_backlog'),
+          '64 sighup',
+          'iterjob.max_archive_backlog: 64 WAL files by default, changed by a reload');
+
+-- From here to the ALTER SYSTEM RESET, nothing may stop the file.
+\set ON_ERROR_STOP 0
+
+-- 2 instances x 500 keys, batches of 10 with a 100 ms pause: at least 5 s.
+CREATE TABLE sw (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0) WITH (autovacuum_enabled = false);
+INSERT INTO sw (id) SELECT generate_series(1, 1000);
+CREATE TABLE sw_queued (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0) WITH (autovacuum_enabled = false);
+INSERT INTO sw_queued (id) SELECT generate_series(1, 100);
+
+SELECT iterjob.enqueue('sw', 'UPDATE sw SET n = n + 1 WHERE id = ANY($1)',
+                       instances => 2, batch_size => 10, batch_pause => '100ms') AS sw_job \gset
+SELECT ok(tap_wait_until(format('(SELECT rows_done FROM iterjob.job_progress WHERE job_id = %s) >= 20',
+                                :sw_job), '20 s'),
+          'iterjob.enabled: (precondition) the job is running (20 rows done)');
+
+ALTER SYSTEM SET iterjob.enabled = off;
+SELECT pg_reload_conf() AS reloaded \gset
+
+SELECT ok(tap_wait_until(format($$(SELECT count(*) FROM iterjob.task_progress
+                                    WHERE job_id = %s AND state = 'running'
+                                      AND held_reason = 'iterjob.enabled is off') = 2$$,
+                                :sw_job), '10 s'),
+          'iterjob.enabled = off (reload): both instances of the running job hold at a batch boundary');
+SELECT is((SELECT held FROM iterjob.job_progress WHERE job_id = :sw_job), 'iterjob.enabled is off',
+          'iterjob.enabled = off: job_progress.held = ''iterjob.enabled is off''');
+SELECT ok(tap_wait_until(format('tap_phases(%s) = ''{held,held}''', :sw_job), '5 s'),
+          'iterjob.enabled = off: both workers are in phase ''held''');
+SELECT rows_done AS sw_rows FROM iterjob.job_progress WHERE job_id = :sw_job \gset
+SELECT pg_sleep(1.5) AS slept \gset
+SELECT is((SELECT rows_done FROM iterjob.job_progress WHERE job_id = :sw_job), :sw_rows::bigint,
+          'iterjob.enabled = off: rows_done stops moving (the same 1.5 s later)');
+SELECT cmp_ok(:sw_rows::bigint, '<', 1000::bigint,
+              'iterjob.enabled = off: (precondition) the job was held before its end');
+SELECT is(tap_state(:sw_job), 'running',
+          'iterjob.enabled = off: the held job stays running');
+
+-- A job enqueued while the switch is off is claimed and holds before its first batch.
+SELECT iterjob.enqueue('sw_queued', 'UPDATE sw_queued SET n = n + 1 WHERE id = ANY($1)',
+                       batch_size => 10) AS swq_job \gset
+SELECT ok(tap_wait_until(format($$(SELECT held_reason FROM iterjob.task_progress WHERE job_id = %s)
+                                   = 'iterjob.enabled is off'$$, :swq_job), '10 s'),
+          'iterjob.enabled = off: a job enqueued meanwhile is claimed and holds, with the same reason');
+SELECT is((SELECT state || ' ' || rows_done FROM iterjob.job_progress WHERE job_id = :swq_job),
+          'running 0',
+          'iterjob.enabled = off: ... running, no row done');
+
+-- pause still works while the switch is off
+SELECT is(tap_try(format('SELECT iterjob.pause(%s)', :swq_job)), 'paused',
+          'iterjob.enabled = off: iterjob.pause() works on a held job');
+SELECT ok(tap_wait_until(format('tap_phases(%s) = ''{}''', :swq_job), '10 s'),
+          'iterjob.enabled = off: the paused job''s worker leaves it');
+
+SELECT clock_timestamp() AS enabled_at \gset
+ALTER SYSTEM SET iterjob.enabled = on;
+SELECT pg_reload_conf() AS reloaded \gset
+SELECT ok(tap_wait_until(format('(SELECT rows_done FROM iterjob.job_progress WHERE job_id = %s) > %s',
+                                :sw_job, :sw_rows), '10 s'),
+          'iterjob.enabled = on (reload): the held job goes on by itself');
+SELECT diag(format('iterjob.enabled = on: the held job went on %s s after the reload',
+                   round(extract(epoch FROM clock_timestamp() - :'enabled_at'::timestamptz), 2)));
+SELECT is(tap_try(format('SELECT iterjob.resume(%s)', :swq_job)), 'running',
+          'iterjob.enabled = on: the paused job is resumed');
+
+SELECT is(iterjob.wait(:sw_job, '60 s'), 'succeeded',
+          'iterjob.enabled = on: the job held by the switch succeeds');
+SELECT is(iterjob.wait(:swq_job, '60 s'), 'succeeded',
+          'iterjob.enabled = on: the job enqueued while it was off succeeds');
+
+-- From here on the cluster is as before, whatever failed above.
+ALTER SYSTEM RESET iterjob.enabled;
+SELECT pg_reload_conf() AS reloaded \gset
+SELECT pg_sleep(0.3) AS slept \gset
+SELECT tap_pause_unless_final(:sw_job) AS ignored \gset
+SELECT tap_wait_until(format('tap_phases(%s) = ''{}''', :sw_job), '10 s') AS ignored \gset
+SELECT tap_resume_if_paused(:sw_job) AS ignored \gset
+SELECT tap_resume_if_paused(:swq_job) AS ignored \gset
+SELECT tap_wait_until(format('tap_final(%s) AND tap_final(%s)', :sw_job, :swq_job), '30 s') AS ignored \gset
+
+\set ON_ERROR_STOP 1
+
+SELECT is((SELECT count(*) FROM sw WHERE n <> 1) + (SELECT count(*) FROM sw_queued WHERE n <> 1),
+          0::bigint,
+          'iterjob.enabled: every row of both jobs processed exactly once');
+SELECT is((SELECT count(held_reason) FROM iterjob.task_progress WHERE job_id IN (:sw_job, :swq_job)),
+          0::bigint,
+          'iterjob.enabled: their held_reason is cleared');
+SELECT is((SELECT count(*) FROM iterjob.errors WHERE job_id IN (:sw_job, :swq_job)), 0::bigint,
+          'iterjob.enabled: holding failed no batch');
 
 SELECT * FROM finish();
