@@ -2,8 +2,9 @@
 #
 # setup_iterjob chooses the PostgreSQL installation (PG_CONFIG, or else the
 # major ITERJOB_PG_MAJOR, default 15: Debian 12's packages, installed when
-# missing; 18: built from ../shared/vendor by test/build-pg18.sh), builds
-# iterjob against it with -Werror and installs it there.  Every path to the
+# missing: the server, its headers, pgTAP, and pg_cron for
+# test/t/014_pg_cron.pl; 18: built from ../shared/vendor by
+# test/build-pg18.sh), builds iterjob against it with -Werror and installs it there.  Every path to the
 # server's programs and test tools is derived from PG_CONFIG.  cluster_start
 # makes a throwaway cluster owned by the postgres user in a temp dir, on a
 # private port and socket directory, with iterjob preloaded; it is stopped
@@ -66,7 +67,8 @@ pg_config_for() {
 		apt_has "postgresql-server-dev-$major" || as_root apt-get update -qq >&2
 		apt_has "postgresql-server-dev-$major" || return 3
 	fi
-	ensure_packages "postgresql-$major" "postgresql-server-dev-$major" "postgresql-$major-pgtap" || return 1
+	ensure_packages "postgresql-$major" "postgresql-server-dev-$major" "postgresql-$major-pgtap" \
+		"postgresql-$major-cron" || return 1
 	echo "/usr/lib/postgresql/$major/bin/pg_config"
 }
 
@@ -83,7 +85,8 @@ setup_iterjob() {
 	/usr/lib/postgresql/*/bin/pg_config)
 		local major=${PG_CONFIG#/usr/lib/postgresql/}
 		major=${major%%/*}
-		ensure_packages "postgresql-$major" "postgresql-server-dev-$major" "postgresql-$major-pgtap"
+		ensure_packages "postgresql-$major" "postgresql-server-dev-$major" "postgresql-$major-pgtap" \
+			"postgresql-$major-cron"
 		;;
 	esac
 	# the servers run as postgres (Debian's packages create that user)

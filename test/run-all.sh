@@ -122,6 +122,9 @@ for suite in $suites; do
 			# the postgres user runs the scripts: give it a copy it can read
 			# wherever this checkout lives
 			cp -r "$ITERJOB_ROOT/test/t" "$tapdir/t"
+			# the tests that run README.md's recipes read them with the extractor
+			cp "$ITERJOB_ROOT/README.md" "$tapdir/README.md"
+			cp "$ITERJOB_ROOT/test/readme-recipe.sh" "$tapdir/t/readme-recipe.sh"
 			mkdir -p "$tapdir/tmp_check/log"
 			as_root chown -R postgres: "$tapdir"
 			# PostgreSQL::Test::Cluster makes and stops its own clusters.  PG 15's
