@@ -5,7 +5,7 @@
 # database without iterjob.  Workers are shared between two busy
 # databases.  An enqueue or a resume committed with COMMIT PREPARED starts
 # at once; one whose wake-up is lost (prepared before a restart) is found
-# by the periodic look.
+# by the periodic look.  A restart looks only at databases with iterjob.
 
 use strict;
 use warnings;
@@ -140,6 +140,21 @@ $node->safe_psql('postgres', 'CREATE DATABASE late TEMPLATE tpl');
 my $late = enqueue_job($node, 'late', 'items', instances => 1, batch_size => 100);
 is(poll_value($node, 'late', "SELECT iterjob.wait($late, '30s')"), 'succeeded',
 	'a job in a database created after 300 creations and drops succeeds');
+
+# a restart: the launcher looks at the databases with iterjob (and one
+# any, to read pg_shdepend), never at the others
+my $plain_count = scalar(keys %plain);
+$off = log_offset($node);
+$node->restart;
+ok(wait_log($node, qr/the launcher knows \d+ databases/, $off, 30), 'restart: the launcher ran');
+sleep 4;
+$starts = worker_starts($off);
+@wrong = grep { $starts->{$_} } values %plain;
+my $started = 0;
+$started += $_ for values %$starts;
+is(scalar(@wrong), 0, "restart: no worker in any of the $plain_count databases without iterjob");
+ok($started <= $existing + 2,
+	"restart: $started workers started for $existing databases with iterjob (+ the late one, + one look)");
 
 # drop the kept databases: the launcher forgets them
 $node->safe_psql('postgres', "DROP DATABASE $_ WITH (FORCE)") for (sort keys %kept), 'late';
