@@ -74,7 +74,7 @@ static const char *const retry_sql =
 "              AND state OPERATOR(pg_catalog.=) 'failed')"
 "UPDATE iterjob.job"
 "   SET state = CASE WHEN started_at IS NULL THEN 'queued' ELSE 'running' END,"
-"       finished_at = NULL"
+"       finished_at = NULL, failures_counted_from = pg_catalog.now()"
 " WHERE id OPERATOR(pg_catalog.=) $1";
 
 static bool
