@@ -10,12 +10,15 @@ ALTER TABLE iterjob.job ADD COLUMN failure_window integer CHECK (failure_window 
 ALTER TABLE iterjob.job ADD COLUMN failures_counted_from timestamptz;
 ALTER TABLE iterjob.error_log ADD COLUMN job_batches bigint;
 
--- enqueue takes two more arguments: dropped and created again below, it gets
--- back the privileges it had at the end of this script
+-- enqueue and set take two more arguments: dropped and created again below,
+-- they get back the privileges they had at the end of this script
 SELECT pg_catalog.set_config('iterjob_upgrade.acls', pg_catalog.jsonb_build_object(
     'iterjob.enqueue(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval, double precision, integer)',
     (SELECT p.proacl::pg_catalog.text FROM pg_catalog.pg_proc p
-      WHERE p.oid OPERATOR(pg_catalog.=) 'iterjob.enqueue(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval)'::pg_catalog.regprocedure))::pg_catalog.text, true);
+      WHERE p.oid OPERATOR(pg_catalog.=) 'iterjob.enqueue(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval)'::pg_catalog.regprocedure),
+    'iterjob.set(bigint, integer, interval, integer, interval, double precision, integer)',
+    (SELECT p.proacl::pg_catalog.text FROM pg_catalog.pg_proc p
+      WHERE p.oid OPERATOR(pg_catalog.=) 'iterjob.set(bigint, integer, interval, integer, interval)'::pg_catalog.regprocedure))::pg_catalog.text, true);
 DROP FUNCTION iterjob.enqueue(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval);
 CREATE FUNCTION iterjob.enqueue(
     relation   regclass DEFAULT NULL,
@@ -47,6 +50,25 @@ COMMENT ON FUNCTION iterjob.enqueue(regclass, text, integer, integer, text, text
 
 REVOKE ALL ON FUNCTION iterjob.enqueue(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval, double precision, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION iterjob.enqueue(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval, double precision, integer) TO iterjob_user;
+
+DROP FUNCTION iterjob.set(bigint, integer, interval, integer, interval);
+CREATE FUNCTION iterjob.set(
+    job_id     bigint,
+    batch_size integer DEFAULT NULL,
+    batch_pause interval DEFAULT NULL,
+    max_rows_per_second integer DEFAULT NULL,
+    target_batch_time interval DEFAULT NULL,
+    max_failure_ratio double precision DEFAULT NULL,
+    failure_window integer DEFAULT NULL)
+RETURNS void
+LANGUAGE C VOLATILE
+AS 'MODULE_PATHNAME', 'iterjob_set';
+
+COMMENT ON FUNCTION iterjob.set(bigint, integer, interval, integer, interval, double precision, integer)
+    IS 'change a job''s pacing or failure-ratio stop while it runs (NULL: unchanged, 0: no limit); workers apply it at their next batch';
+
+REVOKE ALL ON FUNCTION iterjob.set(bigint, integer, interval, integer, interval, double precision, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION iterjob.set(bigint, integer, interval, integer, interval, double precision, integer) TO iterjob_user;
 
 -- job_progress shows the failure-ratio settings
 CREATE OR REPLACE VIEW iterjob.job_progress WITH (security_barrier) AS

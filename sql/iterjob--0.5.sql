@@ -528,13 +528,15 @@ CREATE FUNCTION iterjob.set(
     batch_size integer DEFAULT NULL,
     batch_pause interval DEFAULT NULL,
     max_rows_per_second integer DEFAULT NULL,
-    target_batch_time interval DEFAULT NULL)
+    target_batch_time interval DEFAULT NULL,
+    max_failure_ratio double precision DEFAULT NULL,
+    failure_window integer DEFAULT NULL)
 RETURNS void
 LANGUAGE C VOLATILE
 AS 'MODULE_PATHNAME', 'iterjob_set';
 
-COMMENT ON FUNCTION iterjob.set(bigint, integer, interval, integer, interval)
-    IS 'change a job''s pacing while it runs (NULL: unchanged, 0: no limit); workers apply it at their next batch';
+COMMENT ON FUNCTION iterjob.set(bigint, integer, interval, integer, interval, double precision, integer)
+    IS 'change a job''s pacing or failure-ratio stop while it runs (NULL: unchanged, 0: no limit); workers apply it at their next batch';
 
 -- Nothing for PUBLIC.  iterjob_user may use iterjob (GRANT iterjob_user TO alice);
 -- iterjob_admin also sees and steers every role's jobs.  Roles are cluster-wide:

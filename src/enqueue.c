@@ -323,16 +323,28 @@ read_arguments(FunctionCallInfo fcinfo, IterjobSpec *spec, char **key, char **na
 	/* the failure-ratio stop: NULL or 0 is off */
 	if (PG_NARGS() > ARG_MAX_FAILURE_RATIO && !PG_ARGISNULL(ARG_MAX_FAILURE_RATIO))
 		spec->max_failure_ratio = PG_GETARG_FLOAT8(ARG_MAX_FAILURE_RATIO);
-	if (isnan(spec->max_failure_ratio) ||
-		spec->max_failure_ratio < 0 || spec->max_failure_ratio > 1)
+	if (PG_NARGS() > ARG_FAILURE_WINDOW && !PG_ARGISNULL(ARG_FAILURE_WINDOW))
+		spec->failure_window = PG_GETARG_INT32(ARG_FAILURE_WINDOW);
+	iterjob_check_max_failure_ratio(spec->max_failure_ratio);
+	iterjob_check_failure_window(spec->failure_window);
+}
+
+/* max_failure_ratio and failure_window, for enqueue and set */
+void
+iterjob_check_max_failure_ratio(double ratio)
+{
+	if (isnan(ratio) || ratio < 0 || ratio > 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_failure_ratio must be between 0 and 1"),
-				 errdetail("Got %g.", spec->max_failure_ratio),
+				 errdetail("Got %g.", ratio),
 				 errhint("The job fails when more than this share of its last failure_window batch attempts failed; 0 or NULL turns that off.")));
-	if (PG_NARGS() > ARG_FAILURE_WINDOW && !PG_ARGISNULL(ARG_FAILURE_WINDOW))
-		spec->failure_window = PG_GETARG_INT32(ARG_FAILURE_WINDOW);
-	check_range("failure_window", spec->failure_window, 0, ITERJOB_MAX_FAILURE_WINDOW);
+}
+
+void
+iterjob_check_failure_window(int32 window)
+{
+	check_range("failure_window", window, 0, ITERJOB_MAX_FAILURE_WINDOW);
 }
 
 /*

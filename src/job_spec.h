@@ -103,6 +103,8 @@ struct FunctionCallInfoBaseData;
 extern void iterjob_prepare_job(struct FunctionCallInfoBaseData *fcinfo,
 								IterjobSpec *spec, char **name,
 								IterjobRange **ranges);
+extern void iterjob_check_max_failure_ratio(double ratio);
+extern void iterjob_check_failure_window(int32 window);
 
 /* validate.c */
 extern void iterjob_check_relation(Oid relid);

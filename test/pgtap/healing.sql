@@ -14,12 +14,13 @@
 --      released, and succeeds; every row exactly once
 --   2. the failure-ratio stop: a job whose batches keep failing fails, with
 --      a last_error that says why, long before max_attempts; with the ratio
---      off the same job keeps retrying; retry() starts the window afresh
+--      off the same job keeps retrying, until set() turns it on; retry()
+--      starts the window afresh
 --   3. bad max_failure_ratio and failure_window: clear errors, no job
 
 SET client_min_messages = warning;
 
-SELECT plan(31);
+SELECT plan(35);
 
 CREATE EXTENSION dblink;
 
@@ -130,7 +131,19 @@ SELECT ok(tap_wait_until(format('(SELECT count(*) FROM iterjob.errors WHERE job_
           'ratio off: the batch failed 4 attempts');
 SELECT is((SELECT (state, attempts >= 4)::text FROM iterjob.task_progress WHERE job_id = :off_job), '(running,t)',
           'ratio off: the job keeps retrying (4 of the last 4 attempts failed)');
-SELECT is(iterjob.cancel(:off_job), 'cancelled', 'ratio off: cancelled');
+-- set() turns the stop on: the next failed attempt ends the job
+SELECT throws_ok(format('SELECT iterjob.set(%s, max_failure_ratio => 2)', :off_job),
+                 '22023', 'max_failure_ratio must be between 0 and 1',
+                 'set: a bad max_failure_ratio is refused');
+SELECT throws_ok(format('SELECT iterjob.set(%s, failure_window => -1)', :off_job),
+                 '22023', 'failure_window must be between 0 and 10000',
+                 'set: a bad failure_window is refused');
+SELECT lives_ok(format('SELECT iterjob.set(%s, max_failure_ratio => 0.5)', :off_job),
+                'set(max_failure_ratio => 0.5) on the running job');
+SELECT is(iterjob.wait(:off_job, '90 s'), 'failed', 'set: then the job fails at its next failed attempt');
+SELECT is((SELECT last_error FROM iterjob.job_progress WHERE job_id = :off_job),
+          '4 of the last 4 batch attempts failed (more than max_failure_ratio 0.5)',
+          'set: with the reason in last_error');
 
 -- the defaults: 0.5 of the last 50
 SELECT iterjob.enqueue('ratio_items', 'UPDATE ratio_items SET n = n WHERE id = ANY($1)') AS default_job \gset
