@@ -74,7 +74,7 @@ static const char *const retry_sql =
 "              AND state OPERATOR(pg_catalog.=) 'failed')"
 "UPDATE iterjob.job"
 "   SET state = CASE WHEN started_at IS NULL THEN 'queued' ELSE 'running' END,"
-"       finished_at = NULL"
+"       finished_at = NULL, failures_counted_from = pg_catalog.now()"
 " WHERE id OPERATOR(pg_catalog.=) $1";
 
 static bool
@@ -272,18 +272,19 @@ PG_FUNCTION_INFO_V1(iterjob_set);
 
 /*
  * iterjob.set(job_id, batch_size, batch_pause, max_rows_per_second,
- * target_batch_time): change a job's pacing while it runs; NULL leaves a
- * setting as it is, 0 turns a limit off.  Workers pick the change up at
- * their next checkpoint.
+ * target_batch_time, max_failure_ratio, failure_window): change a job's
+ * pacing or its failure-ratio stop while it runs; NULL leaves a setting as
+ * it is, 0 turns a limit off.  Workers pick the pacing up at their next
+ * checkpoint, the failure-ratio stop at their next failed attempt.
  */
 Datum
 iterjob_set(PG_FUNCTION_ARGS)
 {
 	int64		job_id;
 	IterjobSavedUser saved;
-	Oid			types[5] = {INT8OID, INT4OID, INT4OID, INT4OID, INT4OID};
-	Datum		args[5];
-	char		nulls[5] = {' ', 'n', 'n', 'n', 'n'};
+	Oid			types[7] = {INT8OID, INT4OID, INT4OID, INT4OID, INT4OID, FLOAT8OID, INT4OID};
+	Datum		args[7];
+	char		nulls[7] = {' ', 'n', 'n', 'n', 'n', 'n', 'n'};
 	char	   *state;
 	int			nest;
 
@@ -325,6 +326,18 @@ iterjob_set(PG_FUNCTION_ARGS)
 															"target_batch_time", PG_INT32_MAX));
 		nulls[4] = ' ';
 	}
+	if (PG_NARGS() > 5 && !PG_ARGISNULL(5))
+	{
+		iterjob_check_max_failure_ratio(PG_GETARG_FLOAT8(5));
+		args[5] = PG_GETARG_DATUM(5);
+		nulls[5] = ' ';
+	}
+	if (PG_NARGS() > 6 && !PG_ARGISNULL(6))
+	{
+		iterjob_check_failure_window(PG_GETARG_INT32(6));
+		args[6] = PG_GETARG_DATUM(6);
+		nulls[6] = ' ';
+	}
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -338,9 +351,11 @@ iterjob_set(PG_FUNCTION_ARGS)
 							  "       max_rows_per_second = CASE WHEN $4 IS NULL THEN max_rows_per_second"
 							  "                                  ELSE NULLIF($4, 0) END,"
 							  "       target_batch_time = CASE WHEN $5 IS NULL THEN target_batch_time"
-							  "           ELSE pg_catalog.make_interval(secs => NULLIF($5, 0) OPERATOR(pg_catalog./) 1000.0) END"
+							  "           ELSE pg_catalog.make_interval(secs => NULLIF($5, 0) OPERATOR(pg_catalog./) 1000.0) END,"
+							  "       max_failure_ratio = COALESCE($6, max_failure_ratio),"
+							  "       failure_window = COALESCE($7, failure_window)"
 							  " WHERE id OPERATOR(pg_catalog.=) $1",
-							  5, types, args, nulls, false, 0) != SPI_OK_UPDATE)
+							  7, types, args, nulls, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not update iterjob job " INT64_FORMAT, job_id);
 	iterjob_end_internal(nest, &saved);
 	SPI_finish();

@@ -10,6 +10,7 @@
 #include "postgres.h"
 
 #include <ctype.h>
+#include <math.h>
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -46,10 +47,12 @@ enum
 	ARG_ON_INSTANCE_COMPLETE,
 	ARG_BATCH_PAUSE,
 	ARG_MAX_ROWS_PER_SECOND,
-	ARG_TARGET_BATCH_TIME
+	ARG_TARGET_BATCH_TIME,
+	ARG_MAX_FAILURE_RATIO,		/* enqueue only: preview takes neither */
+	ARG_FAILURE_WINDOW
 };
 
-#define INSERT_NARGS 30
+#define INSERT_NARGS 32
 
 static const char *const insert_job_sql =
 "WITH j AS ("
@@ -60,7 +63,7 @@ static const char *const insert_job_sql =
 "                           on_complete, on_instance_complete, rows_total,"
 "                           batch_pause, max_rows_per_second, target_batch_time,"
 "                           key_opclasses, key_collations, key_descending,"
-"                           key_nulls_first)"
+"                           key_nulls_first, max_failure_ratio, failure_window)"
 "  VALUES ($1, $2, $3, $4, $5::pg_catalog.regtype[], $6, $7, $8, $9, $10,"
 "          $11, $12,"
 "          pg_catalog.make_interval(secs => $13 OPERATOR(pg_catalog./) 1000.0),"
@@ -69,7 +72,7 @@ static const char *const insert_job_sql =
 "          pg_catalog.make_interval(secs => $24 OPERATOR(pg_catalog./) 1000.0),"
 "          NULLIF($25, 0),"
 "          pg_catalog.make_interval(secs => NULLIF($26, 0) OPERATOR(pg_catalog./) 1000.0),"
-"          $27, $28, $29, $30)"
+"          $27, $28, $29, $30, $31, $32)"
 "  RETURNING id),"
 " t AS ("
 "  INSERT INTO iterjob.task (job_id, instance, cursor, range_start, range_end,"
@@ -144,7 +147,8 @@ insert_job(const IterjobSpec *spec, const char *name, const IterjobRange *ranges
 		OIDARRAYOID, TEXTOID, TEXTOID, INT4OID, INT4OID, OIDOID, TEXTOID,
 		INT4OID, INT4OID, INT4OID, TEXTOID, BOOLOID, TEXTOID, TEXTOID,
 	TEXTOID, TEXTARRAYOID, TEXTARRAYOID, BOOLARRAYOID, INT8OID, INT4OID,
-	INT4OID, INT4OID, OIDARRAYOID, OIDARRAYOID, BOOLARRAYOID, BOOLARRAYOID};
+	INT4OID, INT4OID, OIDARRAYOID, OIDARRAYOID, BOOLARRAYOID, BOOLARRAYOID,
+	FLOAT8OID, INT4OID};
 	Datum		args[INSERT_NARGS];
 	char		nulls[INSERT_NARGS];
 	Datum		names[ITERJOB_MAX_KEYS];
@@ -198,6 +202,8 @@ insert_job(const IterjobSpec *spec, const char *name, const IterjobRange *ranges
 	args[27] = make_array(collations, NULL, spec->nkeys, OIDOID);
 	args[28] = make_array(descending, NULL, spec->nkeys, BOOLOID);
 	args[29] = make_array(nulls_first, NULL, spec->nkeys, BOOLOID);
+	args[30] = Float8GetDatum(spec->max_failure_ratio);
+	args[31] = Int32GetDatum(spec->failure_window);
 	nulls[19] = nulls[20] = nulls[21] = 'n';
 	if (ranges != NULL)
 	{
@@ -313,6 +319,32 @@ read_arguments(FunctionCallInfo fcinfo, IterjobSpec *spec, char **key, char **na
 	check_range("max_rows_per_second", spec->max_rows_per_second, 0, PG_INT32_MAX);
 	check_range("batch_size", spec->batch_size, 1, ITERJOB_MAX_BATCH_SIZE);
 	check_range("max_attempts", spec->max_attempts, 1, 1000);
+
+	/* the failure-ratio stop: NULL or 0 is off */
+	if (PG_NARGS() > ARG_MAX_FAILURE_RATIO && !PG_ARGISNULL(ARG_MAX_FAILURE_RATIO))
+		spec->max_failure_ratio = PG_GETARG_FLOAT8(ARG_MAX_FAILURE_RATIO);
+	if (PG_NARGS() > ARG_FAILURE_WINDOW && !PG_ARGISNULL(ARG_FAILURE_WINDOW))
+		spec->failure_window = PG_GETARG_INT32(ARG_FAILURE_WINDOW);
+	iterjob_check_max_failure_ratio(spec->max_failure_ratio);
+	iterjob_check_failure_window(spec->failure_window);
+}
+
+/* max_failure_ratio and failure_window, for enqueue and set */
+void
+iterjob_check_max_failure_ratio(double ratio)
+{
+	if (isnan(ratio) || ratio < 0 || ratio > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_failure_ratio must be between 0 and 1"),
+				 errdetail("Got %g.", ratio),
+				 errhint("The job fails when more than this share of its last failure_window batch attempts failed; 0 or NULL turns that off.")));
+}
+
+void
+iterjob_check_failure_window(int32 window)
+{
+	check_range("failure_window", window, 0, ITERJOB_MAX_FAILURE_WINDOW);
 }
 
 /*

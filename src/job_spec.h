@@ -18,6 +18,7 @@
 #define ITERJOB_MAX_INSTANCES	1024
 #define ITERJOB_MAX_BATCH_SIZE	1000000
 #define ITERJOB_MAX_KEYS		8
+#define ITERJOB_MAX_FAILURE_WINDOW	10000
 
 typedef enum IterjobPartition
 {
@@ -85,6 +86,8 @@ typedef struct IterjobSpec
 	int32		batch_pause_ms; /* sleep between an instance's batches */
 	int32		max_rows_per_second;	/* across the job's instances; 0: none */
 	int32		target_batch_ms;	/* adapt batch_size to this; 0: fixed */
+	double		max_failure_ratio;	/* of the last failure_window attempts; 0: off */
+	int32		failure_window; /* batch attempts looked at; 0: off */
 } IterjobSpec;
 
 /* The key range of one instance under range partitioning. */
@@ -100,6 +103,8 @@ struct FunctionCallInfoBaseData;
 extern void iterjob_prepare_job(struct FunctionCallInfoBaseData *fcinfo,
 								IterjobSpec *spec, char **name,
 								IterjobRange **ranges);
+extern void iterjob_check_max_failure_ratio(double ratio);
+extern void iterjob_check_failure_window(int32 window);
 
 /* validate.c */
 extern void iterjob_check_relation(Oid relid);

@@ -36,6 +36,7 @@ typedef struct IterjobTask
 	MemoryContext cursor_cxt;	/* holds cursor[] */
 	int64		batches_done;
 	uint64		last_batch_rows;	/* keys in the last committed batch */
+	uint64		batch_keys;		/* keys fetched by the batch running */
 	IterjobThrottle throttle;
 	int64		trail_span;		/* keys its last batch spanned; 0: unknown */
 	/* its worker died in a batch (worker_slot.c): counted at the claim */
@@ -74,6 +75,7 @@ extern SPIPlanPtr iterjob_prepare_checkpoint(const IterjobSpec *spec);
 extern bool iterjob_record_checkpoint(IterjobTask *task, SPIPlanPtr plan,
 									  uint64 rows, Datum cursor, const Datum *key);
 extern bool iterjob_record_hold(IterjobTask *task, const char *reason);
+extern char *iterjob_check_failure_ratio(IterjobTask *task);
 extern bool iterjob_record_failure(IterjobTask *task, ErrorData *edata,
 								   int32 *attempts);
 extern void iterjob_record_death(IterjobTask *task);

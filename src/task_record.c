@@ -83,8 +83,11 @@ static const char *const log_error_sql =
 "  RETURNING job_id, instance, attempts, cursor, state),"
 " e AS ("
 "  INSERT INTO iterjob.error_log (logged_at, job_id, instance, attempt, cursor,"
-"                                 sqlstate, message, detail, hint, context)"
-"  SELECT pg_catalog.now(), job_id, instance, attempts, cursor, $3, $2, $4, $5, $6"
+"                                 sqlstate, message, detail, hint, context,"
+"                                 job_batches)"
+"  SELECT pg_catalog.now(), job_id, instance, attempts, cursor, $3, $2, $4, $5, $6,"
+"         (SELECT pg_catalog.sum(o.batches_done) FROM iterjob.task o"
+"           WHERE o.job_id OPERATOR(pg_catalog.=) t.job_id)"
 "    FROM t)"
 "SELECT attempts, state OPERATOR(pg_catalog.=) 'running' FROM t";
 
@@ -254,6 +257,72 @@ iterjob_record_failure(IterjobTask *task, ErrorData *edata, int32 *attempts)
 										 SPI_tuptable->tupdesc, 2, &isnull));
 	iterjob_end_internal(nest, &saved);
 	return running;
+}
+
+/*
+ * The failure-ratio stop, after a failed attempt was logged (in the same
+ * transaction).  The job's last failure_window batch attempts, across its
+ * instances, are its failures in iterjob.error_log and its committed
+ * batches: the i-th most recent failure, logged when the job had
+ * job_batches committed batches, is within the window when i plus the
+ * batches committed since then is at most the window.  Failures before
+ * the job's last iterjob.retry() do not count.  Counts those failures, and
+ * says whether there are more than max_failure_ratio x failure_window.
+ * Costs nothing per committed batch: the batches are counted from the
+ * tasks' batches_done.
+ */
+static const char *const failure_ratio_sql =
+"WITH j AS ("
+"  SELECT j.failure_window AS w, j.max_failure_ratio AS r, j.failures_counted_from AS since,"
+"         (SELECT pg_catalog.sum(t.batches_done) FROM iterjob.task t"
+"           WHERE t.job_id OPERATOR(pg_catalog.=) j.id) AS batches"
+"    FROM iterjob.job j"
+"   WHERE j.id OPERATOR(pg_catalog.=) $1"
+"     AND j.failure_window OPERATOR(pg_catalog.>) 0"
+"     AND j.max_failure_ratio OPERATOR(pg_catalog.>) 0),"
+" f AS ("
+"  SELECT pg_catalog.row_number() OVER (ORDER BY e.id DESC) AS i, e.job_batches"
+"    FROM iterjob.error_log e, j"
+"   WHERE e.job_id OPERATOR(pg_catalog.=) $1 AND e.job_batches IS NOT NULL"
+"     AND (j.since IS NULL OR e.logged_at OPERATOR(pg_catalog.>=) j.since)"
+"   ORDER BY e.id DESC LIMIT (SELECT w FROM j))"
+"SELECT n, w, r, n OPERATOR(pg_catalog.>) (r OPERATOR(pg_catalog.*) w)"
+"  FROM (SELECT pg_catalog.count(*) FILTER (WHERE (f.i OPERATOR(pg_catalog.+)"
+"                 GREATEST(j.batches OPERATOR(pg_catalog.-) f.job_batches, 0))"
+"                 OPERATOR(pg_catalog.<=) j.w)::pg_catalog.int4 AS n, j.w, j.r"
+"          FROM j LEFT JOIN f ON true GROUP BY j.w, j.r) s";
+
+/*
+ * After a failed attempt of the task's job: too many of its recent batch
+ * attempts failed?  Returns why (the task's and job's last_error), or NULL.
+ */
+char *
+iterjob_check_failure_ratio(IterjobTask *task)
+{
+	Oid			type = INT8OID;
+	Datum		arg = Int64GetDatum(task->job_id);
+	IterjobSavedUser saved;
+	int			nest = iterjob_begin_internal(&saved);
+	char	   *why = NULL;
+
+	if (SPI_execute_with_args(failure_ratio_sql, 1, &type, &arg, NULL,
+							  false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not count the failed attempts of iterjob job " INT64_FORMAT,
+			 task->job_id);
+	if (SPI_processed == 1)
+	{
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		bool		isnull;
+		bool		over = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+
+		if (!isnull && over)
+			why = psprintf("%s of the last %s batch attempts failed (more than max_failure_ratio %s)",
+						   SPI_getvalue(tup, desc, 1), SPI_getvalue(tup, desc, 2),
+						   SPI_getvalue(tup, desc, 3));
+	}
+	iterjob_end_internal(nest, &saved);
+	return why;
 }
 
 /* backoff before retrying a failed batch: 1 s, doubling, at most 30 s */

@@ -123,6 +123,7 @@ do_batch(IterjobTask *task, IterjobTaskPlans *plans, Datum *pending)
 	iterjob_set_phase("keyset query");
 	n = iterjob_fetch_keys(task, plans, task->has_cursor ? task->cursor : NULL,
 						   task->throttle.batch_size);
+	task->batch_keys = n;
 	if (n == 0)
 		return finish_instance(task);
 
@@ -218,6 +219,7 @@ after_failure(IterjobTask *task, ErrorData *edata, long *retry_ms)
 {
 	BatchOutcome outcome = BATCH_RETRY;
 	int32		attempts;
+	char	   *too_many = NULL;
 
 	/* now(), for finished_at and updated_at, is when the failure is recorded */
 	iterjob_worker_begin(true);
@@ -225,10 +227,14 @@ after_failure(IterjobTask *task, ErrorData *edata, long *retry_ms)
 		outcome = BATCH_STOPPED;
 	else if (attempts >= task->spec.max_attempts ||
 			 ERRCODE_TO_CATEGORY(edata->sqlerrcode) ==
-			 ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION)
+			 ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION ||
+			 (too_many = iterjob_check_failure_ratio(task)) != NULL)
 	{
-		/* retrying cannot help a missing object or privilege */
-		(void) iterjob_finish_task(task, "failed", edata->message);
+		/*
+		 * Retrying cannot help a missing object or privilege, nor a job
+		 * whose batches keep failing (the failure-ratio stop).
+		 */
+		(void) iterjob_finish_task(task, "failed", too_many ? too_many : edata->message);
 		iterjob_settle_job(task->job_id);
 		outcome = BATCH_LAST;
 	}
@@ -242,7 +248,9 @@ after_failure(IterjobTask *task, ErrorData *edata, long *retry_ms)
 					task->spec.max_attempts, edata->message),
 			 outcome == BATCH_RETRY ?
 			 errdetail("Retrying in %ld ms.", *retry_ms) :
-			 outcome == BATCH_LAST ? errdetail("The instance has failed.") : 0));
+			 outcome != BATCH_LAST ? 0 : too_many ?
+			 errdetail("The instance has failed: %s.", too_many) :
+			 errdetail("The instance has failed.")));
 	return outcome;
 }
 
@@ -285,6 +293,23 @@ pause_for(long ms, const char *phase, IterjobWaitEvent event)
 	}
 }
 
+/*
+ * Did the batch fail by a timeout, saying it was too big?  A lock timeout
+ * (lock_not_available, also from NOWAIT), or a statement timeout: a
+ * query_canceled after the batch's statement_timeout had passed, not a
+ * pg_cancel_backend() before.
+ */
+static bool
+timed_out(IterjobTask *task, ErrorData *edata, TimestampTz start)
+{
+	if (edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
+		return true;
+	return edata->sqlerrcode == ERRCODE_QUERY_CANCELED &&
+		task->spec.statement_timeout_ms > 0 &&
+		TimestampDifferenceExceeds(start, GetCurrentTimestamp(),
+								   task->spec.statement_timeout_ms);
+}
+
 static BatchOutcome
 run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 {
@@ -295,6 +320,7 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 	TimestampTz start;
 
 	report_activity(task);
+	task->batch_keys = 0;
 	iterjob_slot_begin_batch(task->task_id, task->batches_done + 1);
 	iterjob_worker_begin(true);
 
@@ -336,14 +362,22 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 		AbortCurrentTransaction();
 		iterjob_slot_end_batch();
 		MemoryContextSwitchTo(worker_cxt);
-		/* a statement timeout, not a cancel, says the batch was too big */
-		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED &&
-			task->spec.statement_timeout_ms > 0 &&
-			TimestampDifferenceExceeds(start, GetCurrentTimestamp(),
-									   task->spec.statement_timeout_ms))
-			iterjob_throttle_after_timeout(&task->throttle);
-		task->retry_batch = task->batches_done + 1;
-		outcome = after_failure(task, edata, retry_ms);
+		if (timed_out(task, edata, start) &&
+			iterjob_throttle_after_timeout(&task->throttle, task->batch_keys))
+		{
+			/* split it: not a failed attempt, retried at once */
+			ereport(LOG,
+					(errmsg("iterjob: job " INT64_FORMAT " instance %d: batch of " UINT64_FORMAT " keys timed out, retrying at batch size %d: %s",
+							task->job_id, task->instance, task->batch_keys,
+							task->throttle.batch_size, edata->message)));
+			outcome = BATCH_RETRY;
+			*retry_ms = 0;
+		}
+		else
+		{
+			task->retry_batch = task->batches_done + 1;
+			outcome = after_failure(task, edata, retry_ms);
+		}
 		FreeErrorData(edata);
 	}
 	else

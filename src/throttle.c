@@ -7,7 +7,10 @@
  *	  long enough that the instance stays under its share of the job's
  *	  max_rows_per_second (the cap divided by the job's instances).  With a
  *	  target_batch_time, the next batch size is scaled by target / actual,
- *	  by at most a factor of 2 per batch, and halves after a timeout.  The
+ *	  by at most a factor of 2 per batch.  A batch that times out (statement
+ *	  or lock timeout) is retried at half its size, down to one key, with or
+ *	  without a target; without one, the size then doubles per committed
+ *	  batch back to the job's batch_size.  The
  *	  health gate is looked at before a batch, at most once a second: while
  *	  a standby's replay lag exceeds iterjob.max_replication_lag (time) or
  *	  iterjob.max_replication_lag_bytes (WAL not yet replayed, or kept by
@@ -66,14 +69,22 @@ iterjob_throttle_after_batch(IterjobThrottle *throttle, int instances,
 	IterjobPacing *pacing = &throttle->pacing;
 	long		sleep_ms = pacing->batch_pause_ms;
 
-	if (pacing->target_batch_ms > 0 && batch_ms > 0 &&
-		rows >= (uint64) throttle->batch_size)
+	if (pacing->target_batch_ms > 0)
 	{
-		double		scale = (double) pacing->target_batch_ms / batch_ms;
+		if (batch_ms > 0 && rows >= (uint64) throttle->batch_size)
+		{
+			double		scale = (double) pacing->target_batch_ms / batch_ms;
 
-		scale = Max(0.5, Min(2.0, scale));
-		throttle->batch_size = (int32) Max(1, Min(ITERJOB_MAX_BATCH_SIZE,
-												  throttle->batch_size * scale));
+			scale = Max(0.5, Min(2.0, scale));
+			throttle->batch_size = (int32) Max(1, Min(ITERJOB_MAX_BATCH_SIZE,
+													  throttle->batch_size * scale));
+		}
+	}
+	else if (throttle->batch_size < pacing->batch_size)
+	{
+		/* halved after a timeout: grow back, doubling, to the job's size */
+		throttle->batch_size = (int32) Min((int64) pacing->batch_size,
+										   (int64) throttle->batch_size * 2);
 	}
 	if (pacing->max_rows_per_second > 0)
 	{
@@ -86,12 +97,18 @@ iterjob_throttle_after_batch(IterjobThrottle *throttle, int instances,
 	return Max(0, sleep_ms);
 }
 
-/* A batch timed out: with a target batch time, try half the size. */
-void
-iterjob_throttle_after_timeout(IterjobThrottle *throttle)
+/*
+ * A batch of keys keys timed out (statement or lock timeout): retry it at
+ * half its size, down to one key.  Returns false for a batch of one key,
+ * which cannot be split: that timeout is a failed attempt.
+ */
+bool
+iterjob_throttle_after_timeout(IterjobThrottle *throttle, uint64 keys)
 {
-	if (throttle->pacing.target_batch_ms > 0)
-		throttle->batch_size = Max(1, throttle->batch_size / 2);
+	if (keys <= 1)
+		return false;
+	throttle->batch_size = (int32) Max(1, Min((uint64) throttle->batch_size, keys) / 2);
+	return true;
 }
 
 /*

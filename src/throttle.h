@@ -39,7 +39,7 @@ extern void iterjob_throttle_set_pacing(IterjobThrottle *throttle,
 										const IterjobPacing *pacing);
 extern long iterjob_throttle_after_batch(IterjobThrottle *throttle, int instances,
 										 uint64 rows, long batch_ms);
-extern void iterjob_throttle_after_timeout(IterjobThrottle *throttle);
+extern bool iterjob_throttle_after_timeout(IterjobThrottle *throttle, uint64 keys);
 extern char *iterjob_health_check(IterjobThrottle *throttle, Oid relid);
 
 #endif							/* ITERJOB_THROTTLE_H */

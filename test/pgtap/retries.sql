@@ -10,9 +10,11 @@
 --   1. a transiently failing batch is retried; the job succeeds, exactly once
 --   2. a permanently failing batch fails its task after max_attempts, with
 --      a growing backoff; retry() resumes it from its checkpoint
---   3. lock_timeout: a batch waiting on a user's row lock fails (55P03)
---   4. statement_timeout: a slow batch fails (57014); it covers the whole
---      batch, keyset query and action together
+--   3. lock_timeout: a batch waiting on a user's row lock (55P03) is
+--      retried at half its size down to one key, which then fails
+--   4. statement_timeout: a slow batch (57014) is halved the same way, then
+--      fails; the limit covers the whole batch, keyset query and action
+--      together
 --   5. the relation dropped, a column renamed under a running job: the task
 --      fails at once, without looping
 --   6. pg_cancel_backend() of a worker: between batches it changes nothing
@@ -219,24 +221,28 @@ SELECT is((SELECT array_agg(state ORDER BY instance) FROM iterjob.task_progress 
           ARRAY['succeeded', 'failed'],
           'lock: the instance that needs the locked row failed, the other succeeded');
 
+-- Instance 1's batches halve around key 7 (timeouts of batches of more
+-- than one key are not failed attempts): 1,3,5,7,9 times out, 1,3 commits,
+-- 5,7,9,11 and 5,7 time out, 5 commits, 7,9 times out, and 7 alone fails
+-- its two attempts.
 SELECT is((SELECT array_agg(row(instance, attempt, cursor, sqlstate, message)::text ORDER BY attempt)
              FROM iterjob.errors WHERE job_id = :lock_job),
-          ARRAY['(1,1,"{""instance"": 1, ""inner_cursor"": null}",55P03,"canceling statement due to lock timeout")',
-                '(1,2,"{""instance"": 1, ""inner_cursor"": null}",55P03,"canceling statement due to lock timeout")'],
-          'lock: 2 error rows of instance 1: 55P03 canceling statement due to lock timeout');
+          ARRAY['(1,1,"{""instance"": 1, ""inner_cursor"": 5}",55P03,"canceling statement due to lock timeout")',
+                '(1,2,"{""instance"": 1, ""inner_cursor"": 5}",55P03,"canceling statement due to lock timeout")'],
+          'lock: 2 error rows of instance 1, from the cursor halving reached (5): 55P03 canceling statement due to lock timeout');
 
 SELECT cmp_ok((SELECT min(e.logged_at) - t.started_at FROM iterjob.errors e, iterjob.task_progress t
                 WHERE e.job_id = :lock_job AND t.job_id = :lock_job AND t.instance = 1
                 GROUP BY t.started_at),
-              '<', interval '1.5 s',
-              'lock: the first attempt gave up after about 200 ms (the default 5 s lock_timeout would take longer)');
+              '<', interval '4 s',
+              'lock: the first failed attempt came after five lock timeouts of about 200 ms (the default 5 s lock_timeout would take longer)');
 SELECT cmp_ok((SELECT max(logged_at) - min(logged_at) FROM iterjob.errors WHERE job_id = :lock_job),
               '<', interval '2.5 s',
               'lock: the second attempt gave up 1 s backoff + about 200 ms later');
 
 SELECT is((SELECT string_agg(id || ':' || n, ',' ORDER BY id) FROM lock_items WHERE id % 2 = 1),
-          '1:0,3:0,5:0,7:0,9:0,11:0,13:0,15:0,17:0,19:0',
-          'lock: instance 1 processed nothing (its first batch rolled back)');
+          '1:1,3:1,5:1,7:0,9:0,11:0,13:0,15:0,17:0,19:0',
+          'lock: instance 1 processed the keys before the locked one, once, and none after it');
 
 SELECT is(dblink_exec('locker', 'COMMIT'), 'COMMIT', 'lock: the other session releases the lock');
 SELECT dblink_disconnect('locker') AS disconnected \gset
@@ -269,11 +275,12 @@ SELECT is((SELECT array_agg(row(attempt, sqlstate, message)::text ORDER BY attem
                 '(2,57014,"canceling statement due to statement timeout")'],
           'statement_timeout: 2 error rows: 57014 canceling statement due to statement timeout');
 
+-- batches of 5, then 2 keys time out first, retried at once at half size
 SELECT cmp_ok((SELECT min(e.logged_at) - t.started_at FROM iterjob.errors e, iterjob.task_progress t
                 WHERE e.job_id = :stmt_job AND t.job_id = :stmt_job
                 GROUP BY t.started_at),
-              '<', interval '0.9 s',
-              'statement_timeout: the first attempt was cut after about 300 ms, before its 1 s sleep ended');
+              '<', interval '2.7 s',
+              'statement_timeout: the first failed attempt (of one key) came after three timeouts of about 300 ms, each before its 1 s sleep ended');
 
 SELECT is((SELECT count(*) FROM stmt_items WHERE n <> 0), 0::bigint,
           'statement_timeout: nothing was processed (both attempts rolled back)');
@@ -287,7 +294,8 @@ SELECT cmp_ok((SELECT finished_at FROM iterjob.task_progress WHERE job_id = :stm
 
 -- The limit covers the whole batch: a filter that takes 0.1 s per row
 -- makes the keyset query of a 2-key batch take 0.2 s, the action sleeps
--- 0.2 s.  Each statement stays under 300 ms, the batch does not.
+-- 0.25 s.  Each statement stays under 300 ms, the batch does not (nor
+-- does the batch of one key it is retried as: 0.1 s + 0.25 s).
 CREATE FUNCTION slow_true() RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
     PERFORM pg_sleep(0.1);
@@ -298,18 +306,18 @@ CREATE TABLE whole_items (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0);
 INSERT INTO whole_items (id) SELECT generate_series(1, 4);
 
 SELECT iterjob.enqueue('whole_items',
-       'WITH s AS (SELECT pg_sleep(0.2)) UPDATE whole_items SET n = n + 1 FROM s WHERE whole_items.id = ANY($1)',
+       'WITH s AS (SELECT pg_sleep(0.25)) UPDATE whole_items SET n = n + 1 FROM s WHERE whole_items.id = ANY($1)',
        batch_size => 2, filter => 'slow_true()',
        statement_timeout => '300ms', max_attempts => 1) AS whole_job \gset
 SELECT is(iterjob.wait(:whole_job, '60 s'), 'failed',
-          'statement_timeout over a whole batch: keyset query 0.2 s + action 0.2 s > 300 ms fails');
+          'statement_timeout over a whole batch: keyset query 0.2 s + action 0.25 s > 300 ms fails');
 SELECT is((SELECT array_agg(sqlstate) FROM iterjob.errors WHERE job_id = :whole_job),
           ARRAY['57014'],
           'statement_timeout over a whole batch: one error row, 57014');
 
 -- the same job with room for the whole batch succeeds
 SELECT iterjob.enqueue('whole_items',
-       'WITH s AS (SELECT pg_sleep(0.2)) UPDATE whole_items SET n = n + 1 FROM s WHERE whole_items.id = ANY($1)',
+       'WITH s AS (SELECT pg_sleep(0.25)) UPDATE whole_items SET n = n + 1 FROM s WHERE whole_items.id = ANY($1)',
        batch_size => 2, filter => 'slow_true()',
        statement_timeout => '2s', max_attempts => 1) AS whole_ok_job \gset
 SELECT is(iterjob.wait(:whole_ok_job, '60 s'), 'succeeded',
@@ -528,6 +536,7 @@ SELECT is(iterjob.wait(:prep_job, '60 s'), 'succeeded', 'prepare: the job succee
 SELECT is((SELECT count(*) FILTER (WHERE n <> 1) || ' of ' || count(*) FROM prep_items),
           '0 of 40',
           'prepare: every row processed exactly once: the retry started from the stored cursor');
+-- a failure to prepare fetched no keys: no batch to halve, the size stays
 SELECT is((SELECT (state, attempts, rows_done, batches_done)::text FROM iterjob.task_progress
             WHERE job_id = :prep_job),
           '(succeeded,0,40,4)',
