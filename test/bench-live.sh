@@ -9,7 +9,7 @@
 #   test/bench-live.sh                        scale 20 (2,000,000 accounts), PostgreSQL 15
 #   SCALE=5 test/bench-live.sh                a smaller table
 #   LIVE_CASES="0 1 3 3n" test/bench-live.sh  only these cases (by their number)
-#   RATE=300 CLIENTS=4 BASELINE_S=10 NICE=10 test/bench-live.sh
+#   RATE=300 CLIENTS=4 BASELINE_S=10 NICE=10 FIRST_S=20 test/bench-live.sh
 #   PG_CONFIG=/path/to/bin/pg_config test/bench-live.sh   on any installation
 #
 # Cases: (0) no backfill, BASELINE_S seconds of pgbench; (1) one UPDATE;
@@ -18,8 +18,13 @@
 # iterjob.worker_nice = NICE.  Before each case the column is dropped and
 # added again, the table vacuumed and a checkpoint taken.
 #
-# pgbench runs in back-to-back chunks of CHUNK_S seconds (so that the run
-# ends soon after the backfill does) with its per-transaction log; a
+# pgbench runs with its per-transaction log, FIRST_S seconds, then in
+# back-to-back chunks of CHUNK_S seconds while the backfill still runs.  A
+# pgbench run that ends drops the transactions it scheduled and did not
+# start: the first run must outlast the backfill and the clients' catch-up
+# after it (the single UPDATE blocks them all), or the case's transaction
+# count falls short of RATE x its backfill time and its latencies are too
+# low: raise FIRST_S for a larger SCALE.  A
 # transaction's start is its scheduled start under --rate (its logged end
 # minus its latency, which counts the schedule lag), so a transaction that
 # waited behind the backfill's locks counts with all of its wait.  The
@@ -32,7 +37,8 @@ RATE=${RATE:-300}
 CLIENTS=${CLIENTS:-4}
 BASELINE_S=${BASELINE_S:-10}
 WARMUP_S=${WARMUP_S:-2}
-CHUNK_S=${CHUNK_S:-8}
+FIRST_S=${FIRST_S:-20}
+CHUNK_S=${CHUNK_S:-4}
 NICE=${NICE:-10}
 
 setup_iterjob
@@ -70,7 +76,9 @@ start_traffic() {
 		n=0
 		until [ -e "$LOGS/stop" ]; do
 			n=$((n + 1))
-			"$PGBIN/pgbench" -n -c "$CLIENTS" -j 1 -R "$RATE" -T "$CHUNK_S" -b tpcb-like \
+			secs=$CHUNK_S
+			[ "$n" -gt 1 ] || secs=$FIRST_S
+			"$PGBIN/pgbench" -n -c "$CLIENTS" -j 1 -R "$RATE" -T "$secs" -b tpcb-like \
 				-l --log-prefix="$dir/chunk$n" >"$dir/chunk$n.out" 2>&1 ||
 				{ echo "pgbench failed:" >&2; cat "$dir/chunk$n.out" >&2; exit 1; }
 		done
