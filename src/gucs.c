@@ -162,7 +162,7 @@ iterjob_define_gucs(void)
 
 	DefineCustomIntVariable("iterjob.worker_nice",
 							"The scheduling priority (nice value) iteration workers run at.",
-							"0 is the server's own; higher values let foreground sessions have the CPU first. "
+							"0 leaves the priority workers inherit from the server; higher values let foreground sessions have the CPU first. "
 							"Applied when a worker claims a task; unprivileged processes can only raise it, "
 							"so lowering it takes effect in workers started afterwards.",
 							&iterjob_worker_nice,

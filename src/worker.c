@@ -73,37 +73,47 @@ extension_usable(void)
 
 /*
  * Run at iterjob.worker_nice: called after connecting and before each
- * claim, so that a reload reaches running workers at their next task.  An
- * unprivileged process can make its nice value higher but not lower again:
- * a lower setting then applies to workers started after the reload, and
- * this one says so once.  A failure never stops the worker.
+ * claim, so that a reload reaches running workers at their next task.  At
+ * 0, a worker that never changed its priority keeps the one it inherited
+ * from the postmaster.  An unprivileged process can make its nice value
+ * higher but not lower again: a lower setting then applies to workers
+ * started after the reload, and this one says so once.  A failure never
+ * stops the worker.
  */
 static void
 apply_worker_nice(void)
 {
+	static int	applied = 0;
 	static bool reported = false;
+	int			save_errno;
 	int			current;
 
-	errno = 0;
-	current = getpriority(PRIO_PROCESS, 0);
-	if (current == -1 && errno != 0)
-		current = iterjob_worker_nice + 1;	/* unknown: try to set it */
-	if (current == iterjob_worker_nice)
+	if (iterjob_worker_nice == applied)
 		return;
 	if (setpriority(PRIO_PROCESS, 0, iterjob_worker_nice) == 0)
+	{
+		applied = iterjob_worker_nice;
 		return;
+	}
+	save_errno = errno;
 	if (reported)
 		return;
 	reported = true;
-	if (iterjob_worker_nice < current && (errno == EACCES || errno == EPERM))
+	errno = 0;
+	current = getpriority(PRIO_PROCESS, 0);
+	if ((save_errno == EACCES || save_errno == EPERM) &&
+		!(current == -1 && errno != 0) && iterjob_worker_nice < current)
 		ereport(LOG,
 				(errmsg("iterjob: this worker keeps nice value %d; iterjob.worker_nice = %d applies to workers started from now on",
 						current, iterjob_worker_nice),
 				 errdetail("An unprivileged process cannot lower its nice value.")));
 	else
+	{
+		errno = save_errno;
 		ereport(WARNING,
 				(errmsg("iterjob: could not set the worker's nice value to %d: %m",
 						iterjob_worker_nice)));
+	}
 }
 
 /* Delete finished jobs (with their tasks and errors) past iterjob.retention. */

@@ -1,7 +1,8 @@
 # iterjob.worker_nice: iteration workers run at that nice value (read from
 # /proc/<pid>/stat, as ps shows it), foreground backends at the server's;
 # after a reload, the workers started from then on run at the new value,
-# higher or lower.
+# higher or lower; a running worker goes higher at its next task, and keeps
+# its value when the setting goes lower, saying so in the log once.
 
 use strict;
 use warnings;
@@ -63,6 +64,35 @@ run_and_check(12, 'raised to 12 by a reload');
 $node->safe_psql($db, 'ALTER SYSTEM SET iterjob.worker_nice = 3');
 $node->reload;
 run_and_check(3, 'lowered to 3 by a reload, a new worker');
+
+# one worker runs both jobs: it claims the second after the reload
+$node->safe_psql($db, 'ALTER SYSTEM SET iterjob.max_workers = 1');
+$node->safe_psql($db, 'ALTER SYSTEM SET iterjob.worker_nice = 9');
+$node->reload;
+make_table($node, $db, 'items2', 2000);
+my $slow = 'WITH s AS (SELECT pg_sleep(0.3)) UPDATE %s SET n = n + 1 WHERE id = ANY($1) AND EXISTS (SELECT FROM s)';
+my $first = enqueue_job($node, $db, 'items', instances => 1, batch_size => 200,
+	action => sprintf($slow, 'items'));
+my $second = enqueue_job($node, $db, 'items2', instances => 1, batch_size => 200,
+	action => sprintf($slow, 'items2'));
+ok(wait_for($node, $db,
+	"SELECT count(*) FROM iterjob.task_progress WHERE job_id = $first AND worker_pid IS NOT NULL",
+	'1', 60), 'a running worker: it runs the first job');
+my $pid = $node->safe_psql($db, "SELECT worker_pid FROM iterjob.task_progress WHERE job_id = $first");
+is(nice_of($pid), '9', 'a running worker: at nice 9');
+my $off = log_offset($node);
+$node->safe_psql($db, 'ALTER SYSTEM SET iterjob.worker_nice = 2');
+$node->reload;
+ok(wait_for($node, $db,
+	"SELECT worker_pid FROM iterjob.task_progress WHERE job_id = $second AND worker_pid IS NOT NULL",
+	$pid, 60), 'a running worker: the same worker claims the second job');
+is(nice_of($pid), '9', 'a running worker: it cannot go lower and keeps nice 9');
+ok(wait_log($node, qr/this worker keeps nice value 9; iterjob.worker_nice = 2 applies to workers started from now on/,
+	$off, 30), 'a running worker: the log says why, once');
+ok(wait_for($node, $db, "SELECT count(*) FROM iterjob.job WHERE id IN ($first, $second) AND state = 'succeeded'",
+	'2', 120), 'a running worker: both jobs succeed');
+my @lines = log_since($node, $off) =~ /this worker keeps nice value/g;
+is(scalar @lines, 1, 'a running worker: one log line for its two claims after the reload');
 
 $node->stop;
 done_testing();
