@@ -37,6 +37,7 @@ bool		iterjob_synchronous_commit = false;
 bool		iterjob_trail_instances = true;
 int			iterjob_rescan_interval_ms = 10000;
 int			iterjob_time_slice_ms = 10000;
+int			iterjob_worker_nice = 0;
 
 /* this copy of the library reads the GUCs another copy defined */
 static bool gucs_borrowed = false;
@@ -159,6 +160,16 @@ iterjob_define_gucs(void)
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("iterjob.worker_nice",
+							"The scheduling priority (nice value) iteration workers run at.",
+							"0 leaves the priority workers inherit from the server; higher values let foreground sessions have the CPU first. "
+							"Applied when a worker claims a task; unprivileged processes can only raise it, "
+							"so lowering it takes effect in workers started afterwards.",
+							&iterjob_worker_nice,
+							0, 0, 19,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("iterjob.test_replication_lag",
 							"For tests only: the replication lag the health gate sees, instead of pg_stat_replication's.",
 							"-1 (the default) uses pg_stat_replication.",
@@ -207,6 +218,7 @@ iterjob_sync_gucs(void)
 	read_int("iterjob.test_replication_lag", &iterjob_test_replication_lag_ms);
 	read_bool("iterjob.synchronous_commit", &iterjob_synchronous_commit);
 	read_bool("iterjob.trail_instances", &iterjob_trail_instances);
+	read_int("iterjob.worker_nice", &iterjob_worker_nice);
 }
 
 /* Called instead of iterjob_define_gucs() by a second copy of the library. */

@@ -124,6 +124,7 @@ extern bool iterjob_synchronous_commit;
 extern bool iterjob_trail_instances;
 extern int	iterjob_rescan_interval_ms;
 extern int	iterjob_time_slice_ms;
+extern int	iterjob_worker_nice;
 extern void iterjob_define_gucs(void);
 extern void iterjob_borrow_gucs(void);
 extern void iterjob_sync_gucs(void);

@@ -19,6 +19,8 @@
  */
 #include "postgres.h"
 
+#include <sys/resource.h>
+
 #include "access/xact.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
@@ -67,6 +69,51 @@ extension_usable(void)
 					get_database_name(MyDatabaseId), version, ITERJOB_SCHEMA_VERSION),
 			 errhint("Run ALTER EXTENSION iterjob UPDATE in that database.")));
 	return false;
+}
+
+/*
+ * Run at iterjob.worker_nice: called after connecting and before each
+ * claim, so that a reload reaches running workers at their next task.  At
+ * 0, a worker that never changed its priority keeps the one it inherited
+ * from the postmaster.  An unprivileged process can make its nice value
+ * higher but not lower again: a lower setting then applies to workers
+ * started after the reload, and this one says so once.  A failure never
+ * stops the worker.
+ */
+static void
+apply_worker_nice(void)
+{
+	static int	applied = 0;
+	static bool reported = false;
+	int			save_errno;
+	int			current;
+
+	if (iterjob_worker_nice == applied)
+		return;
+	if (setpriority(PRIO_PROCESS, 0, iterjob_worker_nice) == 0)
+	{
+		applied = iterjob_worker_nice;
+		return;
+	}
+	save_errno = errno;
+	if (reported)
+		return;
+	reported = true;
+	errno = 0;
+	current = getpriority(PRIO_PROCESS, 0);
+	if ((save_errno == EACCES || save_errno == EPERM) &&
+		!(current == -1 && errno != 0) && iterjob_worker_nice < current)
+		ereport(LOG,
+				(errmsg("iterjob: this worker keeps nice value %d; iterjob.worker_nice = %d applies to workers started from now on",
+						current, iterjob_worker_nice),
+				 errdetail("An unprivileged process cannot lower its nice value.")));
+	else
+	{
+		errno = save_errno;
+		ereport(WARNING,
+				(errmsg("iterjob: could not set the worker's nice value to %d: %m",
+						iterjob_worker_nice)));
+	}
 }
 
 /* Delete finished jobs (with their tasks and errors) past iterjob.retention. */
@@ -212,6 +259,7 @@ iterjob_worker_main(Datum main_arg)
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("iterjob worker");
+	apply_worker_nice();
 
 	/*
 	 * iterjob's own queries run with a search_path that user objects cannot
@@ -235,6 +283,7 @@ iterjob_worker_main(Datum main_arg)
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 			iterjob_reload_config();
+		apply_worker_nice();
 
 		task = claim_next_task(cxt, owner, &busy, &others, &more);
 		if (task == NULL && busy && busy_waits++ < BUSY_MAX_WAITS)

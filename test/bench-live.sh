@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# iterjob beside live traffic: pgbench's built-in tpcb-like script, 4 clients,
+# rate-limited (300 tps), runs while pgbench_accounts gets a new column
+# filled for every row; reported per case: the backfill's time and rows/s,
+# and the latency (p50, p99, max) of the pgbench transactions that started
+# while the backfill ran, p99 also as a ratio of the no-backfill case's, all
+# measured in the same run.
+#
+#   test/bench-live.sh                        scale 20 (2,000,000 accounts), PostgreSQL 15
+#   SCALE=5 test/bench-live.sh                a smaller table
+#   LIVE_CASES="0 1 3 3n" test/bench-live.sh  only these cases (by their number)
+#   RATE=300 CLIENTS=4 BASELINE_S=10 NICE=10 FIRST_S=20 test/bench-live.sh
+#   PG_CONFIG=/path/to/bin/pg_config test/bench-live.sh   on any installation
+#
+# Cases: (0) no backfill, BASELINE_S seconds of pgbench; (1) one UPDATE;
+# (2) iterjob, 1 instance, batch 1000; (3) 2 instances, range partition;
+# (4) 1 instance, target_batch_time => '100ms'; (2n, 3n) cases 2 and 3 with
+# iterjob.worker_nice = NICE.  Before each case the column is dropped and
+# added again, the table vacuumed and a checkpoint taken.
+#
+# pgbench runs with its per-transaction log, FIRST_S seconds, then in
+# back-to-back chunks of CHUNK_S seconds while the backfill still runs.  A
+# pgbench run that ends drops the transactions it scheduled and did not
+# start: the first run must outlast the backfill and the clients' catch-up
+# after it (the single UPDATE blocks them all), or the case's transaction
+# count falls short of RATE x its backfill time and its latencies are too
+# low: raise FIRST_S for a larger SCALE.  A
+# transaction's start is its scheduled start under --rate (its logged end
+# minus its latency, which counts the schedule lag), so a transaction that
+# waited behind the backfill's locks counts with all of its wait.  The
+# window starts with the enqueue (the UPDATE) and ends with the job's
+# finished_at (the UPDATE's return).
+source "$(dirname "$0")/lib.sh"
+
+SCALE=${SCALE:-20}
+RATE=${RATE:-300}
+CLIENTS=${CLIENTS:-4}
+BASELINE_S=${BASELINE_S:-10}
+WARMUP_S=${WARMUP_S:-2}
+FIRST_S=${FIRST_S:-20}
+CHUNK_S=${CHUNK_S:-4}
+NICE=${NICE:-10}
+
+setup_iterjob
+# durable commits, as in production; no checkpoint in the middle of a run
+cluster_start "fsync = on" "max_wal_size = 8GB" "checkpoint_timeout = 1h" \
+	"shared_buffers = 512MB" "iterjob.max_workers = 4" "iterjob.hold_for_autovacuum = off" \
+	"autovacuum = off"
+
+LOGS=$CLUSTER_DIR/pgbench-logs
+mkdir -p "$LOGS"
+TRAFFIC_PID=""
+stop_traffic() {
+	if [ -n "$TRAFFIC_PID" ]; then
+		touch "$LOGS/stop"
+		wait "$TRAFFIC_PID" 2>/dev/null || true
+		TRAFFIC_PID=""
+	fi
+}
+trap 'stop_traffic; cluster_stop' EXIT
+
+q() { psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
+now() { date +%s.%N; }
+
+ROWS=$((SCALE * 100000))
+echo "== pgbench -i -s $SCALE ($ROWS accounts)"
+"$PGBIN/pgbench" -i -q -s "$SCALE" >/dev/null 2>&1
+q -c "CREATE EXTENSION iterjob" -c "VACUUM ANALYZE" -c "CHECKPOINT"
+
+# start_traffic CASE: pgbench chunks, one after the other, until stop_traffic
+start_traffic() {
+	local dir=$LOGS/$1
+	mkdir -p "$dir"
+	rm -f "$LOGS/stop"
+	(
+		n=0
+		until [ -e "$LOGS/stop" ]; do
+			n=$((n + 1))
+			secs=$CHUNK_S
+			[ "$n" -gt 1 ] || secs=$FIRST_S
+			"$PGBIN/pgbench" -n -c "$CLIENTS" -j 1 -R "$RATE" -T "$secs" -b tpcb-like \
+				-l --log-prefix="$dir/chunk$n" >"$dir/chunk$n.out" 2>&1 ||
+				{ echo "pgbench failed:" >&2; cat "$dir/chunk$n.out" >&2; exit 1; }
+		done
+	) &
+	TRAFFIC_PID=$!
+}
+
+# latencies CASE T0 T1: "p50 p99 max count" in ms of the transactions whose
+# (scheduled) start lies in [T0, T1].  A log line: client_id transaction_no
+# latency_us script_no end_epoch end_us schedule_lag_us
+latencies() {
+	cat "$LOGS/$1"/chunk*.[0-9]* 2>/dev/null |
+		awk -v t0="$2" -v t1="$3" '{ s = $5 + $6 / 1e6 - $3 / 1e6; if (s >= t0 && s <= t1) print $3 / 1000 }' |
+		sort -n | awk '{ v[NR] = $1 }
+			END {
+				if (NR == 0) { print "- - - 0"; exit }
+				i50 = int(0.50 * NR + 0.999999); i99 = int(0.99 * NR + 0.999999)
+				printf "%.1f %.1f %.1f %d\n", v[i50], v[i99], v[NR], NR
+			}'
+}
+
+reset_column() {
+	q -c "SET client_min_messages = warning" -c "ALTER TABLE pgbench_accounts DROP COLUMN IF EXISTS w" \
+		-c "ALTER TABLE pgbench_accounts ADD COLUMN w int" \
+		-c "VACUUM pgbench_accounts" -c "CHECKPOINT"
+}
+
+ACTION='UPDATE pgbench_accounts SET w = aid % 1000 WHERE aid = ANY($1)'
+# run_iterjob ARGS: enqueue, poll, print the job's finished_at (epoch)
+run_iterjob() {
+	local id
+	id=$(q -v action="$ACTION" <<<"SELECT iterjob.enqueue('pgbench_accounts', :'action', $1)")
+	until [ "$(q -c "SELECT state IN ('succeeded','failed','cancelled') FROM iterjob.job WHERE id = $id")" = t ]; do
+		sleep 0.5
+	done
+	[ "$(q -c "SELECT state FROM iterjob.job WHERE id = $id")" = succeeded ] || { echo "job $id failed" >&2; exit 1; }
+	q -c "SELECT extract(epoch FROM finished_at) FROM iterjob.job WHERE id = $id"
+}
+
+case_setting() {
+	case "$1" in
+	2n* | 3n*) echo "iterjob.worker_nice = $NICE" ;;
+	esac
+}
+
+RESULTS=$LOGS/results
+: >"$RESULTS"
+run_case() {
+	local name=$1 t0 t1 setting load
+	reset_column
+	setting=$(case_setting "$name")
+	if [ -n "$setting" ]; then
+		q -c "ALTER SYSTEM SET $setting" -c "SELECT pg_reload_conf()" >/dev/null
+		sleep 0.5
+	fi
+	load=$(cut -d' ' -f1 /proc/loadavg)
+	start_traffic "${name%% *}"
+	sleep "$WARMUP_S"
+	t0=$(now)
+	case "$name" in
+	0*) sleep "$BASELINE_S"; t1=$(now) ;;
+	1*) q -c "UPDATE pgbench_accounts SET w = aid % 1000"; t1=$(now) ;;
+	"2 "* | 2n*) t1=$(run_iterjob "instances => 1, batch_size => 1000") ;;
+	"3 "* | 3n*) t1=$(run_iterjob "instances => 2, batch_size => 1000, partition => 'range'") ;;
+	4*) t1=$(run_iterjob "instances => 1, batch_size => 1000, target_batch_time => '100ms'") ;;
+	esac
+	stop_traffic
+	if [ -n "$setting" ]; then
+		q -c "ALTER SYSTEM RESET ${setting%% *}" -c "SELECT pg_reload_conf()" >/dev/null
+	fi
+	if [ "${name%% *}" != 0 ]; then
+		[ "$(q -c "SELECT count(*) FROM pgbench_accounts WHERE w IS DISTINCT FROM aid % 1000")" = 0 ] ||
+			{ echo "$name left rows unfilled" >&2; exit 1; }
+	fi
+	q -c "DELETE FROM iterjob.job"
+	# name|seconds|p50 p99 max count|load before|load after
+	echo "$name|$(echo "$t1 - $t0" | bc)|$(latencies "${name%% *}" "$t0" "$t1")|$load|$(cut -d' ' -f1 /proc/loadavg)" >>"$RESULTS"
+	echo "   $(tail -1 "$RESULTS")"
+}
+
+CASES=("0 no backfill" "1 one UPDATE" "2 iterjob 1 instance, batch 1000"
+	"3 iterjob 2 instances, range" "4 iterjob 1 instance, target_batch_time 100ms"
+	"2n iterjob 1 instance, worker_nice $NICE" "3n iterjob 2 instances, range, worker_nice $NICE")
+for c in "${CASES[@]}"; do
+	if [ -n "${LIVE_CASES:-}" ] && ! [[ " $LIVE_CASES " == *" ${c%% *} "* ]]; then
+		continue
+	fi
+	echo "== $c"
+	run_case "$c"
+done
+
+echo
+echo "== beside pgbench (tpcb-like, $CLIENTS clients, -R $RATE, scale $SCALE): latency of the" \
+	"transactions started during the backfill, $("$PG_CONFIG" --version)"
+base=$(awk -F'|' '$1 ~ /^0 / { split($3, l, " "); print l[2] }' "$RESULTS")
+echo "| case | backfill time | rows/s | pgbench p50 | p99 | max | transactions | p99 x baseline | load avg before/after |"
+echo "|---|---|---|---|---|---|---|---|---|"
+while IFS='|' read -r name secs lat load0 load1; do
+	read -r p50 p99 max count <<<"$lat"
+	if [ "${name%% *}" = 0 ]; then
+		time="-" rate="-"
+	else
+		time=$(printf "%.1f s" "$secs") rate=$(printf "%.0f" "$(echo "$ROWS / $secs" | bc -l)")
+	fi
+	ratio="-"
+	if [ -n "$base" ] && [ "$base" != "-" ] && [ "$p99" != "-" ]; then
+		ratio=$(printf "%.1f" "$(echo "$p99 / $base" | bc -l)")
+	fi
+	echo "| $name | $time | $rate | $p50 ms | $p99 ms | $max ms | $count | $ratio | $load0 / $load1 |"
+done <"$RESULTS"
