@@ -31,7 +31,7 @@ SELECT pg_describe_object(classid, objid, 0) AS object
 
 -- privileges an administrator granted or revoked survive every update,
 -- also on the functions an update drops and creates again (wait in 0.2,
--- enqueue in 0.3 and 0.5, preview in 0.3 and 0.4); from 0.3 the update to 0.4
+-- enqueue in 0.3, 0.5 and 0.6, preview in 0.3, 0.4 and 0.6); from 0.3 the update to 0.4
 -- wakes the workers too
 CREATE ROLE up_reader NOLOGIN;
 GRANT USAGE ON SCHEMA iterjob TO up_reader;
@@ -48,9 +48,9 @@ SELECT extversion FROM pg_extension WHERE extname = 'iterjob';
 SELECT has_schema_privilege('up_reader', 'iterjob', 'USAGE') AS schema_usage,
        has_table_privilege('up_reader', 'iterjob.job_progress', 'SELECT') AS job_progress,
        has_function_privilege('up_reader', 'iterjob.wait(bigint, interval, boolean)', 'EXECUTE') AS wait,
-       has_function_privilege('up_reader', 'iterjob.enqueue(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval, double precision, integer)', 'EXECUTE') AS enqueue,
-       has_function_privilege('up_reader', 'iterjob.preview(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval)', 'EXECUTE WITH GRANT OPTION') AS preview_with_grant_option,
-       has_function_privilege('iterjob_user', 'iterjob.preview(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval)', 'EXECUTE') AS preview_for_iterjob_user;
+       has_function_privilege('up_reader', 'iterjob.enqueue(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval, double precision, integer, bigint[], text)', 'EXECUTE') AS enqueue,
+       has_function_privilege('up_reader', 'iterjob.preview(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval, integer)', 'EXECUTE WITH GRANT OPTION') AS preview_with_grant_option,
+       has_function_privilege('iterjob_user', 'iterjob.preview(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval, integer)', 'EXECUTE') AS preview_for_iterjob_user;
 -- pg_dump dumps the difference from the extension's initial privileges:
 -- those still name none of up_reader's
 SELECT count(*) AS initial_privileges_of_up_reader
@@ -59,7 +59,7 @@ SELECT count(*) AS initial_privileges_of_up_reader
 REVOKE ALL ON SCHEMA iterjob FROM up_reader;
 REVOKE ALL ON ALL TABLES IN SCHEMA iterjob FROM up_reader;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA iterjob FROM up_reader CASCADE;
-GRANT EXECUTE ON FUNCTION iterjob.preview(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval) TO iterjob_user;
+GRANT EXECUTE ON FUNCTION iterjob.preview(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval, integer) TO iterjob_user;
 -- nothing else holds on to the role
 DROP ROLE up_reader;
 

@@ -209,6 +209,7 @@ control_job(FunctionCallInfo fcinfo, ControlAction action)
 			else
 			{
 				run_sql(cancel_sql, job_id);
+				iterjob_end_dependents(job_id, "cancelled");
 				iterjob_signal_workers_at_commit(job_id);
 				ereport(LOG, (errmsg("iterjob: job " INT64_FORMAT " cancelled", job_id)));
 				iterjob_notify_waiters_at_commit();

@@ -48,11 +48,14 @@ enum
 	ARG_BATCH_PAUSE,
 	ARG_MAX_ROWS_PER_SECOND,
 	ARG_TARGET_BATCH_TIME,
-	ARG_MAX_FAILURE_RATIO,		/* enqueue only: preview takes neither */
-	ARG_FAILURE_WINDOW
+	/* enqueue only: preview takes none of these */
+	ARG_MAX_FAILURE_RATIO,
+	ARG_FAILURE_WINDOW,
+	ARG_AFTER,
+	ARG_HEALTH_CHECK
 };
 
-#define INSERT_NARGS 32
+#define INSERT_NARGS 34
 
 static const char *const insert_job_sql =
 "WITH j AS ("
@@ -63,7 +66,8 @@ static const char *const insert_job_sql =
 "                           on_complete, on_instance_complete, rows_total,"
 "                           batch_pause, max_rows_per_second, target_batch_time,"
 "                           key_opclasses, key_collations, key_descending,"
-"                           key_nulls_first, max_failure_ratio, failure_window)"
+"                           key_nulls_first, max_failure_ratio, failure_window,"
+"                           after, health_check)"
 "  VALUES ($1, $2, $3, $4, $5::pg_catalog.regtype[], $6, $7, $8, $9, $10,"
 "          $11, $12,"
 "          pg_catalog.make_interval(secs => $13 OPERATOR(pg_catalog./) 1000.0),"
@@ -72,7 +76,7 @@ static const char *const insert_job_sql =
 "          pg_catalog.make_interval(secs => $24 OPERATOR(pg_catalog./) 1000.0),"
 "          NULLIF($25, 0),"
 "          pg_catalog.make_interval(secs => NULLIF($26, 0) OPERATOR(pg_catalog./) 1000.0),"
-"          $27, $28, $29, $30, $31, $32)"
+"          $27, $28, $29, $30, $31, $32, $33, $34)"
 "  RETURNING id),"
 " t AS ("
 "  INSERT INTO iterjob.task (job_id, instance, cursor, range_start, range_end,"
@@ -141,14 +145,15 @@ make_array(Datum *elems, bool *nulls, int n, Oid elemtype)
 }
 
 static int64
-insert_job(const IterjobSpec *spec, const char *name, const IterjobRange *ranges)
+insert_job(const IterjobSpec *spec, const char *name, const IterjobRange *ranges,
+		   Datum after)
 {
 	Oid			types[INSERT_NARGS] = {TEXTOID, OIDOID, TEXTOID, TEXTARRAYOID,
 		OIDARRAYOID, TEXTOID, TEXTOID, INT4OID, INT4OID, OIDOID, TEXTOID,
 		INT4OID, INT4OID, INT4OID, TEXTOID, BOOLOID, TEXTOID, TEXTOID,
 	TEXTOID, TEXTARRAYOID, TEXTARRAYOID, BOOLARRAYOID, INT8OID, INT4OID,
 	INT4OID, INT4OID, OIDARRAYOID, OIDARRAYOID, BOOLARRAYOID, BOOLARRAYOID,
-	FLOAT8OID, INT4OID};
+	FLOAT8OID, INT4OID, INT8ARRAYOID, TEXTOID};
 	Datum		args[INSERT_NARGS];
 	char		nulls[INSERT_NARGS];
 	Datum		names[ITERJOB_MAX_KEYS];
@@ -204,6 +209,9 @@ insert_job(const IterjobSpec *spec, const char *name, const IterjobRange *ranges
 	args[29] = make_array(nulls_first, NULL, spec->nkeys, BOOLOID);
 	args[30] = Float8GetDatum(spec->max_failure_ratio);
 	args[31] = Int32GetDatum(spec->failure_window);
+	args[32] = after;
+	nulls[32] = after == (Datum) 0 ? 'n' : ' ';
+	args[33] = text_or_null(spec->health_check, &nulls[33]);
 	nulls[19] = nulls[20] = nulls[21] = 'n';
 	if (ranges != NULL)
 	{
@@ -268,7 +276,8 @@ parse_partition(const char *partition)
 
 /* Read and check the arguments into spec (before any query runs). */
 static void
-read_arguments(FunctionCallInfo fcinfo, IterjobSpec *spec, char **key, char **name)
+read_arguments(FunctionCallInfo fcinfo, bool for_enqueue, IterjobSpec *spec, char **key,
+			   char **name)
 {
 	require_arg(fcinfo, ARG_ACTION, "action");
 	require_arg(fcinfo, ARG_INSTANCES, "instances");
@@ -320,11 +329,15 @@ read_arguments(FunctionCallInfo fcinfo, IterjobSpec *spec, char **key, char **na
 	check_range("batch_size", spec->batch_size, 1, ITERJOB_MAX_BATCH_SIZE);
 	check_range("max_attempts", spec->max_attempts, 1, 1000);
 
+	if (!for_enqueue)
+		return;
 	/* the failure-ratio stop: NULL or 0 is off */
 	if (PG_NARGS() > ARG_MAX_FAILURE_RATIO && !PG_ARGISNULL(ARG_MAX_FAILURE_RATIO))
 		spec->max_failure_ratio = PG_GETARG_FLOAT8(ARG_MAX_FAILURE_RATIO);
 	if (PG_NARGS() > ARG_FAILURE_WINDOW && !PG_ARGISNULL(ARG_FAILURE_WINDOW))
 		spec->failure_window = PG_GETARG_INT32(ARG_FAILURE_WINDOW);
+	if (PG_NARGS() > ARG_HEALTH_CHECK)
+		spec->health_check = embeddable(optional_text(fcinfo, ARG_HEALTH_CHECK));
 	iterjob_check_max_failure_ratio(spec->max_failure_ratio);
 	iterjob_check_failure_window(spec->failure_window);
 }
@@ -352,8 +365,8 @@ iterjob_check_failure_window(int32 window)
  * iterjob.preview().  Runs as the caller.
  */
 void
-iterjob_prepare_job(FunctionCallInfo fcinfo, IterjobSpec *spec, char **name,
-					IterjobRange **ranges)
+iterjob_prepare_job(FunctionCallInfo fcinfo, bool for_enqueue, IterjobSpec *spec,
+					char **name, IterjobRange **ranges)
 {
 	char	   *key;
 	int			nest;
@@ -364,7 +377,7 @@ iterjob_prepare_job(FunctionCallInfo fcinfo, IterjobSpec *spec, char **name,
 	iterjob_require_schema_version();
 	SPI_finish();
 
-	read_arguments(fcinfo, spec, &key, name);
+	read_arguments(fcinfo, for_enqueue, spec, &key, name);
 
 	/*
 	 * Bounds are written with to_jsonb(): make it print float keys exactly,
@@ -390,6 +403,8 @@ iterjob_prepare_job(FunctionCallInfo fcinfo, IterjobSpec *spec, char **name,
 		iterjob_check_statement_syntax(spec->on_complete, "on_complete");
 	if (spec->on_instance_complete)
 		iterjob_check_statement_syntax(spec->on_instance_complete, "on_instance_complete");
+	if (spec->health_check)
+		iterjob_check_health_check(spec->health_check);
 
 	if (!spec->follow)
 		iterjob_find_upper_bound(spec);
@@ -408,9 +423,12 @@ iterjob_enqueue(PG_FUNCTION_ARGS)
 	IterjobRange *ranges;
 	char	   *name;
 	int64		job_id;
+	Datum		after = (Datum) 0;
 
-	iterjob_prepare_job(fcinfo, &spec, &name, &ranges);
-	job_id = insert_job(&spec, name, ranges);
+	iterjob_prepare_job(fcinfo, true, &spec, &name, &ranges);
+	if (PG_NARGS() > ARG_AFTER && !PG_ARGISNULL(ARG_AFTER))
+		after = iterjob_check_after(PG_GETARG_ARRAYTYPE_P(ARG_AFTER));
+	job_id = insert_job(&spec, name, ranges, after);
 
 	if (iterjob_shared == NULL)
 		ereport(WARNING,

@@ -24,6 +24,7 @@
 #include "iterjob.h"
 
 bool		iterjob_enabled = true;
+char	   *iterjob_health_check_expr = NULL;
 int			iterjob_max_workers = 4;
 int			iterjob_retention_s = 7 * 24 * 3600;
 bool		iterjob_log_batches = false;
@@ -53,6 +54,15 @@ iterjob_define_gucs(void)
 							 true,
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("iterjob.health_check",
+							   "An SQL expression every job's workers evaluate before a batch, as the job's owner.",
+							   "A non-null text (the reason) or true holds the job at its batch boundary; "
+							   "an error holds it too. Empty: no check.",
+							   &iterjob_health_check_expr,
+							   "",
+							   PGC_SIGHUP, 0,
+							   NULL, NULL, NULL);
 
 	DefineCustomIntVariable("iterjob.max_workers",
 							"Maximum number of iteration workers running at once, cluster-wide.",

@@ -117,6 +117,7 @@ extern int	iterjob_max_replication_lag_ms;
 extern int	iterjob_max_replication_lag_kb;
 extern bool iterjob_hold_for_autovacuum;
 extern bool iterjob_enabled;
+extern char *iterjob_health_check_expr;
 extern int	iterjob_max_archive_backlog;
 extern int	iterjob_autovacuum_hold_max_ms;
 extern int	iterjob_test_replication_lag_ms;
@@ -139,7 +140,7 @@ extern void iterjob_register_launcher(void);
 extern PGDLLEXPORT void iterjob_launcher_main(Datum main_arg);
 
 /* the extension version this library's SQL needs */
-#define ITERJOB_SCHEMA_VERSION "0.5"
+#define ITERJOB_SCHEMA_VERSION "0.6"
 
 /* schema_version.c */
 extern Oid	iterjob_lock_extension(void);

@@ -88,6 +88,8 @@ typedef struct IterjobSpec
 	int32		target_batch_ms;	/* adapt batch_size to this; 0: fixed */
 	double		max_failure_ratio;	/* of the last failure_window attempts; 0: off */
 	int32		failure_window; /* batch attempts looked at; 0: off */
+	char	   *health_check;	/* expression run as the owner before each
+								 * batch: non-null text or true holds */
 } IterjobSpec;
 
 /* The key range of one instance under range partitioning. */
@@ -101,15 +103,24 @@ typedef struct IterjobRange
 /* enqueue.c */
 struct FunctionCallInfoBaseData;
 extern void iterjob_prepare_job(struct FunctionCallInfoBaseData *fcinfo,
-								IterjobSpec *spec, char **name,
+								bool for_enqueue, IterjobSpec *spec, char **name,
 								IterjobRange **ranges);
 extern void iterjob_check_max_failure_ratio(double ratio);
 extern void iterjob_check_failure_window(int32 window);
+
+/* dependencies.c */
+extern Datum iterjob_check_after(struct ArrayType *after);
+extern void iterjob_end_dependents(int64 job_id, const char *state);
+
+/* health_check.c */
+extern void iterjob_check_health_check(const char *expr);
 
 /* validate.c */
 extern void iterjob_check_relation(Oid relid);
 extern void iterjob_resolve_key(const char *key, IterjobSpec *spec);
 extern void iterjob_check_query(IterjobSpec *spec, const char *key);
+extern void iterjob_check_expression_syntax(const char *expr, const char *what,
+											const char *kind, const char *hint);
 extern void iterjob_check_filter_syntax(const char *filter);
 extern void iterjob_check_statement_syntax(const char *sql, const char *what);
 extern void iterjob_check_plans(const IterjobSpec *spec);

@@ -89,7 +89,7 @@ iterjob_preview(PG_FUNCTION_ARGS)
 	char	   *name;
 	int64		rows;
 
-	iterjob_prepare_job(fcinfo, &spec, &name, &ranges);
+	iterjob_prepare_job(fcinfo, false, &spec, &name, &ranges);
 	InitMaterializedSRF(fcinfo, 0);
 	rows = spec.rows_total / spec.instances;
 
@@ -100,8 +100,8 @@ iterjob_preview(PG_FUNCTION_ARGS)
 		const IterjobRange *range = ranges ? &ranges[i] : NULL;
 		char	   *query = iterjob_keyset_query(&spec, i, range, false, false);
 		char	   *next = iterjob_keyset_query(&spec, i, range, true, true);
-		Datum		values[8];
-		bool		nulls[8] = {false};
+		Datum		values[13];
+		bool		nulls[13] = {false};
 
 		CHECK_FOR_INTERRUPTS();
 		values[0] = Int32GetDatum(i);
@@ -113,6 +113,9 @@ iterjob_preview(PG_FUNCTION_ARGS)
 		values[5] = Int64GetDatum((rows + spec.batch_size - 1) / spec.batch_size);
 		values[6] = CStringGetTextDatum(next);
 		values[7] = CStringGetTextDatum(explain_next(&spec, next));
+		/* sample_batches: not run */
+		for (int c = 8; c < 13; c++)
+			nulls[c] = true;
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	SPI_finish();

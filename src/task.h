@@ -84,6 +84,10 @@ extern bool iterjob_task_still_running(IterjobTask *task);
 extern bool iterjob_finish_task(IterjobTask *task, const char *state,
 								const char *error);
 extern void iterjob_settle_job(int64 job_id);
+extern void iterjob_fail_job(int64 job_id, const char *why);
+
+/* health_check.c: the user's health checks, as the owner */
+extern char *iterjob_user_health_check(IterjobTask *task);
 
 /* owner_statements.c: the job's SQL, as its owner */
 extern void iterjob_prepare_owner_plans(IterjobTask *task, IterjobTaskPlans *plans);

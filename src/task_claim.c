@@ -43,7 +43,8 @@
 "       (pg_catalog.date_part('epoch', j.batch_pause) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int4,"\
 "       COALESCE(j.max_rows_per_second, 0),"\
 "       COALESCE(pg_catalog.date_part('epoch', j.target_batch_time) OPERATOR(pg_catalog.*) 1000, 0)::pg_catalog.int4,"\
-"       j.key_opclasses, j.key_collations, j.key_descending, j.key_nulls_first"
+"       j.key_opclasses, j.key_collations, j.key_descending, j.key_nulls_first,"\
+"       j.health_check"
 
 /* their positions, counted from the first */
 enum
@@ -72,7 +73,8 @@ enum
 	JCOL_KEY_OPCLASSES,
 	JCOL_KEY_COLLATIONS,
 	JCOL_KEY_DESCENDING,
-	JCOL_KEY_NULLS_FIRST
+	JCOL_KEY_NULLS_FIRST,
+	JCOL_HEALTH_CHECK
 };
 
 /*
@@ -86,6 +88,16 @@ enum
 "   AND ($1 OPERATOR(pg_catalog.=) 0::pg_catalog.oid OR EXISTS ("\
 "        SELECT FROM iterjob.job j WHERE j.id OPERATOR(pg_catalog.=) t.job_id"\
 "           AND j.owner OPERATOR(pg_catalog.=) $1))"
+
+/*
+ * A queued task whose job waits for others (its after) is not runnable
+ * until every one of them has succeeded (dependencies.c).
+ */
+#define WAITING_FILTER_SQL \
+"   AND NOT EXISTS (SELECT FROM iterjob.job w, iterjob.job p"\
+"                    WHERE w.id OPERATOR(pg_catalog.=) t.job_id"\
+"                      AND p.id OPERATOR(pg_catalog.=) ANY (w.after)"\
+"                      AND p.state OPERATOR(pg_catalog.<>) 'succeeded')"
 
 static const char *const running_sql =
 "SELECT t.id FROM iterjob.task t"
@@ -102,6 +114,7 @@ static const char *const queued_sql =
 "SELECT t.id FROM iterjob.task t"
 " WHERE t.state OPERATOR(pg_catalog.=) 'queued'"
 OWNER_FILTER_SQL
+WAITING_FILTER_SQL
 " ORDER BY t.id"
 "   FOR UPDATE OF t SKIP LOCKED";
 
@@ -110,12 +123,16 @@ static const char *const others_sql =
 "SELECT t.id, t.state OPERATOR(pg_catalog.=) 'queued' FROM iterjob.task t"
 "  JOIN iterjob.job j ON j.id OPERATOR(pg_catalog.=) t.job_id"
 " WHERE t.state OPERATOR(pg_catalog.=) ANY ('{queued,running}'::pg_catalog.text[])"
-"   AND j.owner OPERATOR(pg_catalog.<>) $1";
+"   AND j.owner OPERATOR(pg_catalog.<>) $1"
+"   AND (t.state OPERATOR(pg_catalog.=) 'running' OR NOT EXISTS ("
+"        SELECT FROM iterjob.job p WHERE p.id OPERATOR(pg_catalog.=) ANY (j.after)"
+"           AND p.state OPERATOR(pg_catalog.<>) 'succeeded'))";
 
 /* runnable tasks other than $1: one queued, or those marked running */
 static const char *const more_queued_sql =
 "SELECT t.id, true FROM iterjob.task t"
 " WHERE t.state OPERATOR(pg_catalog.=) 'queued' AND t.id OPERATOR(pg_catalog.<>) $1"
+WAITING_FILTER_SQL
 " LIMIT 1";
 static const char *const more_running_sql =
 "SELECT t.id, false FROM iterjob.task t"
@@ -280,6 +297,7 @@ read_job_columns(HeapTuple tup, TupleDesc desc, int first, IterjobSpec *spec,
 	spec->max_rows_per_second = int4_column(tup, desc, first + JCOL_MAX_ROWS_PER_SECOND);
 	spec->target_batch_ms = int4_column(tup, desc, first + JCOL_TARGET_BATCH_TIME);
 	read_key_order(spec, tup, desc, first);
+	spec->health_check = SPI_getvalue(tup, desc, first + JCOL_HEALTH_CHECK);
 }
 
 static IterjobTask *

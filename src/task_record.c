@@ -42,7 +42,8 @@ static const char *const pacing_sql =
  * also keeps the instance's rate, a moving average over recent batches of
  * rows per second between two checkpoints (the first batch's counted from
  * the claim), pauses and throttling included.  A task paused, cancelled,
- * or paused and resumed (queued again) while its batch ran still commits
+ * failed by the failure-ratio stop of another instance, or paused and
+ * resumed (queued again) while its batch ran still commits
  * that batch (work and cursor agree); the worker then leaves it, and a
  * resumed task is claimed again from that cursor.
  */
@@ -64,7 +65,7 @@ static const char *const checkpoint_sql =
 "                       THEN 0 ELSE attempts END,"
 "       held_reason = NULL, updated_at = pg_catalog.clock_timestamp()"
 " WHERE id OPERATOR(pg_catalog.=) $1"
-"   AND state OPERATOR(pg_catalog.=) ANY ('{running,paused,queued,cancelled}'::pg_catalog.text[])"
+"   AND state OPERATOR(pg_catalog.=) ANY ('{running,paused,queued,cancelled,failed}'::pg_catalog.text[])"
 " RETURNING state OPERATOR(pg_catalog.=) 'running', %s";
 
 /* $4 is the failed batch, then $5.. the key's columns */
@@ -325,6 +326,40 @@ iterjob_check_failure_ratio(IterjobTask *task)
 	return why;
 }
 
+/*
+ * The failure-ratio stop ends the whole job: its other open instances
+ * fail too, with the same reason, locked in id order (two instances that
+ * stop the job at once cannot deadlock), and their workers leave them at
+ * their next batch boundary (a batch running meanwhile still commits, with
+ * its checkpoint).  In its own transaction, after the failure that stopped
+ * the job committed.
+ */
+static const char *const fail_instances_sql =
+"WITH l AS (SELECT id FROM iterjob.task"
+"            WHERE job_id OPERATOR(pg_catalog.=) $1"
+"              AND state OPERATOR(pg_catalog.=) ANY ('{queued,running,paused}'::pg_catalog.text[])"
+"            ORDER BY id FOR UPDATE),"
+" t AS (UPDATE iterjob.task t SET state = 'failed', last_error = $2, worker_pid = NULL,"
+"              held_reason = NULL, finished_at = pg_catalog.now(), updated_at = pg_catalog.now()"
+"         FROM l WHERE t.id OPERATOR(pg_catalog.=) l.id)"
+"UPDATE iterjob.job SET last_error = $2 WHERE id OPERATOR(pg_catalog.=) $1";
+
+void
+iterjob_fail_job(int64 job_id, const char *why)
+{
+	Oid			types[2] = {INT8OID, TEXTOID};
+	Datum		args[2] = {Int64GetDatum(job_id), CStringGetTextDatum(why)};
+	IterjobSavedUser saved;
+	int			nest = iterjob_begin_internal(&saved);
+
+	if (SPI_execute_with_args(fail_instances_sql, 2, types, args, NULL,
+							  false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not fail the instances of iterjob job " INT64_FORMAT, job_id);
+	iterjob_end_internal(nest, &saved);
+	iterjob_signal_workers_at_commit(job_id);
+	iterjob_settle_job(job_id);
+}
+
 /* backoff before retrying a failed batch: 1 s, doubling, at most 30 s */
 #define RETRY_BASE_MS	1000
 #define RETRY_MAX_MS	30000
@@ -490,6 +525,7 @@ iterjob_settle_job(int64 job_id)
 							DatumGetObjectId(SPI_getbinval(tup, desc, 6, &isnull)),
 							SPI_getvalue(tup, desc, 7),
 							DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull)));
+		iterjob_end_dependents(job_id, state);
 		iterjob_notify_waiters_at_commit();
 	}
 	iterjob_end_internal(nest, &saved);

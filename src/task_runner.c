@@ -114,6 +114,8 @@ do_batch(IterjobTask *task, IterjobTaskPlans *plans, Datum *pending)
 		iterjob_prepare_owner_plans(task, plans);
 
 	held = iterjob_health_check(&task->throttle, spec->relid);
+	if (held == NULL)
+		held = iterjob_user_health_check(task);
 	if (held != NULL)
 	{
 		iterjob_set_phase("held");
@@ -220,6 +222,7 @@ after_failure(IterjobTask *task, ErrorData *edata, long *retry_ms)
 	BatchOutcome outcome = BATCH_RETRY;
 	int32		attempts;
 	char	   *too_many = NULL;
+	MemoryContext cxt = CurrentMemoryContext;
 
 	/* now(), for finished_at and updated_at, is when the failure is recorded */
 	iterjob_worker_begin(true);
@@ -234,6 +237,9 @@ after_failure(IterjobTask *task, ErrorData *edata, long *retry_ms)
 		 * Retrying cannot help a missing object or privilege, nor a job
 		 * whose batches keep failing (the failure-ratio stop).
 		 */
+		/* (kept past this transaction's SPI memory, for the log) */
+		if (too_many != NULL)
+			too_many = MemoryContextStrdup(cxt, too_many);
 		(void) iterjob_finish_task(task, "failed", too_many ? too_many : edata->message);
 		iterjob_settle_job(task->job_id);
 		outcome = BATCH_LAST;
@@ -251,6 +257,13 @@ after_failure(IterjobTask *task, ErrorData *edata, long *retry_ms)
 			 outcome != BATCH_LAST ? 0 : too_many ?
 			 errdetail("The instance has failed: %s.", too_many) :
 			 errdetail("The instance has failed.")));
+	if (too_many != NULL)
+	{
+		/* and so does the job, with every other instance */
+		iterjob_worker_begin(true);
+		iterjob_fail_job(task->job_id, too_many);
+		iterjob_worker_commit(true);
+	}
 	return outcome;
 }
 

@@ -32,6 +32,8 @@ typedef struct IterjobThrottle
 	TimestampTz next_health_check;
 	bool		held;			/* the last health check said hold */
 	TimestampTz vacuum_hold_since;	/* held for autovacuum since; 0: not */
+	TimestampTz next_user_check;	/* of the user's health checks */
+	bool		user_held;		/* the last of those said hold */
 } IterjobThrottle;
 
 extern void iterjob_throttle_init(IterjobThrottle *throttle, const IterjobSpec *spec);

@@ -426,15 +426,21 @@ parse_one_statement(const char *sql, const char *what, const char *text, int off
 	return linitial_node(RawStmt, stmts);
 }
 
+/*
+ * Text that must be one SQL expression (what follows WHERE, or SELECT):
+ * what names it in errors, kind says what it must be ("boolean
+ * expression"), hint what to write.
+ */
 void
-iterjob_check_filter_syntax(const char *filter)
+iterjob_check_expression_syntax(const char *expr, const char *what, const char *kind,
+								const char *hint)
 {
-	char	   *sql = psprintf("SELECT\n%s\n", filter);
+	char	   *sql = psprintf("SELECT\n%s\n", expr);
 	RawStmt    *raw;
 	SelectStmt *sel;
 	ResTarget  *target;
 
-	raw = parse_one_statement(sql, "filter", filter, (int) strlen("SELECT\n"));
+	raw = parse_one_statement(sql, what, expr, (int) strlen("SELECT\n"));
 	sel = (SelectStmt *) raw->stmt;
 	if (!IsA(sel, SelectStmt) || sel->op != SETOP_NONE ||
 		list_length(sel->targetList) != 1 || sel->fromClause != NIL ||
@@ -446,14 +452,21 @@ iterjob_check_filter_syntax(const char *filter)
 		sel->intoClause != NULL || sel->valuesLists != NIL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("filter must be a single boolean expression"),
-				 errhint("Write what follows WHERE, for example: status = 'active'.")));
+				 errmsg("%s must be a single %s", what, kind),
+				 errhint("%s", hint)));
 	target = linitial_node(ResTarget, sel->targetList);
 	if (target->name != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("filter must be a single boolean expression"),
+				 errmsg("%s must be a single %s", what, kind),
 				 errdetail("It has a column alias.")));
+}
+
+void
+iterjob_check_filter_syntax(const char *filter)
+{
+	iterjob_check_expression_syntax(filter, "filter", "boolean expression",
+									"Write what follows WHERE, for example: status = 'active'.");
 }
 
 /* action and the hooks: one statement, which must not end the transaction */
