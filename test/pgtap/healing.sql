@@ -15,12 +15,13 @@
 --   2. the failure-ratio stop: a job whose batches keep failing fails, with
 --      a last_error that says why, long before max_attempts; with the ratio
 --      off the same job keeps retrying, until set() turns it on; retry()
---      starts the window afresh
+--      starts the window afresh; the stop ends every instance of the job,
+--      not only the one whose batches fail
 --   3. bad max_failure_ratio and failure_window: clear errors, no job
 
 SET client_min_messages = warning;
 
-SELECT plan(35);
+SELECT plan(41);
 
 CREATE EXTENSION dblink;
 
@@ -144,6 +145,42 @@ SELECT is(iterjob.wait(:off_job, '90 s'), 'failed', 'set: then the job fails at 
 SELECT is((SELECT last_error FROM iterjob.job_progress WHERE job_id = :off_job),
           '4 of the last 4 batch attempts failed (more than max_failure_ratio 0.5)',
           'set: with the reason in last_error');
+
+-- Two instances: instance 0 (even keys) fails every batch, instance 1 (odd
+-- keys) commits a slow batch every 0.3 s and would need a minute for its
+-- 200 keys.  More than 1 failure in the job's last 10 attempts stops the
+-- job at instance 0's second failed attempt (about a second in); instance
+-- 1 then fails at its next batch boundary, with the same reason, and what
+-- it committed is there exactly once.
+CREATE TABLE pair_items (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0);
+INSERT INTO pair_items (id) SELECT generate_series(1, 400);
+CREATE FUNCTION pair_check(ids bigint[]) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT FROM unnest(ids) i WHERE i % 2 = 0) THEN
+        RAISE EXCEPTION 'even key';
+    END IF;
+    PERFORM pg_sleep(0.3);
+    RETURN true;
+END
+$$;
+SELECT iterjob.enqueue('pair_items', 'UPDATE pair_items SET n = n + 1 WHERE id = ANY($1) AND pair_check($1)',
+                       instances => 2, batch_size => 1, max_attempts => 100,
+                       max_failure_ratio => 0.1, failure_window => 10) AS pair_job \gset
+SELECT is(iterjob.wait(:pair_job, '30 s'), 'failed', 'ratio, 2 instances: the job fails within seconds');
+SELECT is((SELECT string_agg(instance || ':' || state, ',' ORDER BY instance)
+             FROM iterjob.task_progress WHERE job_id = :pair_job),
+          '0:failed,1:failed', 'ratio, 2 instances: both instances failed');
+SELECT is((SELECT count(DISTINCT last_error)::int FROM iterjob.task_progress WHERE job_id = :pair_job), 1,
+          'ratio, 2 instances: with the same last_error');
+SELECT alike((SELECT last_error FROM iterjob.task_progress WHERE job_id = :pair_job AND instance = 1),
+            '% of the last 10 batch attempts failed (more than max_failure_ratio 0.1)',
+            'ratio, 2 instances: the healthy instance says why it stopped');
+SELECT is((SELECT (count(*) FILTER (WHERE n = 1), count(*) FILTER (WHERE n > 1 OR (n = 1 AND id % 2 = 0)))::text
+             FROM pair_items),
+          (SELECT (rows_done, 0)::text FROM iterjob.task_progress WHERE job_id = :pair_job AND instance = 1),
+          'ratio, 2 instances: what instance 1 committed is there exactly once, nothing of instance 0');
+SELECT cmp_ok((SELECT rows_done FROM iterjob.task_progress WHERE job_id = :pair_job AND instance = 1), '<', 100::bigint,
+              'ratio, 2 instances: instance 1 stopped long before its end');
 
 -- the defaults: 0.5 of the last 50
 SELECT iterjob.enqueue('ratio_items', 'UPDATE ratio_items SET n = n WHERE id = ANY($1)') AS default_job \gset
