@@ -20,6 +20,7 @@
 
 #include "catalog/pg_type.h"
 #include "lib/stringinfo.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/lsyscache.h"
@@ -116,10 +117,11 @@ free_plan_array(SPIPlanPtr *made)
  * read its cursor.  The plans are kept only once all are prepared, all
  * together: a statement that fails to prepare leaves nothing kept behind
  * (the others die with the aborted transaction's SPI context), and the
- * retry prepares them all again.
+ * retry prepares them all again.  Without keep (iterjob.preview()'s
+ * sample), the plans live until SPI_finish() and there is no checkpoint.
  */
 void
-iterjob_prepare_owner_plans(IterjobTask *task, IterjobTaskPlans *plans)
+iterjob_prepare_owner_plans(IterjobTask *task, IterjobTaskPlans *plans, bool keep)
 {
 	IterjobSpec *spec = &task->spec;
 	IterjobSavedUser saved;
@@ -153,9 +155,10 @@ iterjob_prepare_owner_plans(IterjobTask *task, IterjobTaskPlans *plans)
 		made[3] = prepare(encode_sql(spec), spec->nkeys, next_types, 0);
 	iterjob_end_owner_section(nest, &saved);
 
-	made[4] = iterjob_prepare_checkpoint(spec);
+	if (keep)
+		made[4] = iterjob_prepare_checkpoint(spec);
 
-	for (int i = 0; i < NPLANS; i++)
+	for (int i = 0; keep && i < NPLANS; i++)
 	{
 		if (made[i] != NULL && SPI_keepplan(made[i]) != 0)
 		{
@@ -210,6 +213,50 @@ iterjob_fetch_keys(IterjobTask *task, IterjobTaskPlans *plans, const Datum *afte
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "keyset query failed: %s", SPI_result_code_string(ret));
 	return SPI_processed;
+}
+
+/*
+ * The n keys fetched (in SPI_tuptable) as one array per key column, for
+ * the action; the last key goes to pending[], copied into
+ * plans->pending_cxt (detoasted: a cursor must not point into a table the
+ * next transaction may not see).
+ */
+void
+iterjob_batch_key_arrays(IterjobTask *task, IterjobTaskPlans *plans, uint64 n,
+						 Datum *arrays, Datum *pending)
+{
+	IterjobSpec *spec = &task->spec;
+	Datum	   *keys = palloc(sizeof(Datum) * n);
+
+	Assert(n > 0);
+	MemoryContextReset(plans->pending_cxt);
+	for (int k = 0; k < spec->nkeys; k++)
+	{
+		for (uint64 i = 0; i < n; i++)
+		{
+			bool		isnull;
+
+			keys[i] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+									k + 1, &isnull);
+			if (isnull)
+				elog(ERROR, "keyset query returned a NULL key");
+		}
+		arrays[k] = PointerGetDatum(construct_array(keys, (int) n, spec->key_types[k],
+													plans->keylen[k], plans->keybyval[k],
+													plans->keyalign[k]));
+		pending[k] = keys[n - 1];
+		if (!plans->keybyval[k])
+		{
+			MemoryContext old = MemoryContextSwitchTo(plans->pending_cxt);
+
+			if (plans->keylen[k] == -1)
+				pending[k] = PointerGetDatum(PG_DETOAST_DATUM_COPY(keys[n - 1]));
+			else
+				pending[k] = datumCopy(keys[n - 1], false, plans->keylen[k]);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	pfree(keys);
 }
 
 /* The action, on one array of the batch's keys per key column. */

@@ -4,7 +4,9 @@
  *	  iterjob.preview(): takes enqueue's parameters, checks everything
  *	  enqueue would, creates nothing, and shows what would run: per
  *	  instance, the first batch's keyset query and its plan, the action, and
- *	  the estimated rows and batches.  The way to check a job before
+ *	  the estimated rows and batches; with sample_batches, the first
+ *	  batches run and rolled back (preview_sample.c), timed, and the job's
+ *	  duration estimated from them.  The way to check a job before
  *	  starting it on a production table.
  *
  *-------------------------------------------------------------------------
@@ -17,13 +19,27 @@
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
-#include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/timestamp.h"
 
 #include "iterjob.h"
 #include "job_spec.h"
+#include "task.h"
 
 PG_FUNCTION_INFO_V1(iterjob_preview);
+
+/* preview's last argument; the others are enqueue's first ones */
+#define ARG_SAMPLE_BATCHES 18
+#define MAX_SAMPLE_BATCHES 100
+
+static Datum
+interval_ms(double ms)
+{
+	Interval   *result = palloc0(sizeof(Interval));
+
+	result->time = (TimeOffset) (ms * 1000.0);
+	return IntervalPGetDatum(result);
+}
 
 /* EXPLAIN of sql, as the caller, with the planner settings workers use */
 static char *
@@ -88,6 +104,15 @@ iterjob_preview(PG_FUNCTION_ARGS)
 	IterjobRange *ranges;
 	char	   *name;
 	int64		rows;
+	int32		sample_batches = 0;
+
+	if (PG_NARGS() > ARG_SAMPLE_BATCHES && !PG_ARGISNULL(ARG_SAMPLE_BATCHES))
+		sample_batches = PG_GETARG_INT32(ARG_SAMPLE_BATCHES);
+	if (sample_batches < 0 || sample_batches > MAX_SAMPLE_BATCHES)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("sample_batches must be between 0 and %d", MAX_SAMPLE_BATCHES),
+				 errdetail("Got %d.", sample_batches)));
 
 	iterjob_prepare_job(fcinfo, false, &spec, &name, &ranges);
 	InitMaterializedSRF(fcinfo, 0);
@@ -102,6 +127,8 @@ iterjob_preview(PG_FUNCTION_ARGS)
 		char	   *next = iterjob_keyset_query(&spec, i, range, true, true);
 		Datum		values[13];
 		bool		nulls[13] = {false};
+		/* the last batch comes back empty and ends the instance */
+		int64		batches = (rows + spec.batch_size - 1) / spec.batch_size;
 
 		CHECK_FOR_INTERRUPTS();
 		values[0] = Int32GetDatum(i);
@@ -109,13 +136,35 @@ iterjob_preview(PG_FUNCTION_ARGS)
 		values[2] = CStringGetTextDatum(spec.action);
 		values[3] = CStringGetTextDatum(explain(query));
 		values[4] = Int64GetDatum(rows);
-		/* the last batch comes back empty and ends the instance */
-		values[5] = Int64GetDatum((rows + spec.batch_size - 1) / spec.batch_size);
+		values[5] = Int64GetDatum(batches);
 		values[6] = CStringGetTextDatum(next);
 		values[7] = CStringGetTextDatum(explain_next(&spec, next));
-		/* sample_batches: not run */
-		for (int c = 8; c < 13; c++)
-			nulls[c] = true;
+		if (sample_batches > 0)
+		{
+			IterjobSample sample;
+			double		estimate;
+
+			iterjob_preview_sample(&spec, i, range, sample_batches, &sample);
+
+			/*
+			 * The instance's batches at the sample's mean time each; a
+			 * sample that ran the instance to its end took all of it.
+			 */
+			if (sample.ended)
+				estimate = sample.ms;
+			else
+				estimate = sample.ms / sample.batches * Max(batches, sample.batches);
+			values[8] = Int32GetDatum(sample.batches);
+			values[9] = Int64GetDatum(sample.rows);
+			values[10] = interval_ms(sample.ms);
+			values[11] = interval_ms(estimate);
+			values[12] = sample.touched;
+		}
+		else
+		{
+			for (int c = 8; c < 13; c++)
+				nulls[c] = true;
+		}
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	SPI_finish();

@@ -90,9 +90,12 @@ extern void iterjob_fail_job(int64 job_id, const char *why);
 extern char *iterjob_user_health_check(IterjobTask *task);
 
 /* owner_statements.c: the job's SQL, as its owner */
-extern void iterjob_prepare_owner_plans(IterjobTask *task, IterjobTaskPlans *plans);
+extern void iterjob_prepare_owner_plans(IterjobTask *task, IterjobTaskPlans *plans,
+										bool keep);
 extern uint64 iterjob_fetch_keys(IterjobTask *task, IterjobTaskPlans *plans,
 								 const Datum *after, int32 limit);
+extern void iterjob_batch_key_arrays(IterjobTask *task, IterjobTaskPlans *plans,
+									 uint64 n, Datum *arrays, Datum *pending);
 extern void iterjob_run_action(IterjobTask *task, IterjobTaskPlans *plans,
 							   Datum *arrays);
 extern Datum iterjob_encode_key(IterjobTask *task, IterjobTaskPlans *plans,
@@ -105,6 +108,20 @@ extern void iterjob_trail_before_batch(IterjobTask *task);
 extern void iterjob_trail_advanced(IterjobTask *task, bool had_cursor,
 								   Datum old_key);
 extern void iterjob_trail_stop(void);
+
+/* preview_sample.c: iterjob.preview()'s sample batches, as the caller */
+typedef struct IterjobSample
+{
+	int32		batches;		/* batches run */
+	int64		rows;			/* keys they fetched */
+	double		ms;				/* time they took */
+	bool		ended;			/* the instance ran out of keys */
+	Datum		touched;		/* jsonb: rows changed per table */
+} IterjobSample;
+
+extern void iterjob_preview_sample(const IterjobSpec *spec, int32 instance,
+								   const IterjobRange *range, int32 limit,
+								   IterjobSample *sample);
 
 /* task_runner.c */
 extern void iterjob_run_task(IterjobTask *task);

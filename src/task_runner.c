@@ -104,14 +104,13 @@ do_batch(IterjobTask *task, IterjobTaskPlans *plans, Datum *pending)
 {
 	IterjobSpec *spec = &task->spec;
 	Datum		arrays[ITERJOB_MAX_KEYS];
-	Datum	   *keys;
 	char	   *held;
 	BatchOutcome outcome;
 	uint64		n;
 
 	iterjob_check_owner(task->owner, task->job_id);
 	if (!plans->ready)
-		iterjob_prepare_owner_plans(task, plans);
+		iterjob_prepare_owner_plans(task, plans, true);
 
 	held = iterjob_health_check(&task->throttle, spec->relid);
 	if (held == NULL)
@@ -129,40 +128,7 @@ do_batch(IterjobTask *task, IterjobTaskPlans *plans, Datum *pending)
 	if (n == 0)
 		return finish_instance(task);
 
-	/* one array per key column */
-	keys = palloc(sizeof(Datum) * n);
-	MemoryContextReset(plans->pending_cxt);
-	for (int k = 0; k < spec->nkeys; k++)
-	{
-		for (uint64 i = 0; i < n; i++)
-		{
-			bool		isnull;
-
-			keys[i] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
-									k + 1, &isnull);
-			if (isnull)
-				elog(ERROR, "keyset query returned a NULL key");
-		}
-		arrays[k] = PointerGetDatum(construct_array(keys, (int) n, spec->key_types[k],
-													plans->keylen[k], plans->keybyval[k],
-													plans->keyalign[k]));
-
-		/*
-		 * Keep the last key beyond this transaction, detoasted: a cursor
-		 * must not point into a table the next transaction may not see.
-		 */
-		pending[k] = keys[n - 1];
-		if (!plans->keybyval[k])
-		{
-			MemoryContext old = MemoryContextSwitchTo(plans->pending_cxt);
-
-			if (plans->keylen[k] == -1)
-				pending[k] = PointerGetDatum(PG_DETOAST_DATUM_COPY(keys[n - 1]));
-			else
-				pending[k] = datumCopy(keys[n - 1], false, plans->keylen[k]);
-			MemoryContextSwitchTo(old);
-		}
-	}
+	iterjob_batch_key_arrays(task, plans, n, arrays, pending);
 
 	iterjob_set_phase("action");
 	iterjob_run_action(task, plans, arrays);

@@ -1,0 +1,60 @@
+# iterjob.preview(sample_batches => 3) on the benchmark's table (200,000
+# rows, set w = v * 2, batches of 1000): the sample leaves the table as it
+# was, and its estimated duration is within a factor of 2 of the real run
+# of the same job, with 1 and with 2 instances.  The estimate and the run
+# are measured in the same test, on the same machine, one after the other.
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use IterjobTest;
+
+my $db = 'postgres';
+my $ROWS = 200_000;
+my $ACTION = 'UPDATE items SET w = v * 2 WHERE id = ANY($1)';
+
+my $node = iterjob_node('estimate');
+$node->safe_psql($db, 'CREATE EXTENSION iterjob');
+
+for my $instances (1, 2)
+{
+	$node->safe_psql($db, qq{
+DROP TABLE IF EXISTS items;
+CREATE TABLE items (id bigint PRIMARY KEY, v int, w int);
+INSERT INTO items SELECT g, g % 1000, NULL FROM generate_series(1, $ROWS) g;
+VACUUM ANALYZE items;});
+
+	my $estimate = $node->safe_psql($db, qq{
+SELECT extract(epoch FROM max(estimated_duration))
+  FROM iterjob.preview('items', '$ACTION', instances => $instances,
+                       batch_size => 1000, sample_batches => 3)});
+	is($node->safe_psql($db, q{
+SELECT count(*) FILTER (WHERE w IS NOT NULL) || ' of ' || count(*) FROM items}),
+		"0 of $ROWS", "$instances instance(s): the sample left every row as it was");
+
+	# the sample's rolled-back row versions are dead tuples: vacuumed, as
+	# the table was before the preview
+	$node->safe_psql($db, 'VACUUM items');
+	my $job = $node->safe_psql($db, qq{
+SELECT iterjob.enqueue('items', '$ACTION', instances => $instances, batch_size => 1000)});
+	is($node->safe_psql($db, "SELECT iterjob.wait($job, '300 s')"),
+		'succeeded', "$instances instance(s): the real run succeeds");
+	is($node->safe_psql($db, q{
+SELECT count(*) FILTER (WHERE w = v * 2) || ' of ' || count(*) FROM items}),
+		"$ROWS of $ROWS", "$instances instance(s): every row done");
+	my $real = $node->safe_psql($db, qq{
+SELECT extract(epoch FROM finished_at - started_at) FROM iterjob.job WHERE id = $job});
+
+	my $ratio = $estimate / $real;
+	note(sprintf("%d instance(s): estimated %.2f s, real run %.2f s, ratio %.2f",
+			$instances, $estimate, $real, $ratio));
+	ok($ratio >= 0.5 && $ratio <= 2,
+		sprintf("%d instance(s): the estimate (%.2f s) is within a factor of 2 of the real run (%.2f s)",
+			$instances, $estimate, $real));
+}
+
+$node->stop;
+done_testing();
