@@ -218,6 +218,7 @@ control_job(FunctionCallInfo fcinfo, ControlAction action)
 		case CONTROL_RETRY:
 			if (strcmp(state, "failed") != 0)
 				refuse(job_id, action, state);
+			iterjob_check_retry_after(job_id);
 			run_sql(retry_sql, job_id);
 			iterjob_wake_at_commit();
 			break;

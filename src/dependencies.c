@@ -154,6 +154,45 @@ iterjob_check_after(ArrayType *after)
 }
 
 /*
+ * The first job that job $1 runs after and that failed or was cancelled,
+ * read with a share lock like predecessor_sql.
+ */
+static const char *const ended_predecessor_sql =
+"SELECT p.id, p.state FROM iterjob.job j, iterjob.job p"
+" WHERE j.id OPERATOR(pg_catalog.=) $1"
+"   AND p.id OPERATOR(pg_catalog.=) ANY (j.after)"
+"   AND p.state OPERATOR(pg_catalog.=) ANY ('{failed,cancelled}'::pg_catalog.text[])"
+" ORDER BY p.id LIMIT 1 FOR SHARE OF p";
+
+/*
+ * Before iterjob.retry() of job job_id (SPI connected, as iterjob): a job
+ * that runs after a failed or cancelled job would wait for it forever.
+ */
+void
+iterjob_check_retry_after(int64 job_id)
+{
+	Oid			type = INT8OID;
+	Datum		arg = Int64GetDatum(job_id);
+
+	if (SPI_execute_with_args(ended_predecessor_sql, 1, &type, &arg, NULL,
+							  false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the jobs iterjob job " INT64_FORMAT " runs after", job_id);
+	if (SPI_processed == 1)
+	{
+		char	   *id = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		char	   *state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot retry iterjob job " INT64_FORMAT " because iterjob job %s, which it runs after, is %s",
+						job_id, id, state),
+				 strcmp(state, "failed") == 0 ?
+				 errhint("Retry iterjob job %s first; this job then waits for it to succeed.", id) :
+				 errhint("A cancelled job never succeeds: enqueue this job again without it in after.")));
+	}
+}
+
+/*
  * Job job_id has just ended in state, in this transaction (SPI
  * connected): the jobs waiting for it fail if it failed or was cancelled;
  * if it succeeded, workers look for the jobs it let run once this commits.

@@ -111,6 +111,7 @@ extern void iterjob_check_failure_window(int32 window);
 /* dependencies.c */
 extern Datum iterjob_check_after(struct ArrayType *after);
 extern void iterjob_end_dependents(int64 job_id, const char *state);
+extern void iterjob_check_retry_after(int64 job_id);
 
 /* health_check.c */
 extern void iterjob_check_health_check(const char *expr);

@@ -14,7 +14,8 @@
 --      one before it succeeded (waiting_for in job_progress while it
 --      waits); every row once
 --   2. a failed predecessor fails the job waiting for it and the job
---      waiting for that one, with a reason each; nothing of theirs ran
+--      waiting for that one, with a reason each; nothing of theirs ran;
+--      they can be retried only once the predecessor is (then they wait)
 --   3. a cancelled predecessor fails the job waiting for it
 --   4. bad after: a job that does not exist, one that failed, one that was
 --      cancelled, a null, another role's job: clear errors, no job left
@@ -25,7 +26,7 @@
 
 SET client_min_messages = warning;
 
-SELECT plan(48);
+SELECT plan(54);
 
 CREATE FUNCTION tap_try(sql text) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
@@ -130,6 +131,17 @@ SELECT is((SELECT sum(n) FROM fragile), 0::bigint, 'failed predecessor: nothing 
 SELECT is(tap_try(format('SELECT iterjob.enqueue(''fragile'', ''SELECT $1'', after => ARRAY[%s])', :broken)),
           format('ERROR 55000: cannot run a job after iterjob job %s because it is failed', :broken),
           'bad after: a failed job is refused');
+SELECT is(tap_try(format('SELECT iterjob.retry(%s)', :next1)),
+          format('ERROR 55000: cannot retry iterjob job %s because iterjob job %s, which it runs after, is failed', :next1, :broken),
+          'retry: a job whose predecessor is failed is refused (it would wait forever)');
+-- retried in order, with the bad key fixed, the three run one after the other
+CREATE OR REPLACE FUNCTION break_on(ids bigint[]) RETURNS boolean LANGUAGE sql AS $$ SELECT true $$;
+SELECT is(iterjob.retry(:broken), 'running', 'retry: the predecessor first');
+SELECT is(iterjob.retry(:next1), 'queued', 'retry: then the job after it, which waits for it');
+SELECT is(iterjob.retry(:next2), 'queued', 'retry: and the job after that one');
+SELECT is(iterjob.wait(:next2, '60 s'), 'succeeded', 'retry: the last one succeeds');
+SELECT is((SELECT string_agg(DISTINCT n::text, ',') FROM fragile), '111',
+          'retry: each of the three did every row once');
 
 -- 3. A cancelled predecessor ------------------------------------------------
 
@@ -145,7 +157,8 @@ SELECT is(tap_job(:after_slow), format('(failed,"job %s, which this job runs aft
 SELECT is(tap_try(format('SELECT iterjob.enqueue(''fragile'', ''SELECT $1'', after => ARRAY[%s])', :slow)),
           format('ERROR 55000: cannot run a job after iterjob job %s because it is cancelled', :slow),
           'bad after: a cancelled job is refused');
-SELECT is((SELECT sum(n) FROM fragile), 0::bigint, 'cancelled predecessor: nothing of the job after it ran');
+SELECT is((SELECT string_agg(DISTINCT n::text, ',') FROM fragile), '111',
+          'cancelled predecessor: nothing of the job after it ran (each row as the retried jobs left it)');
 
 -- 4. Bad after ---------------------------------------------------------------
 
