@@ -5,7 +5,7 @@
 -- fresh database, autocommit, as the superuser postgres.
 
 SET client_min_messages = warning;
-SELECT plan(17);
+SELECT plan(25);
 
 CREATE TABLE items (id bigint PRIMARY KEY, v int, w int);
 INSERT INTO items SELECT g, g % 1000, CASE WHEN g % 10 = 0 THEN -1 END FROM generate_series(1, 20000) g;
@@ -23,6 +23,8 @@ INSERT INTO line_items SELECT t, g, g % 7, t + 0.5, NULL FROM generate_series(1,
 CREATE TABLE documents (id bigint PRIMARY KEY, body text);
 INSERT INTO documents SELECT g, 'doc ' || g FROM generate_series(1, 12000) g;
 CREATE FUNCTION reencode(body text) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT upper(body) $$;
+CREATE TABLE accounts (id bigint PRIMARY KEY, balance int NOT NULL);
+INSERT INTO accounts SELECT g, g % 100 FROM generate_series(1, 6000) g;
 CREATE TABLE overdue (customer_id bigint PRIMARY KEY, notified boolean NOT NULL DEFAULT false, due boolean);
 INSERT INTO overdue SELECT g, false, g % 4 = 0 FROM generate_series(1, 2000) g;
 CREATE VIEW overdue_invoices AS SELECT customer_id FROM overdue WHERE due;
@@ -38,7 +40,7 @@ $$;
 
 \set n `:recipe count`
 -- recipes 8 to 10 (nightly with pg_cron) run in test/t/014_pg_cron.pl
-SELECT is(:n, 10, 'README.md has the 7 recipes this file runs and the 3 of the pg_cron one');
+SELECT is(:n, 13, 'README.md has the 10 recipes this file runs and the 3 of the pg_cron one');
 
 -- 1. Backfill a column, four at a time
 \set r `:recipe 1`
@@ -106,5 +108,41 @@ SELECT is((SELECT count(*) FROM items WHERE w IS DISTINCT FROM v * 2), 0::bigint
 SELECT is(recipe_job_state(), 'succeeded', 'recipe 7 (query source): the job succeeds');
 SELECT is((SELECT count(*) FILTER (WHERE notified <> due) FROM overdue), 0::bigint,
           'recipe 7: exactly the overdue customers were notified');
+
+-- 11, 12. A migration as steps
+\set r `:recipe 11`
+:r
+\set r `:recipe 12`
+\o /dev/null
+:r
+\o
+SELECT is(recipe_job_state(), 'succeeded', 'recipe 12 (steps): the last step succeeds');
+SELECT is((SELECT string_agg(name || ':' || state, ', ' ORDER BY job_id) FROM iterjob.job_progress WHERE name LIKE 'cents: %'),
+          'cents: backfill:succeeded, cents: validate:succeeded, cents: not null:succeeded',
+          'recipe 12: the three steps succeeded');
+SELECT ok((SELECT v.started_at >= b.finished_at AND s.started_at >= v.finished_at
+             FROM iterjob.job_progress b, iterjob.job_progress v, iterjob.job_progress s
+            WHERE b.name = 'cents: backfill' AND v.name = 'cents: validate' AND s.name = 'cents: not null'),
+          'recipe 12: each step started after the one before it ended');
+SELECT is((SELECT count(*) FROM accounts WHERE cents = balance * 100), 6000::bigint,
+          'recipe 12: every row filled');
+SELECT is((SELECT attnotnull FROM pg_attribute WHERE attrelid = 'accounts'::regclass AND attname = 'cents'), true,
+          'recipe 12: the column is NOT NULL');
+SELECT is((SELECT count(*) FROM pg_constraint WHERE conname = 'cents_filled'), 0::bigint,
+          'recipe 12: the CHECK constraint is gone');
+
+-- 13. A brake: enqueued with a brake row already there, in one transaction
+BEGIN;
+\set r `:recipe 13`
+\o /dev/null
+:r
+\o
+INSERT INTO backfill_brake VALUES ('month-end close');
+COMMIT;
+SELECT ok(tap_wait_until($$(SELECT (held, rows_done)::text FROM iterjob.job_progress WHERE name = 'reencode, with a brake')
+                            = '("health check: month-end close",0)'$$, '30 s'),
+          'recipe 13 (brake): a brake row holds the job before its first batch, with its reason');
+DELETE FROM backfill_brake;
+SELECT is(recipe_job_state(), 'succeeded', 'recipe 13: without the row, the job goes on and succeeds');
 
 SELECT * FROM finish();
