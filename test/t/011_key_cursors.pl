@@ -87,7 +87,7 @@ for my $case ([ 't_ext', 'modulo', 'n >= 0' ], [ 't_cmp', 'modulo', 'n >= 0' ],
 	my ($table, $partition, $filter) = @$case;
 	$jobs{$table} = as_alice(qq{
 SELECT iterjob.enqueue('$table', 'UPDATE $table SET n = n + 1 WHERE k = ANY(\$1)',
-                       instances => 2, batch_size => 20, batch_pause => '300ms',
+                       instances => 2, batch_size => 20, batch_pause => '1s',
                        partition => '$partition', filter => '$filter', name => '$table')});
 }
 my $ids = join(',', values %jobs);
