@@ -780,11 +780,22 @@ SELECT ok(tap_wait_until(format('(SELECT rows_done FROM iterjob.job_progress WHE
 ALTER SYSTEM SET iterjob.enabled = off;
 SELECT pg_reload_conf() AS reloaded \gset
 
-SELECT ok(tap_wait_until(format($$(SELECT count(*) FROM iterjob.task_progress
-                                    WHERE job_id = %s AND state = 'running'
-                                      AND held_reason = 'iterjob.enabled is off') = 2$$,
-                                :sw_job), '10 s'),
-          'iterjob.enabled = off (reload): both instances of the running job hold at a batch boundary');
+SELECT tap_wait_until(format($$(SELECT count(*) FROM iterjob.task_progress
+                                 WHERE job_id = %s AND state = 'running'
+                                   AND held_reason = 'iterjob.enabled is off') = 2$$,
+                             :sw_job), '10 s') AS sw_held \gset
+SELECT ok(:'sw_held'::boolean, 'iterjob.enabled = off (reload): both instances of the running job hold at a batch boundary');
+\if :sw_held
+\else
+SELECT string_agg(format('instance %s: %s, %s rows, held_reason %s, worker %s, phase %s',
+                         t.instance, t.state, t.rows_done, coalesce(t.held_reason, '-'),
+                         coalesce(t.worker_pid::text, '-'), coalesce(w.phase, '-')), '; ' ORDER BY t.instance)
+         || ' | workers: ' || (SELECT coalesce(string_agg(format('%s %s/%s %s', database, job_id, instance, phase), ', '), 'none')
+                                 FROM iterjob.workers) AS sw_diag
+  FROM iterjob.task_progress t LEFT JOIN iterjob.workers w ON w.pid = t.worker_pid
+ WHERE t.job_id = :sw_job \gset
+\warn 'iterjob.enabled = off: ' :sw_diag
+\endif
 SELECT is((SELECT held FROM iterjob.job_progress WHERE job_id = :sw_job), 'iterjob.enabled is off',
           'iterjob.enabled = off: job_progress.held = ''iterjob.enabled is off''');
 SELECT ok(tap_wait_until(format('tap_phases(%s) = ''{held,held}''', :sw_job), '5 s'),
