@@ -765,17 +765,18 @@ SELECT is((SELECT setting || ' ' || context FROM pg_settings WHERE name = 'iterj
 -- From here to the ALTER SYSTEM RESET, nothing may stop the file.
 \set ON_ERROR_STOP 0
 
--- 2 instances x 500 keys, batches of 10 with a 100 ms pause: at least 5 s.
+-- 2 instances x 1000 keys, batches of 10 with a 100 ms pause: at least
+-- 10 s each, so neither can end before the switch, even one started late.
 CREATE TABLE sw (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0) WITH (autovacuum_enabled = false);
-INSERT INTO sw (id) SELECT generate_series(1, 1000);
+INSERT INTO sw (id) SELECT generate_series(1, 2000);
 CREATE TABLE sw_queued (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0) WITH (autovacuum_enabled = false);
 INSERT INTO sw_queued (id) SELECT generate_series(1, 100);
 
 SELECT iterjob.enqueue('sw', 'UPDATE sw SET n = n + 1 WHERE id = ANY($1)',
                        instances => 2, batch_size => 10, batch_pause => '100ms') AS sw_job \gset
-SELECT ok(tap_wait_until(format('(SELECT rows_done FROM iterjob.job_progress WHERE job_id = %s) >= 20',
-                                :sw_job), '20 s'),
-          'iterjob.enabled: (precondition) the job is running (20 rows done)');
+SELECT ok(tap_wait_until(format($$(SELECT rows_done FROM iterjob.job_progress WHERE job_id = %s) >= 20
+                                   AND cardinality(tap_phases(%s)) = 2$$, :sw_job, :sw_job), '20 s'),
+          'iterjob.enabled: (precondition) the job is running (20 rows done, a worker on each instance)');
 
 ALTER SYSTEM SET iterjob.enabled = off;
 SELECT pg_reload_conf() AS reloaded \gset
@@ -804,7 +805,7 @@ SELECT rows_done AS sw_rows FROM iterjob.job_progress WHERE job_id = :sw_job \gs
 SELECT pg_sleep(1.5) AS slept \gset
 SELECT is((SELECT rows_done FROM iterjob.job_progress WHERE job_id = :sw_job), :sw_rows::bigint,
           'iterjob.enabled = off: rows_done stops moving (the same 1.5 s later)');
-SELECT cmp_ok(:sw_rows::bigint, '<', 1000::bigint,
+SELECT cmp_ok(:sw_rows::bigint, '<', 2000::bigint,
               'iterjob.enabled = off: (precondition) the job was held before its end');
 SELECT is(tap_state(:sw_job), 'running',
           'iterjob.enabled = off: the held job stays running');
