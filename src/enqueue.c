@@ -55,7 +55,7 @@ enum
 	ARG_HEALTH_CHECK
 };
 
-#define INSERT_NARGS 34
+#define INSERT_NARGS 36
 
 static const char *const insert_job_sql =
 "WITH j AS ("
@@ -80,14 +80,22 @@ static const char *const insert_job_sql =
 "  RETURNING id),"
 " t AS ("
 "  INSERT INTO iterjob.task (job_id, instance, cursor, range_start, range_end,"
-"                            range_empty, rows_total)"
+"                            range_empty, rows_total, shards)"
 "  SELECT j.id, i,"
-"         pg_catalog.jsonb_build_object('instance', i, 'inner_cursor', NULL),"
+"         pg_catalog.jsonb_build_object('instance', i, 'inner_cursor', NULL)"
+"           OPERATOR(pg_catalog.||)"
+"           pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('shard', sh.ids[1])),"
 "         ($20::pg_catalog.text[])[i OPERATOR(pg_catalog.+) 1]::pg_catalog.jsonb,"
 "         ($21::pg_catalog.text[])[i OPERATOR(pg_catalog.+) 1]::pg_catalog.jsonb,"
 "         COALESCE(($22::pg_catalog.bool[])[i OPERATOR(pg_catalog.+) 1], false),"
-"         $23 OPERATOR(pg_catalog./) $8"
-"    FROM j, pg_catalog.generate_series(0, $8 OPERATOR(pg_catalog.-) 1) AS i)"
+"         $23 OPERATOR(pg_catalog./) $8, sh.ids"
+"    FROM j, pg_catalog.generate_series(0, $8 OPERATOR(pg_catalog.-) 1) AS i"
+"    LEFT JOIN LATERAL ("
+"         SELECT pg_catalog.array_agg(u.shard ORDER BY u.o) AS ids"
+"           FROM ROWS FROM (pg_catalog.unnest($35::pg_catalog.int8[]),"
+"                           pg_catalog.unnest($36::pg_catalog.int4[]))"
+"                WITH ORDINALITY AS u(shard, inst, o)"
+"          WHERE u.inst OPERATOR(pg_catalog.=) i) AS sh ON true)"
 "SELECT id FROM j";
 
 static void
@@ -146,14 +154,14 @@ make_array(Datum *elems, bool *nulls, int n, Oid elemtype)
 
 static int64
 insert_job(const IterjobSpec *spec, const char *name, const IterjobRange *ranges,
-		   Datum after)
+		   const IterjobShards *shards, Datum after)
 {
 	Oid			types[INSERT_NARGS] = {TEXTOID, OIDOID, TEXTOID, TEXTARRAYOID,
 		OIDARRAYOID, TEXTOID, TEXTOID, INT4OID, INT4OID, OIDOID, TEXTOID,
 		INT4OID, INT4OID, INT4OID, TEXTOID, BOOLOID, TEXTOID, TEXTOID,
 	TEXTOID, TEXTARRAYOID, TEXTARRAYOID, BOOLARRAYOID, INT8OID, INT4OID,
 	INT4OID, INT4OID, OIDARRAYOID, OIDARRAYOID, BOOLARRAYOID, BOOLARRAYOID,
-	FLOAT8OID, INT4OID, INT8ARRAYOID, TEXTOID};
+	FLOAT8OID, INT4OID, INT8ARRAYOID, TEXTOID, INT8ARRAYOID, INT4ARRAYOID};
 	Datum		args[INSERT_NARGS];
 	char		nulls[INSERT_NARGS];
 	Datum		names[ITERJOB_MAX_KEYS];
@@ -192,8 +200,9 @@ insert_job(const IterjobSpec *spec, const char *name, const IterjobRange *ranges
 	args[11] = Int32GetDatum(spec->max_attempts);
 	args[12] = Int32GetDatum(spec->statement_timeout_ms);
 	args[13] = Int32GetDatum(spec->lock_timeout_ms);
-	args[14] = CStringGetTextDatum(spec->partition == ITERJOB_PARTITION_RANGE ?
-								   "range" : "modulo");
+	args[14] = CStringGetTextDatum(spec->partition == ITERJOB_PARTITION_RANGE ? "range" :
+								   spec->partition == ITERJOB_PARTITION_SHARD ? "shard" :
+								   "modulo");
 	args[15] = BoolGetDatum(spec->follow);
 	args[16] = text_or_null(spec->upper_bound.present ? spec->upper_bound.json : NULL,
 							&nulls[16]);
@@ -213,6 +222,21 @@ insert_job(const IterjobSpec *spec, const char *name, const IterjobRange *ranges
 	nulls[32] = after == (Datum) 0 ? 'n' : ' ';
 	args[33] = text_or_null(spec->health_check, &nulls[33]);
 	nulls[19] = nulls[20] = nulls[21] = 'n';
+	nulls[34] = nulls[35] = 'n';
+	if (shards->n > 0)
+	{
+		Datum	   *ids = palloc(sizeof(Datum) * shards->n);
+		Datum	   *instances = palloc(sizeof(Datum) * shards->n);
+
+		for (int i = 0; i < shards->n; i++)
+		{
+			ids[i] = Int64GetDatum(shards->ids[i]);
+			instances[i] = Int32GetDatum(shards->instance[i]);
+		}
+		args[34] = make_array(ids, NULL, shards->n, INT8OID);
+		args[35] = make_array(instances, NULL, shards->n, INT4OID);
+		nulls[34] = nulls[35] = ' ';
+	}
 	if (ranges != NULL)
 	{
 		Datum	   *starts = palloc0(sizeof(Datum) * spec->instances);
@@ -260,24 +284,33 @@ check_range(const char *name, int value, int min, int max)
 				 errdetail("Got %d.", value)));
 }
 
+/* 'auto' is 'shard' for a hash-distributed Citus table, else 'modulo' */
 static IterjobPartition
-parse_partition(const char *partition)
+parse_partition(const char *partition, bool *automatic)
 {
+	*automatic = false;
 	if (strcmp(partition, "modulo") == 0)
 		return ITERJOB_PARTITION_MODULO;
 	if (strcmp(partition, "range") == 0)
 		return ITERJOB_PARTITION_RANGE;
+	if (strcmp(partition, "shard") == 0)
+		return ITERJOB_PARTITION_SHARD;
+	if (strcmp(partition, "auto") == 0)
+	{
+		*automatic = true;
+		return ITERJOB_PARTITION_MODULO;
+	}
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("invalid partition: \"%s\"", partition),
-			 errhint("Use 'modulo' or 'range'.")));
+			 errhint("Use 'auto', 'modulo', 'range' or 'shard'.")));
 	pg_unreachable();
 }
 
 /* Read and check the arguments into spec (before any query runs). */
 static void
 read_arguments(FunctionCallInfo fcinfo, bool for_enqueue, IterjobSpec *spec, char **key,
-			   char **name)
+			   char **name, bool *auto_partition)
 {
 	require_arg(fcinfo, ARG_ACTION, "action");
 	require_arg(fcinfo, ARG_INSTANCES, "instances");
@@ -311,7 +344,8 @@ read_arguments(FunctionCallInfo fcinfo, bool for_enqueue, IterjobSpec *spec, cha
 	spec->lock_timeout_ms = (int32)
 		iterjob_interval_ms(PG_GETARG_INTERVAL_P(ARG_LOCK_TIMEOUT),
 							"lock_timeout", PG_INT32_MAX);
-	spec->partition = parse_partition(text_to_cstring(PG_GETARG_TEXT_PP(ARG_PARTITION)));
+	spec->partition = parse_partition(text_to_cstring(PG_GETARG_TEXT_PP(ARG_PARTITION)),
+									  auto_partition);
 	spec->follow = PG_GETARG_BOOL(ARG_FOLLOW);
 	spec->on_complete = optional_text(fcinfo, ARG_ON_COMPLETE);
 	spec->on_instance_complete = optional_text(fcinfo, ARG_ON_INSTANCE_COMPLETE);
@@ -366,10 +400,11 @@ iterjob_check_failure_window(int32 window)
  */
 void
 iterjob_prepare_job(FunctionCallInfo fcinfo, bool for_enqueue, IterjobSpec *spec,
-					char **name, IterjobRange **ranges)
+					char **name, IterjobRange **ranges, IterjobShards *shards)
 {
 	char	   *key;
 	int			nest;
+	bool		auto_partition;
 
 	/* before reading arguments an older SQL definition may not pass */
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -377,7 +412,7 @@ iterjob_prepare_job(FunctionCallInfo fcinfo, bool for_enqueue, IterjobSpec *spec
 	iterjob_require_schema_version();
 	SPI_finish();
 
-	read_arguments(fcinfo, for_enqueue, spec, &key, name);
+	read_arguments(fcinfo, for_enqueue, spec, &key, name, &auto_partition);
 
 	/*
 	 * Bounds are written with to_jsonb(): make it print float keys exactly,
@@ -395,6 +430,19 @@ iterjob_prepare_job(FunctionCallInfo fcinfo, bool for_enqueue, IterjobSpec *spec
 	}
 	else
 		iterjob_check_query(spec, key);
+	if (auto_partition && OidIsValid(spec->relid) && spec->nkeys == 1)
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (iterjob_citus_partmethod(spec->relid) == 'h')
+			spec->partition = ITERJOB_PARTITION_SHARD;
+		SPI_finish();
+	}
+	if (spec->partition == ITERJOB_PARTITION_SHARD && shards == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("iterjob.preview() does not preview partition 'shard'"),
+				 errhint("Preview the job with partition => 'modulo'; its action and filter are the same.")));
 	iterjob_resolve_key_order(spec);
 	if (spec->filter != NULL)
 		iterjob_check_filter_syntax(spec->filter);
@@ -406,13 +454,22 @@ iterjob_prepare_job(FunctionCallInfo fcinfo, bool for_enqueue, IterjobSpec *spec
 	if (spec->health_check)
 		iterjob_check_health_check(spec->health_check);
 
+	/* every shard is reached first: an unreachable one is named */
+	if (spec->partition == ITERJOB_PARTITION_SHARD)
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		iterjob_assign_shards(spec, shards);
+		SPI_finish();
+	}
 	if (!spec->follow)
 		iterjob_find_upper_bound(spec);
 	iterjob_check_plans(spec);
 	*ranges = NULL;
 	if (spec->partition == ITERJOB_PARTITION_RANGE)
 		*ranges = iterjob_split_ranges(spec);
-	spec->rows_total = iterjob_estimate_rows(spec);
+	if (spec->partition != ITERJOB_PARTITION_SHARD)
+		spec->rows_total = iterjob_estimate_rows(spec);
 	AtEOXact_GUC(true, nest);
 }
 
@@ -425,10 +482,12 @@ iterjob_enqueue(PG_FUNCTION_ARGS)
 	int64		job_id;
 	Datum		after = (Datum) 0;
 
-	iterjob_prepare_job(fcinfo, true, &spec, &name, &ranges);
+	IterjobShards shards = {0};
+
+	iterjob_prepare_job(fcinfo, true, &spec, &name, &ranges, &shards);
 	if (PG_NARGS() > ARG_AFTER && !PG_ARGISNULL(ARG_AFTER))
 		after = iterjob_check_after(PG_GETARG_ARRAYTYPE_P(ARG_AFTER));
-	job_id = insert_job(&spec, name, ranges, after);
+	job_id = insert_job(&spec, name, ranges, &shards, after);
 
 	if (iterjob_shared == NULL)
 		ereport(WARNING,

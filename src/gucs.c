@@ -22,6 +22,7 @@
 #include "utils/guc.h"
 
 #include "iterjob.h"
+#include "job_spec.h"
 
 bool		iterjob_enabled = true;
 char	   *iterjob_health_check_expr = NULL;
@@ -39,6 +40,7 @@ bool		iterjob_trail_instances = true;
 int			iterjob_rescan_interval_ms = 10000;
 int			iterjob_time_slice_ms = 10000;
 int			iterjob_worker_nice = 0;
+int			iterjob_max_workers_per_node = 4;
 
 /* this copy of the library reads the GUCs another copy defined */
 static bool gucs_borrowed = false;
@@ -180,6 +182,14 @@ iterjob_define_gucs(void)
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("iterjob.max_workers_per_node",
+							"Most instances of a job over a distributed Citus table that work on one node's shards.",
+							"Applied when such a job is enqueued with partition 'shard'; 0 sets no limit.",
+							&iterjob_max_workers_per_node,
+							4, 0, ITERJOB_MAX_INSTANCES,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("iterjob.test_replication_lag",
 							"For tests only: the replication lag the health gate sees, instead of pg_stat_replication's.",
 							"-1 (the default) uses pg_stat_replication.",
@@ -229,6 +239,7 @@ iterjob_sync_gucs(void)
 	read_bool("iterjob.synchronous_commit", &iterjob_synchronous_commit);
 	read_bool("iterjob.trail_instances", &iterjob_trail_instances);
 	read_int("iterjob.worker_nice", &iterjob_worker_nice);
+	read_int("iterjob.max_workers_per_node", &iterjob_max_workers_per_node);
 }
 
 /* Called instead of iterjob_define_gucs() by a second copy of the library. */

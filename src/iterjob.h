@@ -126,6 +126,7 @@ extern bool iterjob_trail_instances;
 extern int	iterjob_rescan_interval_ms;
 extern int	iterjob_time_slice_ms;
 extern int	iterjob_worker_nice;
+extern int	iterjob_max_workers_per_node;
 extern void iterjob_define_gucs(void);
 extern void iterjob_borrow_gucs(void);
 extern void iterjob_sync_gucs(void);
@@ -140,7 +141,7 @@ extern void iterjob_register_launcher(void);
 extern PGDLLEXPORT void iterjob_launcher_main(Datum main_arg);
 
 /* the extension version this library's SQL needs */
-#define ITERJOB_SCHEMA_VERSION "0.6"
+#define ITERJOB_SCHEMA_VERSION "0.7"
 
 /* schema_version.c */
 extern Oid	iterjob_lock_extension(void);

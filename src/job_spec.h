@@ -23,7 +23,8 @@
 typedef enum IterjobPartition
 {
 	ITERJOB_PARTITION_MODULO,	/* key % N (integer key) or hash(key) % N */
-	ITERJOB_PARTITION_RANGE		/* N contiguous key ranges */
+	ITERJOB_PARTITION_RANGE,	/* N contiguous key ranges */
+	ITERJOB_PARTITION_SHARD		/* whole shards of a Citus table */
 } IterjobPartition;
 
 /*
@@ -100,11 +101,19 @@ typedef struct IterjobRange
 	IterjobKeyValue upper;		/* exclusive; absent: unbounded */
 } IterjobRange;
 
+/* The shards of a job over a distributed table, and their instances. */
+typedef struct IterjobShards
+{
+	int			n;
+	int64	   *ids;			/* in the order each instance iterates them */
+	int32	   *instance;
+} IterjobShards;
+
 /* enqueue.c */
 struct FunctionCallInfoBaseData;
 extern void iterjob_prepare_job(struct FunctionCallInfoBaseData *fcinfo,
 								bool for_enqueue, IterjobSpec *spec, char **name,
-								IterjobRange **ranges);
+								IterjobRange **ranges, IterjobShards *shards);
 extern void iterjob_check_max_failure_ratio(double ratio);
 extern void iterjob_check_failure_window(int32 window);
 
@@ -142,6 +151,8 @@ extern char *iterjob_key_list(const IterjobSpec *spec, const char *prefix,
 extern char *iterjob_keyset_query(const IterjobSpec *spec, int32 instance,
 								  const IterjobRange *range, bool after_cursor,
 								  bool limit_param);
+extern char *iterjob_shard_keyset_query(const IterjobSpec *spec, const char *shard,
+										const char *after, int32 limit);
 extern char *iterjob_count_query(const IterjobSpec *spec, int32 instance,
 								 const IterjobRange *range);
 extern void iterjob_key_literals(const IterjobSpec *spec,
@@ -149,6 +160,14 @@ extern void iterjob_key_literals(const IterjobSpec *spec,
 extern char *iterjob_key_jsonb_sql(const IterjobSpec *spec);
 extern char *iterjob_keys_not_null(const IterjobSpec *spec);
 extern Oid	iterjob_key_array_type(Oid key_type);
+
+/* citus.c */
+extern bool iterjob_citus_installed(void);
+extern char iterjob_citus_partmethod(Oid relid);
+extern void iterjob_citus_coordinate(void);
+
+/* shard_keys.c */
+extern void iterjob_assign_shards(IterjobSpec *spec, IterjobShards *shards);
 
 /* bounds.c */
 extern void iterjob_key_value_from_row(const IterjobSpec *spec, HeapTuple tup,

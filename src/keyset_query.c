@@ -264,6 +264,37 @@ iterjob_keyset_query(const IterjobSpec *spec, int32 instance,
 	return buf.data;
 }
 
+/*
+ * partition => 'shard': the next limit keys of one shard after the literal
+ * after (NULL: from its start), run on the shard's node, as the text of
+ * one array in the key's order (NULL when there are none).  One key column.
+ */
+char *
+iterjob_shard_keyset_query(const IterjobSpec *spec, const char *shard,
+						   const char *after, int32 limit)
+{
+	IterjobSpec shard_spec = *spec;
+	StringInfoData buf;
+	const char *key = quote_identifier(spec->key_names[0]);
+	const char *order_by = iterjob_key_order_by(spec, false);
+
+	Assert(spec->nkeys == 1);
+	shard_spec.relid = InvalidOid;
+	shard_spec.query = psprintf("SELECT * FROM %s", shard);
+	shard_spec.instances = 1;
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "SELECT pg_catalog.array_agg(%s ORDER BY %s)::pg_catalog.text"
+					 " FROM (SELECT %s FROM %s WHERE true",
+					 key, order_by, key, iterjob_source_sql(&shard_spec));
+	append_instance_predicates(&buf, &shard_spec, 0, NULL);
+	if (after != NULL)
+		appendStringInfo(&buf, " AND %s",
+						 iterjob_key_compare_sql(spec, BTGreaterStrategyNumber,
+												 (char *const *) &after));
+	appendStringInfo(&buf, " ORDER BY %s LIMIT %d) AS iterjob_batch", order_by, limit);
+	return buf.data;
+}
+
 /* SELECT count(*) of the keys an instance iterates, cursor aside. */
 char *
 iterjob_count_query(const IterjobSpec *spec, int32 instance,

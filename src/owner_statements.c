@@ -128,6 +128,7 @@ iterjob_prepare_owner_plans(IterjobTask *task, IterjobTaskPlans *plans, bool kee
 	Oid			arraytypes[ITERJOB_MAX_KEYS];
 	Oid			next_types[ITERJOB_MAX_KEYS + 1];
 	SPIPlanPtr	made[NPLANS] = {0};
+	int			keyset_options;
 	int			nest;
 
 	Assert(!plans->ready);
@@ -142,15 +143,27 @@ iterjob_prepare_owner_plans(IterjobTask *task, IterjobTaskPlans *plans, bool kee
 
 	decode_cursor(task);
 
-	nest = begin_owner(task, true, &saved);
-	made[0] = prepare(iterjob_keyset_query(spec, task->instance, &task->range, false, true),
-					  1, next_types + spec->nkeys, CURSOR_OPT_GENERIC_PLAN);
-	made[1] = prepare(iterjob_keyset_query(spec, task->instance, &task->range, true, true),
-					  spec->nkeys + 1, next_types, CURSOR_OPT_GENERIC_PLAN);
-	iterjob_end_owner_section(nest, &saved);
+	/*
+	 * Citus cannot plan a statement on a distributed table whose keys are
+	 * parameters: there, each execution is planned with its values.
+	 */
+	task->on_citus = iterjob_citus_installed();
+	keyset_options = task->on_citus ? CURSOR_OPT_CUSTOM_PLAN : CURSOR_OPT_GENERIC_PLAN;
+
+	/* partition => 'shard' runs its keyset queries on the shards' nodes */
+	if (spec->partition != ITERJOB_PARTITION_SHARD)
+	{
+		nest = begin_owner(task, true, &saved);
+		made[0] = prepare(iterjob_keyset_query(spec, task->instance, &task->range, false, true),
+						  1, next_types + spec->nkeys, keyset_options);
+		made[1] = prepare(iterjob_keyset_query(spec, task->instance, &task->range, true, true),
+						  spec->nkeys + 1, next_types, keyset_options);
+		iterjob_end_owner_section(nest, &saved);
+	}
 
 	nest = begin_owner(task, false, &saved);
-	made[2] = prepare(spec->action, spec->nkeys, arraytypes, 0);
+	made[2] = prepare(spec->action, spec->nkeys, arraytypes,
+					  task->on_citus ? CURSOR_OPT_CUSTOM_PLAN : 0);
 	if (iterjob_key_types_user_defined(spec))
 		made[3] = prepare(encode_sql(spec), spec->nkeys, next_types, 0);
 	iterjob_end_owner_section(nest, &saved);

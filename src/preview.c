@@ -114,7 +114,7 @@ iterjob_preview(PG_FUNCTION_ARGS)
 				 errmsg("sample_batches must be between 0 and %d", MAX_SAMPLE_BATCHES),
 				 errdetail("Got %d.", sample_batches)));
 
-	iterjob_prepare_job(fcinfo, false, &spec, &name, &ranges);
+	iterjob_prepare_job(fcinfo, false, &spec, &name, &ranges, NULL);
 	InitMaterializedSRF(fcinfo, 0);
 	rows = spec.rows_total / spec.instances;
 

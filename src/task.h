@@ -46,6 +46,15 @@ typedef struct IterjobTask
 	bool		failed;			/* that death was its last attempt */
 	int64		retry_batch;	/* the batch that failed last, until it commits */
 	bool		yielded;		/* left running for a worker of another database */
+	/* partition => 'shard': the shards it iterates, one after another */
+	int			nshards;
+	int64	   *shards;
+	int			shard_index;	/* the one it is on */
+	/*
+	 * The database has Citus: plans are custom (Citus plans only constants),
+	 * batches commit durably and through two-phase commit (citus.c).
+	 */
+	bool		on_citus;
 } IterjobTask;
 
 /* The statements a task runs, prepared once per task (in its first batch). */
@@ -75,6 +84,7 @@ extern SPIPlanPtr iterjob_prepare_checkpoint(const IterjobSpec *spec);
 extern bool iterjob_record_checkpoint(IterjobTask *task, SPIPlanPtr plan,
 									  uint64 rows, Datum cursor, const Datum *key);
 extern bool iterjob_record_hold(IterjobTask *task, const char *reason);
+extern bool iterjob_record_next_shard(IterjobTask *task);
 extern char *iterjob_check_failure_ratio(IterjobTask *task);
 extern bool iterjob_record_failure(IterjobTask *task, ErrorData *edata,
 								   int32 *attempts);
@@ -102,6 +112,10 @@ extern Datum iterjob_encode_key(IterjobTask *task, IterjobTaskPlans *plans,
 								Datum *key);
 extern void iterjob_run_instance_hook(IterjobTask *task);
 extern void iterjob_free_plans(IterjobTaskPlans *plans);
+
+/* shard_keys.c */
+extern uint64 iterjob_fetch_shard_keys(IterjobTask *task, const Datum *after,
+									   int32 limit);
 
 /* instance_trail.c */
 extern void iterjob_trail_before_batch(IterjobTask *task);

@@ -146,6 +146,8 @@ static const char *const task_sql =
 "       t.batches_done,"
 "       t.range_start, iterjob.key_texts(t.range_start),"
 "       t.range_end, iterjob.key_texts(t.range_end), t.range_empty,"
+"       t.shards, pg_catalog.array_position(t.shards,"
+"                 (t.cursor OPERATOR(pg_catalog.->>) 'shard')::pg_catalog.int8),"
 JOB_COLUMNS_SQL
 "  FROM iterjob.task t JOIN iterjob.job j ON j.id OPERATOR(pg_catalog.=) t.job_id"
 " WHERE t.id OPERATOR(pg_catalog.=) $1";
@@ -161,6 +163,8 @@ enum
 	COL_RANGE_START,			/* and its texts */
 	COL_RANGE_END = COL_RANGE_START + 2,	/* and its texts */
 	COL_RANGE_EMPTY = COL_RANGE_END + 2,
+	COL_SHARDS,
+	COL_SHARD_POSITION,
 	COL_JOB						/* JOB_COLUMNS_SQL start here */
 };
 
@@ -271,6 +275,7 @@ read_job_columns(HeapTuple tup, TupleDesc desc, int first, IterjobSpec *spec,
 				 Oid *owner, char **search_path)
 {
 	bool		isnull;
+	char	   *partition;
 
 	spec->relid = DatumGetObjectId(column(tup, desc, first + JCOL_RELATION, &isnull));
 	if (isnull)
@@ -286,8 +291,9 @@ read_job_columns(HeapTuple tup, TupleDesc desc, int first, IterjobSpec *spec,
 	spec->max_attempts = int4_column(tup, desc, first + JCOL_MAX_ATTEMPTS);
 	spec->statement_timeout_ms = int4_column(tup, desc, first + JCOL_STATEMENT_TIMEOUT);
 	spec->lock_timeout_ms = int4_column(tup, desc, first + JCOL_LOCK_TIMEOUT);
-	spec->partition = strcmp(SPI_getvalue(tup, desc, first + JCOL_PARTITION), "range") == 0 ?
-		ITERJOB_PARTITION_RANGE : ITERJOB_PARTITION_MODULO;
+	partition = SPI_getvalue(tup, desc, first + JCOL_PARTITION);
+	spec->partition = strcmp(partition, "range") == 0 ? ITERJOB_PARTITION_RANGE :
+		strcmp(partition, "shard") == 0 ? ITERJOB_PARTITION_SHARD : ITERJOB_PARTITION_MODULO;
 	spec->follow = DatumGetBool(column(tup, desc, first + JCOL_FOLLOW, &isnull));
 	iterjob_key_value_from_row(spec, tup, desc, first + JCOL_UPPER_BOUND,
 							   &spec->upper_bound, CurrentMemoryContext);
@@ -298,6 +304,24 @@ read_job_columns(HeapTuple tup, TupleDesc desc, int first, IterjobSpec *spec,
 	spec->target_batch_ms = int4_column(tup, desc, first + JCOL_TARGET_BATCH_TIME);
 	read_key_order(spec, tup, desc, first);
 	spec->health_check = SPI_getvalue(tup, desc, first + JCOL_HEALTH_CHECK);
+}
+
+/* partition => 'shard': the task's shards, and the one its cursor is on */
+static void
+read_shards(IterjobTask *task, HeapTuple tup, TupleDesc desc)
+{
+	bool		isnull;
+	Datum		shards = column(tup, desc, COL_SHARDS, &isnull);
+	Datum	   *elems;
+
+	if (isnull)
+		return;
+	deconstruct_array(DatumGetArrayTypeP(shards), INT8OID, sizeof(int64), true,
+					  TYPALIGN_DOUBLE, &elems, NULL, &task->nshards);
+	task->shards = palloc(sizeof(int64) * Max(task->nshards, 1));
+	for (int i = 0; i < task->nshards; i++)
+		task->shards[i] = DatumGetInt64(elems[i]);
+	task->shard_index = Max(int4_column(tup, desc, COL_SHARD_POSITION), 1) - 1;
 }
 
 static IterjobTask *
@@ -321,6 +345,7 @@ task_from_row(HeapTuple tup, TupleDesc desc, MemoryContext parent)
 	iterjob_key_value_from_row(&task->spec, tup, desc, COL_RANGE_END, &task->range.upper, cxt);
 	task->range.empty = DatumGetBool(column(tup, desc, COL_RANGE_EMPTY, &isnull));
 	iterjob_key_value_from_row(&task->spec, tup, desc, COL_CURSOR, &task->stored_cursor, cxt);
+	read_shards(task, tup, desc);
 	task->owner_is_superuser = superuser_arg(task->owner);
 	iterjob_throttle_init(&task->throttle, &task->spec);
 	MemoryContextSwitchTo(old);

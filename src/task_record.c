@@ -49,8 +49,16 @@ static const char *const pacing_sql =
  */
 static const char *const checkpoint_sql =
 "UPDATE iterjob.task"
-"   SET cursor = pg_catalog.jsonb_build_object('instance', instance, 'inner_cursor', %s),"
+"   SET cursor = pg_catalog.jsonb_build_object('instance', instance, 'inner_cursor', %s)"
+"                OPERATOR(pg_catalog.||) pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object("
+"                  'shard', cursor OPERATOR(pg_catalog.->) 'shard')),"
 "       rows_done = rows_done OPERATOR(pg_catalog.+) $2,"
+"       shard_rows = CASE WHEN cursor OPERATOR(pg_catalog.?) 'shard'"
+"         THEN COALESCE(shard_rows, '{}') OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object("
+"                cursor OPERATOR(pg_catalog.->>) 'shard',"
+"                COALESCE((shard_rows OPERATOR(pg_catalog.->>) (cursor OPERATOR(pg_catalog.->>) 'shard'))"
+"                         ::pg_catalog.int8, 0) OPERATOR(pg_catalog.+) $2)"
+"         ELSE shard_rows END,"
 "       batches_done = batches_done OPERATOR(pg_catalog.+) 1,"
 "       rows_per_second = CASE"
 "         WHEN updated_at IS NULL OR pg_catalog.clock_timestamp() OPERATOR(pg_catalog.<=) updated_at"
@@ -73,6 +81,15 @@ static const char *const checkpoint_sql =
 
 static const char *const hold_sql =
 "UPDATE iterjob.task SET held_reason = $2"
+" WHERE id OPERATOR(pg_catalog.=) $1"
+" RETURNING state OPERATOR(pg_catalog.=) 'running', %s";
+
+/* partition => 'shard': the task goes on to shard $2, from its start */
+static const char *const next_shard_sql =
+"UPDATE iterjob.task"
+"   SET cursor = pg_catalog.jsonb_build_object('instance', instance, 'shard', $2,"
+"                                              'inner_cursor', NULL),"
+"       updated_at = pg_catalog.clock_timestamp()"
 " WHERE id OPERATOR(pg_catalog.=) $1"
 " RETURNING state OPERATOR(pg_catalog.=) 'running', %s";
 
@@ -213,6 +230,30 @@ iterjob_record_hold(IterjobTask *task, const char *reason)
 	if (SPI_execute_with_args(psprintf(hold_sql, pacing_sql), 2, types, args, NULL,
 							  false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not record why iterjob task " INT64_FORMAT " holds",
+			 task->task_id);
+	running = read_state_and_pacing(task);
+	iterjob_end_internal(nest, &saved);
+	return running;
+}
+
+/*
+ * The task's current shard has no key left: move its cursor to the start
+ * of its next shard, in the batch's transaction.  Returns whether the task
+ * is still running.
+ */
+bool
+iterjob_record_next_shard(IterjobTask *task)
+{
+	Oid			types[2] = {INT8OID, INT8OID};
+	Datum		args[2] = {Int64GetDatum(task->task_id),
+	Int64GetDatum(task->shards[task->shard_index + 1])};
+	IterjobSavedUser saved;
+	int			nest = iterjob_begin_internal(&saved);
+	bool		running;
+
+	if (SPI_execute_with_args(psprintf(next_shard_sql, pacing_sql), 2, types, args, NULL,
+							  false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not move iterjob task " INT64_FORMAT " to its next shard",
 			 task->task_id);
 	running = read_state_and_pacing(task);
 	iterjob_end_internal(nest, &saved);

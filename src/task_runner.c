@@ -41,7 +41,9 @@ typedef enum BatchOutcome
 	BATCH_STOPPED,				/* paused, cancelled or gone: leave the task */
 	BATCH_RETRY,				/* the batch failed and will be retried */
 	BATCH_HELD,					/* the health gate said hold: nothing ran */
-	BATCH_LEFT					/* paused or cancelled while held: leave */
+	BATCH_LEFT,					/* paused or cancelled while held: leave */
+	BATCH_NEXT_SHARD,			/* on to the task's next shard; go on */
+	BATCH_NEXT_SHARD_STOPPED	/* the same, then leave the task */
 } BatchOutcome;
 
 /* how long a held instance waits before looking at the health gate again */
@@ -122,15 +124,23 @@ do_batch(IterjobTask *task, IterjobTaskPlans *plans, Datum *pending)
 	}
 
 	iterjob_set_phase("keyset query");
-	n = iterjob_fetch_keys(task, plans, task->has_cursor ? task->cursor : NULL,
-						   task->throttle.batch_size);
+	if (spec->partition == ITERJOB_PARTITION_SHARD)
+		n = iterjob_fetch_shard_keys(task, task->has_cursor ? task->cursor : NULL,
+									 task->throttle.batch_size);
+	else
+		n = iterjob_fetch_keys(task, plans, task->has_cursor ? task->cursor : NULL,
+							   task->throttle.batch_size);
 	task->batch_keys = n;
+	if (n == 0 && task->shard_index + 1 < task->nshards)
+		return iterjob_record_next_shard(task) ? BATCH_NEXT_SHARD : BATCH_NEXT_SHARD_STOPPED;
 	if (n == 0)
 		return finish_instance(task);
 
 	iterjob_batch_key_arrays(task, plans, n, arrays, pending);
 
 	iterjob_set_phase("action");
+	if (task->on_citus)
+		iterjob_citus_coordinate();
 	iterjob_run_action(task, plans, arrays);
 
 	iterjob_set_phase("checkpoint");
@@ -146,6 +156,7 @@ do_batch(IterjobTask *task, IterjobTaskPlans *plans, Datum *pending)
 	 * transaction (and a WAL flush) per instance.
 	 */
 	if (outcome == BATCH_MORE && n < (uint64) task->throttle.batch_size &&
+		spec->partition != ITERJOB_PARTITION_SHARD &&
 		iterjob_fetch_keys(task, plans, pending, 1) == 0)
 		return finish_instance(task);
 	return outcome;
@@ -309,7 +320,10 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 	 * back the way to it, and the failed attempts count on until that
 	 * batch commits (task_record.c).
 	 */
-	if (task->retry_batch > 0 && task->batches_done < task->retry_batch)
+	if (!plans->ready)
+		task->on_citus = iterjob_citus_installed();
+	if (task->on_citus ||
+		(task->retry_batch > 0 && task->batches_done < task->retry_batch))
 		iterjob_commit_durably();
 	else
 		iterjob_commit_batch_mode();
@@ -363,7 +377,14 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 	{
 		iterjob_slot_end_batch();
 		MemoryContextSwitchTo(worker_cxt);
-		if (outcome == BATCH_MORE || outcome == BATCH_STOPPED)
+		if (outcome == BATCH_NEXT_SHARD || outcome == BATCH_NEXT_SHARD_STOPPED)
+		{
+			task->shard_index++;
+			task->has_cursor = false;
+			task->stored_cursor.present = false;
+			outcome = outcome == BATCH_NEXT_SHARD ? BATCH_MORE : BATCH_STOPPED;
+		}
+		else if (outcome == BATCH_MORE || outcome == BATCH_STOPPED)
 		{
 			bool		had_cursor = task->has_cursor;
 			Datum		old_key = task->cursor[0];

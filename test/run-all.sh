@@ -4,8 +4,10 @@
 # ../shared/vendor, once, see test/build-pg18.sh), builds iterjob with
 # -Werror, installs it, starts a throwaway cluster with iterjob preloaded,
 # runs the pg_regress suite, the pgTAP suites, the isolation suite (with a
-# pgbench check of concurrent enqueues) and the crash/restart TAP suite, and
-# stops the cluster (also on failure).
+# pgbench check of concurrent enqueues) and the crash/restart TAP suite
+# (with the Citus cluster suite, Citus built once from ../shared/vendor
+# into PostgreSQL 15's installation, see test/build-citus.sh), and stops
+# the cluster (also on failure).
 #
 #   test/run-all.sh              all suites on PostgreSQL 15 and 18
 #   test/run-all.sh regress      one or more of: regress, pgtap, isolation, tap
@@ -13,6 +15,8 @@
 #                                the majors to run (default "15 18")
 #   PG_CONFIG=/path/to/bin/pg_config test/run-all.sh [suites]
 #                                that installation only
+#   ITERJOB_TAP_FILES=017_citus test/run-all.sh tap
+#                                those TAP files only (a glob, without .pl)
 #
 # A major that cannot be had here (18 without the tarball in ../shared/vendor
 # and without an installed /usr/lib/postgresql/18) is skipped with one line,
@@ -116,6 +120,18 @@ for suite in $suites; do
 		if ! compgen -G "$ITERJOB_ROOT/test/t/*.pl" >/dev/null; then
 			status=skip
 		else
+			# the Citus suite (017_citus) needs Citus in this installation:
+			# built once from ../shared/vendor where it can be (15 to 17)
+			citus_rc=0
+			PG_CONFIG=$PG_CONFIG "$ITERJOB_ROOT/test/build-citus.sh" >/dev/null || citus_rc=$?
+			case $citus_rc in
+			0) echo "== Citus: $($PG_CONFIG --pkglibdir)/citus.so" ;;
+			3) echo "== Citus: not available for PostgreSQL $PG_MAJOR here; 017_citus skips" ;;
+			*)
+				echo "== Citus: the build FAILED; 017_citus skips"
+				status=1
+				;;
+			esac
 			echo "== TAP (crash, kill, restart)"
 			tapdir=$(mktemp -d /tmp/iterjob-tap.XXXXXX)
 			chmod 755 "$tapdir"
@@ -140,7 +156,7 @@ for suite in $suites; do
 				TESTDIR="$tapdir" TESTDATADIR="$tapdir/tmp_check" \
 				TESTLOGDIR="$tapdir/tmp_check/log" \
 				prove -f --timer -I "$PGXS_DIR/src/test/perl" \
-				-I "$tapdir/t" "$tapdir"/t/*.pl) || tap_ok=0
+				-I "$tapdir/t" "$tapdir"/t/${ITERJOB_TAP_FILES:-*}.pl) || tap_ok=0
 			if [ $tap_ok = 1 ] && [ -z "${KEEP_TAP_DIR:-}" ]; then
 				as_root rm -rf "$tapdir"
 			else

@@ -1,0 +1,307 @@
+/*-------------------------------------------------------------------------
+ *
+ * shard_keys.c
+ *	  partition => 'shard': the instances of a job over a hash-distributed
+ *	  Citus table each iterate whole shards, one after another, and each
+ *	  batch's keys come from one shard, read on the node that holds it.
+ *
+ *	  At enqueue the shards are dealt to the instances node by node, so that
+ *	  an instance stays on one node and no node gets more than
+ *	  iterjob.max_workers_per_node instances; every shard's node is reached
+ *	  once then (a node that cannot be reached fails the enqueue).  Before
+ *	  each batch the shard's placement is looked up again (a shard moved to
+ *	  another node is followed; a shard that is gone, split say, fails the
+ *	  batch), and the keyset query runs on that node, on the shard itself,
+ *	  through Citus' master_run_on_worker() as the job's owner: Citus
+ *	  connects as the current user, so the owner's rights are all it has
+ *	  there.  Its keys come back as the text of an array and are read
+ *	  through the key type's input as the owner; the action then runs
+ *	  through Citus on the keys of one shard, a single-shard (router)
+ *	  statement.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+
+#include "iterjob.h"
+#include "task.h"
+
+/* the shards of $1 with their one placement's node, node by node */
+static const char *const shards_sql =
+"SELECT s.shardid, n.nodename, n.nodeport,"
+"       pg_catalog.shard_name(s.logicalrelid, s.shardid),"
+"       pg_catalog.count(*) OVER (PARTITION BY s.shardid)"
+"  FROM pg_catalog.pg_dist_shard s"
+"  JOIN pg_catalog.pg_dist_placement p ON p.shardid OPERATOR(pg_catalog.=) s.shardid"
+"  JOIN pg_catalog.pg_dist_node n ON n.groupid OPERATOR(pg_catalog.=) p.groupid"
+" WHERE s.logicalrelid OPERATOR(pg_catalog.=) $1::pg_catalog.regclass"
+" ORDER BY n.nodename, n.nodeport, s.shardid";
+
+/* where shard $1 is now */
+static const char *const placement_sql =
+"SELECT n.nodename, n.nodeport, pg_catalog.shard_name(s.logicalrelid, s.shardid)"
+"  FROM pg_catalog.pg_dist_shard s"
+"  JOIN pg_catalog.pg_dist_placement p ON p.shardid OPERATOR(pg_catalog.=) s.shardid"
+"  JOIN pg_catalog.pg_dist_node n ON n.groupid OPERATOR(pg_catalog.=) p.groupid"
+" WHERE s.shardid OPERATOR(pg_catalog.=) $1";
+
+static const char *const run_on_node_sql =
+"SELECT r.success, r.result"
+"  FROM pg_catalog.master_run_on_worker(ARRAY[$1], ARRAY[$2], ARRAY[$3], true) AS r";
+
+typedef struct ShardRow
+{
+	int64		shardid;
+	char	   *node;
+	int32		port;
+	char	   *name;
+} ShardRow;
+
+/* Run one command on node:port, as the current user; its one value. */
+static char *
+run_on_node(const char *node, int32 port, const char *command, bool *success)
+{
+	Oid			types[3] = {TEXTOID, INT4OID, TEXTOID};
+	Datum		args[3];
+	bool		isnull;
+	char	   *result;
+
+	args[0] = CStringGetTextDatum(node);
+	args[1] = Int32GetDatum(port);
+	args[2] = CStringGetTextDatum(command);
+	if (SPI_execute_with_args(run_on_node_sql, 3, types, args, NULL, false, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "master_run_on_worker returned no row");
+	*success = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+										  1, &isnull));
+	(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	result = isnull ? NULL : SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	return result;
+}
+
+static void
+refuse_shard_partition(const IterjobSpec *spec, const char *why, const char *hint)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("partition 'shard' cannot iterate %s",
+					OidIsValid(spec->relid) ? get_rel_name(spec->relid) : "a query"),
+			 errdetail("%s", why),
+			 errhint("%s", hint)));
+}
+
+/*
+ * Check that spec can be iterated shard by shard, deal its shards to its
+ * instances (spec->instances may come out smaller: no more than shards,
+ * nor than nodes x iterjob.max_workers_per_node) and estimate its rows
+ * from the shards' statistics.  Runs as the caller, SPI connected; shards
+ * is allocated in the caller's memory context.
+ */
+void
+iterjob_assign_shards(IterjobSpec *spec, IterjobShards *shards)
+{
+	Oid			type = OIDOID;
+	Datum		arg = ObjectIdGetDatum(spec->relid);
+	ShardRow   *rows;
+	int			nrows;
+	int			nnodes = 0;
+	int		   *node_of;
+	int		   *node_shards;
+	int		   *node_instances;
+	int		   *node_first;
+	int		   *dealt;
+	int			requested = spec->instances;
+	int			total = 0;
+	bool		progress = true;
+	int64		estimate = 0;
+
+	if (spec->query != NULL || iterjob_citus_partmethod(spec->relid) != 'h')
+		refuse_shard_partition(spec, "It is not a hash-distributed Citus table.",
+							   "Use partition => 'modulo' or 'range'.");
+	if (spec->nkeys != 1)
+		refuse_shard_partition(spec, "Its key has more than one column.",
+							   "Iterate it by one column (key => 'column'), or use partition => 'modulo'.");
+
+	if (SPI_execute_with_args(shards_sql, 1, &type, &arg, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the shards of %s", get_rel_name(spec->relid));
+	nrows = (int) SPI_processed;
+	if (nrows == 0)
+		refuse_shard_partition(spec, "It has no shard placements.",
+							   "Use partition => 'modulo'.");
+	rows = palloc0(sizeof(ShardRow) * nrows);
+	node_of = palloc0(sizeof(int) * nrows);
+	for (int i = 0; i < nrows; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		rows[i].shardid = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		rows[i].node = SPI_getvalue(tup, desc, 2);
+		rows[i].port = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+		rows[i].name = SPI_getvalue(tup, desc, 4);
+		if (DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull)) > 1)
+			refuse_shard_partition(spec,
+								   psprintf("Shard " INT64_FORMAT " has more than one placement (citus.shard_replication_factor > 1).",
+											rows[i].shardid),
+								   "Use partition => 'modulo', which runs every batch through Citus.");
+		if (i == 0 || strcmp(rows[i].node, rows[i - 1].node) != 0 ||
+			rows[i].port != rows[i - 1].port)
+			nnodes++;
+		node_of[i] = nnodes - 1;
+	}
+
+	/* reach every shard: its node answers, and says how many rows it has */
+	for (int i = 0; i < nrows; i++)
+	{
+		bool		success;
+		char	   *result;
+
+		result = run_on_node(rows[i].node, rows[i].port,
+							 psprintf("SELECT GREATEST(c.reltuples, 0)::pg_catalog.int8"
+									  " FROM pg_catalog.pg_class c"
+									  " WHERE c.oid OPERATOR(pg_catalog.=) %s::pg_catalog.regclass",
+									  quote_literal_cstr(rows[i].name)),
+							 &success);
+		if (!success)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("could not reach shard " INT64_FORMAT " of %s on node %s:%d",
+							rows[i].shardid, get_rel_name(spec->relid),
+							rows[i].node, rows[i].port),
+					 errdetail("%s", result ? result : "no detail"),
+					 errhint("A job over a distributed table reaches every shard when it is enqueued; enqueue it again once the node is back.")));
+		if (result != NULL)
+			estimate += pg_strtoint64(result);
+	}
+
+	/* instances, node by node in turn, at most the cap per node */
+	node_shards = palloc0(sizeof(int) * nnodes);
+	node_instances = palloc0(sizeof(int) * nnodes);
+	node_first = palloc0(sizeof(int) * nnodes);
+	dealt = palloc0(sizeof(int) * nnodes);
+	for (int i = 0; i < nrows; i++)
+		node_shards[node_of[i]]++;
+	while (progress && total < requested)
+	{
+		progress = false;
+		for (int n = 0; n < nnodes && total < requested; n++)
+		{
+			if (node_instances[n] < node_shards[n] &&
+				(iterjob_max_workers_per_node <= 0 ||
+				 node_instances[n] < iterjob_max_workers_per_node))
+			{
+				node_instances[n]++;
+				total++;
+				progress = true;
+			}
+		}
+	}
+	for (int n = 1; n < nnodes; n++)
+		node_first[n] = node_first[n - 1] + node_instances[n - 1];
+
+	/* for the caller, past SPI_finish() */
+	shards->n = nrows;
+	shards->ids = SPI_palloc(sizeof(int64) * nrows);
+	shards->instance = SPI_palloc(sizeof(int32) * nrows);
+	for (int i = 0; i < nrows; i++)
+	{
+		int			n = node_of[i];
+
+		shards->ids[i] = rows[i].shardid;
+		shards->instance[i] = node_first[n] + dealt[n]++ % node_instances[n];
+	}
+	if (total < requested)
+		ereport(NOTICE,
+				(errmsg("the job over %s runs %d instances, not %d",
+						get_rel_name(spec->relid), total, requested),
+				 errdetail("It has %d shards on %d nodes, and iterjob.max_workers_per_node is %d.",
+						   nrows, nnodes, iterjob_max_workers_per_node)));
+	spec->instances = total;
+	spec->rows_total = estimate;
+}
+
+/*
+ * The next limit keys of the task's current shard after after[0] (NULL:
+ * from its start), in SPI_tuptable as values of the key's type.  Returns
+ * how many.  SPI connected, inside the batch's transaction.
+ */
+uint64
+iterjob_fetch_shard_keys(IterjobTask *task, const Datum *after, int32 limit)
+{
+	IterjobSpec *spec = &task->spec;
+	int64		shardid = task->shards[task->shard_index];
+	Oid			type = INT8OID;
+	Datum		arg = Int64GetDatum(shardid);
+	IterjobSavedUser saved;
+	char	   *node;
+	int32		port;
+	char	   *name;
+	char	   *literal = NULL;
+	char	   *keys;
+	bool		success;
+	bool		isnull;
+	int			nest;
+	Oid			argtype = TEXTOID;
+	Datum		keyarg;
+
+	/* where the shard is now, as iterjob */
+	nest = iterjob_begin_internal(&saved);
+	if (SPI_execute_with_args(placement_sql, 1, &type, &arg, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the placement of shard " INT64_FORMAT, shardid);
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("shard " INT64_FORMAT " of %s %s", shardid,
+						get_rel_name(spec->relid),
+						SPI_processed == 0 ? "no longer exists" : "has more than one placement"),
+				 errdetail("Shards cannot be split, or replicated, while a job iterates them shard by shard; moving one is fine."),
+				 errhint("Cancel the job and enqueue it again.")));
+	node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	port = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+	iterjob_end_internal(nest, &saved);
+
+	/* the rest as the owner: the key's output and input, the connection */
+	nest = iterjob_begin_owner_section(task->owner, task->search_path,
+									   spec->lock_timeout_ms, false, &saved);
+	if (after != NULL)
+	{
+		Oid			output;
+		bool		varlena;
+
+		getTypeOutputInfo(spec->key_types[0], &output, &varlena);
+		literal = psprintf("%s::%s",
+						   quote_literal_cstr(OidOutputFunctionCall(output, after[0])),
+						   format_type_be_qualified(spec->key_types[0]));
+	}
+	keys = run_on_node(node, port,
+					   iterjob_shard_keyset_query(spec, name, literal, limit),
+					   &success);
+	if (!success)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_FAILURE),
+				 errmsg("keyset query of shard " INT64_FORMAT " on node %s:%d failed",
+						shardid, node, port),
+				 errdetail("%s", keys ? keys : "no detail")));
+	/* no key left: the array is NULL, which the node sends as "" */
+	if (keys == NULL || keys[0] == '\0')
+	{
+		iterjob_end_owner_section(nest, &saved);
+		return 0;
+	}
+	keyarg = CStringGetTextDatum(keys);
+	if (SPI_execute_with_args(psprintf("SELECT u.k::%s FROM pg_catalog.unnest($1::pg_catalog.text[])"
+									   " WITH ORDINALITY AS u(k, o) ORDER BY u.o",
+									   format_type_be_qualified(spec->key_types[0])),
+							  1, &argtype, &keyarg, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the keys of shard " INT64_FORMAT, shardid);
+	iterjob_end_owner_section(nest, &saved);
+	return SPI_processed;
+}

@@ -1,0 +1,275 @@
+# iterjob on a Citus cluster of three nodes on this machine (a coordinator
+# and two workers, each with citus and iterjob preloaded; jobs are enqueued
+# on the coordinator): a distributed table of 200,000 rows over 8 shards
+# iterated with partition 'shard' (the default there), every row exactly
+# once, each batch's keyset query and action single-shard (read off the
+# workers' statement logs); a worker node stopped (immediate) mid-job and
+# started again; the coordinator restarted (immediate) mid-job; a reference
+# table, a local table, a text distribution key, the modulo partition over
+# the distributed table; pause, resume and cancel from the coordinator; an
+# ordinary role's job, which runs as that role on every node; a node that
+# cannot be reached at enqueue, and replicated shards, refused with no job
+# left behind.
+#
+# Skipped where Citus is not installed for the PostgreSQL under test
+# (test/build-citus.sh builds it for 15 to 17).
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+use IterjobTest;
+
+my $pkglibdir = `pg_config --pkglibdir`;
+chomp $pkglibdir;
+if (!-e "$pkglibdir/citus.so")
+{
+	plan skip_all => "Citus is not installed for this PostgreSQL (no $pkglibdir/citus.so; test/build-citus.sh builds it)";
+}
+
+my $db = 'postgres';
+my $ROWS = 200_000;
+my @common = (
+	"shared_preload_libraries = 'citus,iterjob'",
+	"listen_addresses = '127.0.0.1'",
+	'max_prepared_transactions = 20',
+	"citus.node_conninfo = 'sslmode=disable'",
+	# the maintenance daemon resolves prepared transactions left by a crash
+	"citus.recover_2pc_interval = '1s'",
+	'max_worker_processes = 32');
+
+my $coord = iterjob_node('coordinator', @common);
+my @workers = map { iterjob_node("worker$_", @common, "log_statement = 'all'") } (1, 2);
+$_->safe_psql($db, 'CREATE EXTENSION citus') for ($coord, @workers);
+$coord->safe_psql($db, "SELECT citus_set_coordinator_host('127.0.0.1', " . $coord->port . ")");
+$coord->safe_psql($db, "SELECT citus_add_node('127.0.0.1', " . $_->port . ")") for @workers;
+$coord->safe_psql($db, 'CREATE EXTENSION iterjob');
+
+sub q1 { return $coord->safe_psql($db, $_[0]); }
+
+sub wait_state
+{
+	my ($job, $timeout) = @_;
+	return q1("SELECT iterjob.wait($job, '${\($timeout // 180)} s')");
+}
+
+q1(qq{
+SET citus.shard_count = 8;
+CREATE TABLE items (id bigint PRIMARY KEY, v int, n int NOT NULL DEFAULT 0,
+                    m int NOT NULL DEFAULT 0, k int NOT NULL DEFAULT 0);
+SELECT create_distributed_table('items', 'id');
+INSERT INTO items (id, v) SELECT g, g % 1000 FROM generate_series(1, $ROWS) g;
+ANALYZE items;});
+
+# 1. partition 'shard', 4 instances --------------------------------------------
+
+my @marks = map { log_offset($_) } @workers;
+my $job = q1(q{
+SELECT iterjob.enqueue('items', 'UPDATE items SET n = n + 1 WHERE id = ANY($1)',
+                       instances => 4, batch_size => 1000)});
+is(wait_state($job), 'succeeded', 'shard: the job over the distributed table succeeds');
+is(q1("SELECT partition FROM iterjob.job WHERE id = $job"), 'shard',
+	"shard: a hash-distributed table gets partition 'shard' by default");
+is(q1(q{SELECT count(*) FILTER (WHERE n = 1) || ' of ' || count(*) FROM items}),
+	"$ROWS of $ROWS", 'shard: every row processed exactly once');
+is(q1("SELECT rows_done FROM iterjob.job_progress WHERE job_id = $job"), $ROWS,
+	'shard: job_progress.rows_done = the rows');
+is(q1(qq{
+SELECT count(*) FROM iterjob.shard_progress p
+  JOIN (SELECT get_shard_id_for_distribution_column('items', id) AS shard_id, count(*) AS n
+          FROM items GROUP BY 1) s USING (shard_id)
+ WHERE p.job_id = $job AND p.state = 'done' AND p.rows_done = s.n}), 8,
+	'shard: shard_progress has the 8 shards, each done with its own row count');
+is(q1(qq{
+SELECT count(*) || ' nodes, at most ' || max(c) || ' instances per node, '
+       || (SELECT count(*) FROM (SELECT instance FROM iterjob.shard_progress WHERE job_id = $job
+                                  GROUP BY instance HAVING count(DISTINCT node) > 1) x)
+       || ' instances on more than one node'
+  FROM (SELECT node, count(DISTINCT instance) AS c
+          FROM iterjob.shard_progress WHERE job_id = $job GROUP BY node) s}),
+	'2 nodes, at most 2 instances per node, 0 instances on more than one node',
+	'shard: the 4 instances are dealt to the 2 nodes, 2 each, an instance on one node');
+is(q1(qq{
+SELECT count(*) FROM iterjob.task WHERE job_id = $job
+   AND cursor ? 'shard' AND cursor ? 'inner_cursor' AND cursor ? 'instance'}), 4,
+	'shard: each cursor says its instance, its shard and the key in it');
+
+# every statement the job ran on a worker names one shard
+my ($keysets, $updates, $multi) = (0, 0, 0);
+for my $i (0, 1)
+{
+	# one entry per log line that starts with a timestamp (a statement's
+	# text goes on over the lines after it)
+	for my $line (split /\n(?=\d{4}-\d\d-\d\d )/, log_since($workers[$i], $marks[$i]))
+	{
+		next unless $line =~ /(?:statement|execute [^:]*): (.*)/s;
+		my $stmt = $1;
+		my $kind = $stmt =~ /array_agg/ ? 'keyset' : $stmt =~ /UPDATE public\.items_/ ? 'update' : next;
+		my %shards = map { $_ => 1 } ($stmt =~ /items_(\d+)/g);
+		$multi++ if keys %shards != 1;
+		$kind eq 'keyset' ? $keysets++ : $updates++;
+	}
+}
+note("worker statements of the job: $keysets keyset queries, $updates updates");
+cmp_ok($keysets, '>=', $ROWS / 1000, 'shard: the workers ran the keyset queries (one per batch at least)');
+cmp_ok($updates, '>=', $ROWS / 1000, 'shard: at least one update per batch of 1000');
+is($multi, 0, 'shard: every keyset query and every update on a worker names exactly one shard');
+is(join(',', map { $_->safe_psql($db, 'SELECT count(*) FROM pg_prepared_xacts') } @workers),
+	'0,0', 'shard: no prepared transaction is left on the workers');
+
+# 2. a worker node stopped (immediate) mid-job ------------------------------------
+
+$job = q1(q{
+SELECT iterjob.enqueue('items', 'UPDATE items SET m = m + 1 WHERE id = ANY($1)',
+                       instances => 4, batch_size => 500, batch_pause => '20ms')});
+ok($coord->poll_query_until($db, "SELECT rows_done >= 20000 FROM iterjob.job_progress WHERE job_id = $job"),
+	'worker stopped: (precondition) the job is running');
+$workers[0]->stop('immediate');
+ok($coord->poll_query_until($db, qq{
+SELECT count(*) > 0 FROM iterjob.error_log WHERE job_id = $job}),
+	'worker stopped: batches on its shards fail');
+note('worker stopped: ' . q1(qq{SELECT message FROM iterjob.error_log WHERE job_id = $job ORDER BY id LIMIT 1}));
+ok(q1(qq{SELECT state FROM iterjob.job_progress WHERE job_id = $job}) eq 'running',
+	'worker stopped: the job is still running (its batches back off)');
+sleep 2;
+$workers[0]->start;
+is(wait_state($job), 'succeeded', 'worker stopped: once the node is back the job succeeds');
+is(q1(q{SELECT count(*) FILTER (WHERE m = 1) || ' of ' || count(*) FROM items}),
+	"$ROWS of $ROWS", 'worker stopped: every row exactly once');
+is(q1("SELECT count(*) FROM iterjob.task WHERE job_id = $job AND state <> 'succeeded'"), 0,
+	'worker stopped: no instance is left behind');
+ok($workers[0]->poll_query_until($db, 'SELECT count(*) = 0 FROM pg_prepared_xacts'),
+	'worker stopped: no prepared transaction stays on the restarted node');
+
+# 3. the coordinator restarted (immediate) mid-job -------------------------------
+
+$job = q1(q{
+SELECT iterjob.enqueue('items', 'UPDATE items SET k = k + 1 WHERE id = ANY($1)',
+                       instances => 4, batch_size => 500, batch_pause => '20ms')});
+ok($coord->poll_query_until($db, "SELECT rows_done >= 20000 FROM iterjob.job_progress WHERE job_id = $job"),
+	'coordinator restart: (precondition) the job is running');
+$coord->stop('immediate');
+$coord->start;
+is(wait_state($job), 'succeeded', 'coordinator restart: the job resumes and succeeds');
+is(q1(q{SELECT count(*) FILTER (WHERE k = 1) || ' of ' || count(*) FROM items}),
+	"$ROWS of $ROWS", 'coordinator restart: every row exactly once');
+ok($_->poll_query_until($db, 'SELECT count(*) = 0 FROM pg_prepared_xacts'),
+	'coordinator restart: Citus resolves the prepared transactions on ' . $_->name) for @workers;
+
+# 4. other tables of a Citus cluster ------------------------------------------
+
+q1(q{
+CREATE TABLE ref (id int PRIMARY KEY, n int NOT NULL DEFAULT 0);
+SELECT create_reference_table('ref');
+INSERT INTO ref (id) SELECT generate_series(1, 5000);
+CREATE TABLE loc (id int PRIMARY KEY, n int NOT NULL DEFAULT 0);
+INSERT INTO loc (id) SELECT generate_series(1, 5000);
+SET citus.shard_count = 4;
+CREATE TABLE docs (id text PRIMARY KEY, n int NOT NULL DEFAULT 0);
+SELECT create_distributed_table('docs', 'id');
+INSERT INTO docs (id) SELECT 'doc-' || g FROM generate_series(1, 5000) g;});
+for my $t (['ref', 'modulo', 'reference table'], ['loc', 'modulo', 'local table'],
+	['docs', 'shard', 'text distribution key'])
+{
+	my ($table, $partition, $what) = @$t;
+	my $j = q1(qq{
+SELECT iterjob.enqueue('$table', 'UPDATE $table SET n = n + 1 WHERE id = ANY(\$1)',
+                       instances => 2, batch_size => 300)});
+	is(wait_state($j), 'succeeded', "$what: the job succeeds");
+	is(q1("SELECT partition FROM iterjob.job WHERE id = $j"), $partition,
+		"$what: partition '$partition' by default");
+	is(q1("SELECT count(*) FILTER (WHERE n = 1) || ' of ' || count(*) FROM $table"),
+		'5000 of 5000', "$what: every row exactly once");
+}
+
+# the modulo partition over the distributed table: multi-shard keyset queries
+$job = q1(q{
+SELECT iterjob.enqueue('items', 'UPDATE items SET n = n + 1 WHERE id = ANY($1)',
+                       instances => 2, batch_size => 2000, partition => 'modulo')});
+is(wait_state($job), 'succeeded', "modulo over the distributed table: the job succeeds");
+is(q1(q{SELECT count(*) FILTER (WHERE n = 2) || ' of ' || count(*) FROM items}),
+	"$ROWS of $ROWS", 'modulo over the distributed table: every row exactly once');
+
+# 5. pause, resume, cancel from the coordinator ----------------------------------
+
+$job = q1(q{
+SELECT iterjob.enqueue('items', 'UPDATE items SET n = n + 1 WHERE id = ANY($1)',
+                       instances => 2, batch_size => 200, batch_pause => '50ms')});
+ok($coord->poll_query_until($db, "SELECT rows_done > 0 FROM iterjob.job_progress WHERE job_id = $job"),
+	'pause: (precondition) the job is running');
+is(q1("SELECT iterjob.pause($job)"), 'paused', 'pause: pause() from the coordinator');
+ok($coord->poll_query_until($db, "SELECT count(*) = 0 FROM iterjob.workers WHERE job_id = $job"),
+	'pause: its workers leave it');
+my $paused_rows = q1("SELECT rows_done FROM iterjob.job_progress WHERE job_id = $job");
+sleep 1;
+is(q1("SELECT rows_done FROM iterjob.job_progress WHERE job_id = $job"), $paused_rows,
+	'pause: no row is done while paused');
+is(q1("SELECT count(*) FROM items WHERE n = 3"), $paused_rows,
+	'pause: the rows done are the rows committed');
+is(q1("SELECT iterjob.resume($job)"), 'running', 'resume: resume() from the coordinator');
+is(wait_state($job), 'succeeded', 'resume: the resumed job succeeds');
+is(q1(q{SELECT count(*) FILTER (WHERE n = 3) || ' of ' || count(*) FROM items}),
+	"$ROWS of $ROWS", 'resume: every row exactly once across the pause');
+
+$job = q1(q{
+SELECT iterjob.enqueue('items', 'UPDATE items SET n = n + 1 WHERE id = ANY($1)',
+                       instances => 2, batch_size => 200, batch_pause => '50ms')});
+ok($coord->poll_query_until($db, "SELECT rows_done > 0 FROM iterjob.job_progress WHERE job_id = $job"),
+	'cancel: (precondition) the job is running');
+is(q1("SELECT iterjob.cancel($job)"), 'cancelled', 'cancel: cancel() from the coordinator');
+is(wait_state($job), 'cancelled', 'cancel: the job ends cancelled');
+is(q1("SELECT count(*) FROM items WHERE n = 4"),
+	q1("SELECT rows_done FROM iterjob.job_progress WHERE job_id = $job"),
+	'cancel: the rows done before the cancel, each once');
+
+# 6. an ordinary role's job: all of it, on every node, runs as that role -----
+
+q1(q{
+CREATE ROLE citus_alice LOGIN;
+GRANT iterjob_user TO citus_alice;
+SET citus.shard_count = 4;
+CREATE TABLE alice_items (id bigint PRIMARY KEY, who text);
+SELECT create_distributed_table('alice_items', 'id');
+INSERT INTO alice_items (id) SELECT generate_series(1, 10000);
+ALTER TABLE alice_items OWNER TO citus_alice;});
+$job = $coord->safe_psql($db, q{
+SELECT iterjob.enqueue('alice_items', 'UPDATE alice_items SET who = current_user WHERE id = ANY($1)',
+                       filter => 'current_user = ''citus_alice''', instances => 2, batch_size => 500)},
+	extra_params => [ '-U', 'citus_alice' ]);
+is(wait_state($job), 'succeeded', "an ordinary role: its job over a distributed table succeeds");
+is(q1("SELECT partition FROM iterjob.job WHERE id = $job"), 'shard', "an ordinary role: partition 'shard'");
+is(q1(q{SELECT count(*) FILTER (WHERE who = 'citus_alice') || ' of ' || count(*) FROM alice_items}),
+	'10000 of 10000',
+	'an ordinary role: the keyset queries (whose filter sees current_user) and the actions on the workers ran as that role');
+
+# 7. refused at enqueue, nothing left behind ----------------------------------
+
+my $jobs = q1('SELECT count(*) FROM iterjob.job');
+$workers[1]->stop('immediate');
+my ($rc, $out, $err) = $coord->psql($db, q{
+SELECT iterjob.enqueue('items', 'UPDATE items SET n = n + 1 WHERE id = ANY($1)')},
+	on_error_stop => 1);
+isnt($rc, 0, 'unreachable node: enqueue fails');
+like($err, qr/ERROR:  could not reach shard \d+ of items on node 127\.0\.0\.1:\d+/,
+	'unreachable node: the error names the shard and its node');
+is(q1('SELECT count(*) FROM iterjob.job'), $jobs, 'unreachable node: no job is left behind');
+$workers[1]->start;
+
+q1(q{
+SET citus.shard_replication_factor = 2;
+SET citus.shard_count = 2;
+CREATE TABLE replicated (id int PRIMARY KEY, n int NOT NULL DEFAULT 0);
+SELECT create_distributed_table('replicated', 'id');});
+($rc, $out, $err) = $coord->psql($db, q{
+SELECT iterjob.enqueue('replicated', 'UPDATE replicated SET n = n + 1 WHERE id = ANY($1)',
+                       partition => 'shard')},
+	on_error_stop => 1);
+like($err, qr/ERROR:  partition 'shard' cannot iterate replicated\nDETAIL:  Shard \d+ has more than one placement/,
+	"replicated shards: partition 'shard' is refused, saying why");
+is(q1('SELECT count(*) FROM iterjob.job'), $jobs, 'replicated shards: no job is left behind');
+
+$_->stop for ($coord, @workers);
+done_testing();
