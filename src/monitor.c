@@ -151,6 +151,7 @@ iterjob_recount(PG_FUNCTION_ARGS)
 		IterjobRange range;
 		IterjobSavedUser as_owner;
 		bool		isnull;
+		char	   *count_sql;
 		int64		count;
 		int			owner_nest;
 
@@ -176,9 +177,31 @@ iterjob_recount(PG_FUNCTION_ARGS)
 													 SPI_tuptable->tupdesc, 5, &isnull));
 		}
 
+		/* partition => 'shard': the rows of the instance's shards */
+		count_sql = iterjob_count_query(&spec, i, &range);
+		if (spec.partition == ITERJOB_PARTITION_SHARD)
+		{
+			Oid			types[2] = {INT8OID, INT4OID};
+			Datum		args[2] = {Int64GetDatum(job_id), Int32GetDatum(i)};
+
+			if (SPI_execute_with_args("SELECT shards::pg_catalog.text FROM iterjob.task"
+									  " WHERE job_id OPERATOR(pg_catalog.=) $1"
+									  "   AND instance OPERATOR(pg_catalog.=) $2",
+									  2, types, args, NULL, true, 1) != SPI_OK_SELECT ||
+				SPI_processed != 1)
+				elog(ERROR, "could not read iterjob task");
+			count_sql = psprintf("%s AND pg_catalog.get_shard_id_for_distribution_column(%s, %s)"
+								 " OPERATOR(pg_catalog.=) ANY (%s::pg_catalog.int8[])",
+								 count_sql,
+								 quote_literal_cstr(iterjob_source_sql(&spec)),
+								 quote_identifier(spec.key_names[0]),
+								 quote_literal_cstr(SPI_getvalue(SPI_tuptable->vals[0],
+																 SPI_tuptable->tupdesc, 1)));
+		}
+
 		CHECK_FOR_INTERRUPTS();
 		owner_nest = iterjob_begin_owner_section(owner, search_path, 0, false, &as_owner);
-		if (SPI_execute(iterjob_count_query(&spec, i, &range), true, 1) != SPI_OK_SELECT)
+		if (SPI_execute(count_sql, true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not count the rows of instance %d", i);
 		iterjob_end_owner_section(owner_nest, &as_owner);
 		count = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,

@@ -6,8 +6,9 @@
  *	  batch's keys come from one shard, read on the node that holds it.
  *
  *	  At enqueue the shards are dealt to the instances node by node, so that
- *	  an instance stays on one node and no node gets more than
- *	  iterjob.max_workers_per_node instances; every shard's node is reached
+ *	  an instance stays on one node (unless there are fewer instances than
+ *	  nodes) and no node gets more than iterjob.max_workers_per_node
+ *	  instances; every shard's node is reached
  *	  once then (a node that cannot be reached fails the enqueue).  Before
  *	  each batch the shard's placement is looked up again (a shard moved to
  *	  another node is followed; a shard that is gone, split say, fails the
@@ -210,12 +211,18 @@ iterjob_assign_shards(IterjobSpec *spec, IterjobShards *shards)
 	shards->n = nrows;
 	shards->ids = SPI_palloc(sizeof(int64) * nrows);
 	shards->instance = SPI_palloc(sizeof(int32) * nrows);
-	for (int i = 0; i < nrows; i++)
+	for (int i = 0, spread = 0; i < nrows; i++)
 	{
 		int			n = node_of[i];
 
 		shards->ids[i] = rows[i].shardid;
-		shards->instance[i] = node_first[n] + dealt[n]++ % node_instances[n];
+		if (node_instances[n] > 0)
+			shards->instance[i] = node_first[n] + dealt[n]++ % node_instances[n];
+		else
+		{
+			/* fewer instances than nodes: this node's shards go to them all */
+			shards->instance[i] = spread++ % total;
+		}
 	}
 	if (total < requested)
 		ereport(NOTICE,

@@ -4,7 +4,8 @@
 # iterated with partition 'shard' (the default there), every row exactly
 # once, each batch's keyset query and action single-shard (read off the
 # workers' statement logs); a worker node stopped (immediate) mid-job and
-# started again; the coordinator restarted (immediate) mid-job; a reference
+# started again; the coordinator restarted (immediate) mid-job; a shard
+# moved mid-job (followed) and one split (the job fails, naming it); a reference
 # table, a local table, a text distribution key, the modulo partition over
 # the distributed table; pause, resume and cancel from the coordinator; an
 # ordinary role's job, which runs as that role on every node; a node that
@@ -117,6 +118,13 @@ note("worker statements of the job: $keysets keyset queries, $updates updates");
 cmp_ok($keysets, '>=', $ROWS / 1000, 'shard: the workers ran the keyset queries (one per batch at least)');
 cmp_ok($updates, '>=', $ROWS / 1000, 'shard: at least one update per batch of 1000');
 is($multi, 0, 'shard: every keyset query and every update on a worker names exactly one shard');
+is(q1("SELECT iterjob.recount($job)"), $ROWS, 'shard: recount counts the rows of every shard once');
+is(q1(qq{
+SELECT count(*) FROM iterjob.task_progress t
+ WHERE job_id = $job
+   AND rows_total = (SELECT sum(rows_done) FROM iterjob.shard_progress s
+                      WHERE s.job_id = t.job_id AND s.instance = t.instance)}), 4,
+	"shard: recount's count per instance is the rows of its shards");
 is(join(',', map { $_->safe_psql($db, 'SELECT count(*) FROM pg_prepared_xacts') } @workers),
 	'0,0', 'shard: no prepared transaction is left on the workers');
 
@@ -158,6 +166,56 @@ is(q1(q{SELECT count(*) FILTER (WHERE k = 1) || ' of ' || count(*) FROM items}),
 	"$ROWS of $ROWS", 'coordinator restart: every row exactly once');
 ok($_->poll_query_until($db, 'SELECT count(*) = 0 FROM pg_prepared_xacts'),
 	'coordinator restart: Citus resolves the prepared transactions on ' . $_->name) for @workers;
+
+# 3b. a shard moved to the other node mid-job is followed; one split is refused --
+
+q1(q{
+SET citus.shard_count = 4;
+CREATE TABLE moving (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0);
+SELECT create_distributed_table('moving', 'id', colocate_with => 'none');
+INSERT INTO moving (id) SELECT generate_series(1, 40000);
+SET citus.shard_count = 2;
+CREATE TABLE splitting (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0);
+SELECT create_distributed_table('splitting', 'id', colocate_with => 'none');
+INSERT INTO splitting (id) SELECT generate_series(1, 20000);});
+
+$job = q1(q{
+SELECT iterjob.enqueue('moving', 'UPDATE moving SET n = n + 1 WHERE id = ANY($1)',
+                       instances => 2, batch_size => 200, batch_pause => '50ms')});
+ok($coord->poll_query_until($db, "SELECT rows_done >= 2000 FROM iterjob.job_progress WHERE job_id = $job"),
+	'shard move: (precondition) the job is running');
+my ($moved, $from) = split /\|/, q1(qq{
+SELECT shard_id, shard_node FROM iterjob.task_progress WHERE job_id = $job AND instance = 0});
+my ($from_port) = $from =~ /:(\d+)$/;
+my ($to) = grep { $_->port != $from_port } @workers;
+q1(qq{SELECT citus_move_shard_placement($moved, '127.0.0.1', $from_port, '127.0.0.1', ${\$to->port},
+                                        shard_transfer_mode => 'block_writes')});
+is(q1("SELECT node FROM iterjob.shard_progress WHERE job_id = $job AND shard_id = $moved"),
+	'127.0.0.1:' . $to->port, 'shard move: shard_progress shows the shard on its new node');
+is(wait_state($job), 'succeeded', 'shard move: the job whose current shard moved succeeds');
+is(q1(q{SELECT count(*) FILTER (WHERE n = 1) || ' of ' || count(*) FROM moving}),
+	'40000 of 40000', 'shard move: every row exactly once, before and after the move');
+
+$job = q1(q{
+SELECT iterjob.enqueue('splitting', 'UPDATE splitting SET n = n + 1 WHERE id = ANY($1)',
+                       instances => 1, batch_size => 100, batch_pause => '50ms', max_attempts => 2)});
+ok($coord->poll_query_until($db, "SELECT rows_done >= 500 FROM iterjob.job_progress WHERE job_id = $job"),
+	'shard split: (precondition) the job is running');
+my $later = q1(qq{SELECT shards[2] FROM iterjob.task WHERE job_id = $job});
+q1(qq{
+SELECT citus_split_shard_by_split_points(
+         $later,
+         ARRAY[((shardminvalue::bigint + shardmaxvalue::bigint) / 2)::text],
+         ARRAY[(SELECT nodeid FROM pg_dist_node WHERE nodeport = ${\$workers[0]->port}),
+               (SELECT nodeid FROM pg_dist_node WHERE nodeport = ${\$workers[1]->port})],
+         shard_transfer_mode => 'block_writes')
+  FROM pg_dist_shard WHERE shardid = $later});
+is(wait_state($job), 'failed', 'shard split: the job ends failed when it reaches the split shard');
+like(q1("SELECT last_error FROM iterjob.job_progress WHERE job_id = $job"),
+	qr/^shard $later of splitting no longer exists$/, 'shard split: last_error names the shard');
+is(q1("SELECT count(*) FILTER (WHERE n = 1) || ' ' || count(*) FILTER (WHERE n > 1) FROM splitting"),
+	q1("SELECT rows_done FROM iterjob.job_progress WHERE job_id = $job") . ' 0',
+	'shard split: the rows done before, each once');
 
 # 4. other tables of a Citus cluster ------------------------------------------
 
