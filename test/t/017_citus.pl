@@ -329,5 +329,21 @@ like($err, qr/ERROR:  partition 'shard' cannot iterate replicated\nDETAIL:  Shar
 	"replicated shards: partition 'shard' is refused, saying why");
 is(q1('SELECT count(*) FROM iterjob.job'), $jobs, 'replicated shards: no job is left behind');
 
+($rc, $out, $err) = $coord->psql($db, q{
+SELECT * FROM iterjob.preview('items', 'UPDATE items SET n = n + 1 WHERE id = ANY($1)')},
+	on_error_stop => 1);
+like($err, qr/ERROR:  iterjob.preview\(\) does not preview partition 'shard'\nHINT:  Preview the job with partition => 'modulo'/,
+	"preview: partition 'shard' is not previewed, with a hint");
+q1(q{
+CREATE TABLE pairs (a int, b int, n int NOT NULL DEFAULT 0, PRIMARY KEY (a, b));
+SELECT create_distributed_table('pairs', 'a');});
+($rc, $out, $err) = $coord->psql($db, q{
+SELECT iterjob.enqueue('pairs', 'UPDATE pairs SET n = n + 1 WHERE (a, b) IN (SELECT * FROM unnest($1, $2))',
+                       partition => 'shard')},
+	on_error_stop => 1);
+like($err, qr/ERROR:  partition 'shard' cannot iterate pairs\nDETAIL:  Its key has more than one column\./,
+	"a key of two columns: partition 'shard' is refused");
+is(q1('SELECT count(*) FROM iterjob.job'), $jobs, 'a key of two columns: no job is left behind');
+
 $_->stop for ($coord, @workers);
 done_testing();
