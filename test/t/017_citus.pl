@@ -4,7 +4,8 @@
 # iterated with partition 'shard' (the default there), every row exactly
 # once, each batch's keyset query and action single-shard (read off the
 # workers' statement logs); a worker node stopped (immediate) mid-job and
-# started again; the coordinator restarted (immediate) mid-job; a shard
+# started again, and one down past max_attempts (failed, then retry); the
+# coordinator restarted (immediate) mid-job; a shard
 # moved mid-job (followed) and one split (the job fails, naming it); a reference
 # table, a local table, a text distribution key, the modulo partition over
 # the distributed table; pause, resume and cancel from the coordinator; an
@@ -151,6 +152,26 @@ is(q1("SELECT count(*) FROM iterjob.task WHERE job_id = $job AND state <> 'succe
 	'worker stopped: no instance is left behind');
 ok($workers[0]->poll_query_until($db, 'SELECT count(*) = 0 FROM pg_prepared_xacts'),
 	'worker stopped: no prepared transaction stays on the restarted node');
+
+# 2b. a node down for longer than max_attempts: failed, then retry() -------------
+
+q1('UPDATE items SET m = 0');
+$job = q1(q{
+SELECT iterjob.enqueue('items', 'UPDATE items SET m = m + 1 WHERE id = ANY($1)',
+                       instances => 4, batch_size => 500, batch_pause => '20ms', max_attempts => 2)});
+ok($coord->poll_query_until($db, "SELECT rows_done >= 20000 FROM iterjob.job_progress WHERE job_id = $job"),
+	'node down: (precondition) the job is running');
+$workers[1]->stop('immediate');
+is(wait_state($job, 60), 'failed', 'node down: past max_attempts (2) the job ends failed');
+like(q1("SELECT last_error FROM iterjob.job_progress WHERE job_id = $job"),
+	qr/127\.0\.0\.1:${\$workers[1]->port}/, "node down: last_error names the node that is down");
+$workers[1]->start;
+is(q1("SELECT iterjob.retry($job)"), 'running', 'node down: retry() once the node is back');
+is(wait_state($job), 'succeeded', 'node down: the retried job succeeds');
+is(q1(q{SELECT count(*) FILTER (WHERE m = 1) || ' of ' || count(*) FROM items}),
+	"$ROWS of $ROWS", 'node down: every row exactly once, across the failure and the retry');
+ok($workers[1]->poll_query_until($db, 'SELECT count(*) = 0 FROM pg_prepared_xacts'),
+	'node down: no prepared transaction stays on the node');
 
 # 3. the coordinator restarted (immediate) mid-job -------------------------------
 
