@@ -3,7 +3,8 @@
 # on the coordinator): a distributed table of 200,000 rows over 8 shards
 # iterated with partition 'shard' (the default there), every row exactly
 # once, each batch's keyset query and action single-shard (read off the
-# workers' statement logs); a worker node stopped (immediate) mid-job and
+# workers' statement logs), a batch's work unseen until its checkpoint
+# commits and gone with it when it is rolled back; a worker node stopped (immediate) mid-job and
 # started again, and one down past max_attempts (failed, then retry); the
 # coordinator restarted (immediate) mid-job; a shard
 # moved mid-job (followed) and one split (the job fails, naming it); a reference
@@ -22,6 +23,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IPC::Run;
 use Time::HiRes qw(usleep);
 use IterjobTest;
 
@@ -128,6 +130,45 @@ SELECT count(*) FROM iterjob.task_progress t
 	"shard: recount's count per instance is the rows of its shards");
 is(join(',', map { $_->safe_psql($db, 'SELECT count(*) FROM pg_prepared_xacts') } @workers),
 	'0,0', 'shard: no prepared transaction is left on the workers');
+
+# 1b. a batch's work is not seen before its checkpoint commits, and a batch
+# rolled back after its action ran on the shard is not kept ---------------
+
+q1(q{
+SET citus.shard_count = 4;
+CREATE TABLE atomic (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0);
+SELECT create_distributed_table('atomic', 'id', colocate_with => 'none');
+INSERT INTO atomic (id) SELECT generate_series(1, 2000);});
+$job = q1(q{
+SELECT iterjob.enqueue('atomic', 'UPDATE atomic SET n = n + 1 WHERE id = ANY($1)',
+                       batch_size => 100, batch_pause => '200ms')});
+ok($coord->poll_query_until($db, "SELECT rows_done >= 200 FROM iterjob.job_progress WHERE job_id = $job"),
+	'atomic: (precondition) the job is running');
+# a session holds the task's row: the next batch runs its action on the
+# shard, then waits at its checkpoint
+my ($lock_out, $lock_err) = ('', '');
+my $locker = IPC::Run::start(
+	[
+		'psql', '-X', '-h', $coord->host, '-p', $coord->port, '-d', $db,
+		'-c', "SELECT id FROM iterjob.task WHERE job_id = $job FOR UPDATE; SELECT pg_sleep(600)"
+	],
+	'>', \$lock_out, '2>', \$lock_err);
+ok($coord->poll_query_until($db, qq{
+SELECT EXISTS (SELECT FROM iterjob.workers
+                WHERE job_id = $job AND phase = 'checkpoint' AND wait_event_type = 'Lock')}),
+	'atomic: (precondition) a batch did its action and waits at its checkpoint');
+is(q1('SELECT count(*) FROM atomic WHERE n = 1'),
+	q1("SELECT rows_done FROM iterjob.job_progress WHERE job_id = $job"),
+	'atomic: the rows changed that anyone sees are those of the checkpointed batches, not the waiting one');
+q1("SELECT pg_cancel_backend(pid) FROM iterjob.workers WHERE job_id = $job");
+q1(q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+      WHERE query LIKE '%FOR UPDATE; SELECT pg_sleep(600)' AND pid <> pg_backend_pid()});
+eval { $locker->finish };
+is(wait_state($job), 'succeeded', 'atomic: the job whose batch was cancelled at its checkpoint succeeds');
+cmp_ok(q1("SELECT count(*) FROM iterjob.errors WHERE job_id = $job"), '>=', 1,
+	'atomic: (precondition) the cancelled batch was a failed attempt');
+is(q1(q{SELECT count(*) FILTER (WHERE n = 1) || ' of ' || count(*) FROM atomic}),
+	'2000 of 2000', 'atomic: every row exactly once: the cancelled batch left nothing on its shard');
 
 # 2. a worker node stopped (immediate) mid-job ------------------------------------
 
