@@ -6,11 +6,12 @@
  *
  *	  Everything here writes iterjob's own tables in an internal section
  *	  (run_as.c): as the bootstrap superuser, with search_path = pg_catalog,
- *	  through SQL that names no function, operator, cast or type the job's
- *	  owner could have defined.  A key reaches it only as jsonb, computed
- *	  as the owner (owner_statements.c).  Called inside the worker's
- *	  transactions, with SPI connected; iterjob_settle_job() also from the
- *	  steering functions.
+ *	  pg_temp, through SQL that names no function, operator, cast or type
+ *	  the job's owner could have defined.  A key reaches it only as jsonb,
+ *	  computed as the owner (owner_statements.c).  Called inside the
+ *	  worker's transactions, with SPI connected.  Ending a job runs its
+ *	  on_complete as its owner: only a worker bound to that owner ends a
+ *	  job that succeeded.
  *
  *-------------------------------------------------------------------------
  */
@@ -526,6 +527,10 @@ run_on_complete(int64 job_id, const char *sql, Oid owner,
 	int			nest;
 
 	iterjob_check_owner(owner, job_id);
+	/* the owner's SQL runs only in a process bound to the owner */
+	if (GetSessionUserId() != owner)
+		elog(ERROR, "on_complete of iterjob job " INT64_FORMAT " must run in a process bound to its owner",
+			 job_id);
 	nest = iterjob_begin_owner_section(owner, search_path, lock_timeout_ms,
 									   false, &saved);
 	if (SPI_execute(sql, false, 0) < 0)
