@@ -81,7 +81,7 @@ static const char *const checkpoint_sql =
 #define CHECKPOINT_KEY_PARAM 5
 
 static const char *const hold_sql =
-"UPDATE iterjob.task SET held_reason = $2"
+"UPDATE iterjob.task SET held_reason = $2, held_summary = $3"
 " WHERE id OPERATOR(pg_catalog.=) $1"
 " RETURNING state OPERATOR(pg_catalog.=) 'running', %s";
 
@@ -216,19 +216,21 @@ iterjob_record_checkpoint(IterjobTask *task, SPIPlanPtr plan, uint64 rows,
 }
 
 /*
- * The health gate said hold: say why in the task row.  Returns whether the
- * task is still running.
+ * The health gate said hold: say why in the task row, in full and as the
+ * summary the views show to roles that may not read the statistics the
+ * full reason quotes.  Returns whether the task is still running.
  */
 bool
-iterjob_record_hold(IterjobTask *task, const char *reason)
+iterjob_record_hold(IterjobTask *task, const char *reason, const char *summary)
 {
-	Oid			types[2] = {INT8OID, TEXTOID};
-	Datum		args[2] = {Int64GetDatum(task->task_id), CStringGetTextDatum(reason)};
+	Oid			types[3] = {INT8OID, TEXTOID, TEXTOID};
+	Datum		args[3] = {Int64GetDatum(task->task_id), CStringGetTextDatum(reason),
+	CStringGetTextDatum(summary ? summary : "held")};
 	IterjobSavedUser saved;
 	int			nest = iterjob_begin_internal(&saved);
 	bool		running;
 
-	if (SPI_execute_with_args(psprintf(hold_sql, pacing_sql), 2, types, args, NULL,
+	if (SPI_execute_with_args(psprintf(hold_sql, pacing_sql), 3, types, args, NULL,
 							  false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not record why iterjob task " INT64_FORMAT " holds",
 			 task->task_id);
