@@ -90,9 +90,9 @@ sample_clauses(const IterjobSpec *spec, char **tablesample, char **thinning)
 		return;
 	if (SPI_execute_with_args("SELECT pg_catalog.sum(CASE WHEN c.reltuples OPERATOR(pg_catalog.>=) 0"
 							  "   THEN c.reltuples ELSE pg_catalog.pg_relation_size(c.oid)"
-							  "   OPERATOR(pg_catalog./) 8192 OPERATOR(pg_catalog.*) 100 END)::float8,"
+							  "   OPERATOR(pg_catalog./) 8192 OPERATOR(pg_catalog.*) 100 END)::pg_catalog.float8,"
 							  "       pg_catalog.sum(pg_catalog.pg_relation_size(c.oid)"
-							  "   OPERATOR(pg_catalog./) 8192)::float8"
+							  "   OPERATOR(pg_catalog./) 8192)::pg_catalog.float8"
 							  "  FROM pg_catalog.pg_class c"
 							  " WHERE c.oid OPERATOR(pg_catalog.=) $1"
 							  "    OR c.oid OPERATOR(pg_catalog.=) ANY ("
@@ -109,7 +109,7 @@ sample_clauses(const IterjobSpec *spec, char **tablesample, char **thinning)
 		RANGE_SAMPLE_PAGES / pages;
 	row_fraction = Min(1.0, RANGE_SAMPLE_ROWS / (rows * page_fraction));
 	if (page_fraction < 1.0)
-		*tablesample = psprintf(" TABLESAMPLE SYSTEM (%g)", 100.0 * page_fraction);
+		*tablesample = psprintf(" TABLESAMPLE pg_catalog.system (%g)", 100.0 * page_fraction);
 	*thinning = psprintf(" AND pg_catalog.random() OPERATOR(pg_catalog.<) %g", row_fraction);
 }
 

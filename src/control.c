@@ -196,8 +196,14 @@ control_job(FunctionCallInfo fcinfo, ControlAction action)
 			{
 				run_sql(resume_sql, job_id);
 				iterjob_signal_workers_at_commit(job_id);
-				/* tasks that ended while it was paused may have ended it */
-				iterjob_settle_job(job_id);
+
+				/*
+				 * Nothing to settle here: a paused task is open, and the
+				 * worker that ends a job's last open task, paused job or
+				 * not, ends the job in that transaction, with its
+				 * on_complete, in a process bound to the job's owner.  (A
+				 * caller's session never runs the owner's SQL.)
+				 */
 				iterjob_wake_at_commit();
 			}
 			break;

@@ -166,7 +166,7 @@ char *
 iterjob_user_health_check(IterjobTask *task)
 {
 	IterjobThrottle *throttle = &task->throttle;
-	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz at = GetCurrentTimestamp();
 	const char *cluster = iterjob_health_check_expr;
 	char	   *reason = NULL;
 
@@ -175,9 +175,9 @@ iterjob_user_health_check(IterjobTask *task)
 		throttle->user_held = false;
 		return NULL;
 	}
-	if (!throttle->user_held && now < throttle->next_user_check)
+	if (!throttle->user_held && at < throttle->next_user_check)
 		return NULL;
-	throttle->next_user_check = TimestampTzPlusMilliseconds(now, USER_CHECK_INTERVAL_MS);
+	throttle->next_user_check = TimestampTzPlusMilliseconds(at, USER_CHECK_INTERVAL_MS);
 
 	if (cluster != NULL && cluster[0] != '\0')
 		reason = evaluate(task, "iterjob.health_check", cluster);

@@ -141,7 +141,7 @@ extern void iterjob_register_launcher(void);
 extern PGDLLEXPORT void iterjob_launcher_main(Datum main_arg);
 
 /* the extension version this library's SQL needs */
-#define ITERJOB_SCHEMA_VERSION "0.7"
+#define ITERJOB_SCHEMA_VERSION "0.8"
 
 /* schema_version.c */
 extern Oid	iterjob_lock_extension(void);
@@ -180,6 +180,7 @@ typedef enum IterjobWaitEvent
 	ITERJOB_WAIT_THROTTLED,		/* batch_pause, max_rows_per_second */
 	ITERJOB_WAIT_JOB_END,		/* iterjob.wait() */
 	ITERJOB_WAIT_TASK_HANDOVER, /* a queued task's last worker lets go */
+	ITERJOB_WAIT_RECOUNT,		/* iterjob.recount() waits for its worker */
 	ITERJOB_WAIT_EVENTS
 } IterjobWaitEvent;
 extern uint32 iterjob_wait_event(IterjobWaitEvent event);
@@ -202,6 +203,14 @@ extern int64 iterjob_interval_ms(const Interval *interval, const char *name,
 								 int64 max_ms);
 
 /* run_as.c */
+
+/*
+ * iterjob's own SQL runs with this search_path: pg_temp named, and last,
+ * so that the temporary schema is never searched first for a relation or
+ * a type.
+ */
+#define ITERJOB_INTERNAL_SEARCH_PATH "pg_catalog, pg_temp"
+
 typedef struct IterjobSavedUser
 {
 	Oid			userid;
@@ -214,5 +223,6 @@ extern int	iterjob_begin_owner_section(Oid owner, const char *search_path,
 extern void iterjob_end_owner_section(int nest, const IterjobSavedUser *saved);
 extern int	iterjob_begin_internal(IterjobSavedUser *saved);
 extern void iterjob_end_internal(int nest, const IterjobSavedUser *saved);
+extern char *iterjob_owner_search_path(const char *search_path);
 
 #endif							/* ITERJOB_H */

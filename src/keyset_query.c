@@ -115,7 +115,7 @@ append_modulo_predicate(StringInfo buf, const IterjobSpec *spec, int32 instance)
 		 * abs() keeps negative keys in range: for keys >= 0 this is exactly
 		 * key % N = i, and every negative key still lands in one instance.
 		 */
-		const char *type = format_type_be(spec->key_types[0]);
+		const char *type = format_type_be_qualified(spec->key_types[0]);
 
 		appendStringInfo(buf,
 						 " AND pg_catalog.abs(%s OPERATOR(pg_catalog.%%) %d::%s)"

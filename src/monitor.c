@@ -2,8 +2,8 @@
  *
  * monitor.c
  *	  What DBAs watch and tidy: iterjob.worker_slots() (behind the
- *	  iterjob.workers view), iterjob.recount() (exact rows_total) and
- *	  iterjob.purge() (finished jobs past retention).
+ *	  iterjob.workers view) and iterjob.purge() (finished jobs past
+ *	  retention).  iterjob.recount() is in recount.c.
  *
  *-------------------------------------------------------------------------
  */
@@ -23,7 +23,6 @@
 #include "task.h"
 
 PG_FUNCTION_INFO_V1(iterjob_worker_slots);
-PG_FUNCTION_INFO_V1(iterjob_recount);
 PG_FUNCTION_INFO_V1(iterjob_purge);
 
 /*
@@ -115,118 +114,6 @@ run_internal(const char *sql, int64 arg1, int nargs, Datum arg2, Oid type2)
 
 	if (SPI_execute_with_args(sql, nargs, types, args, NULL, false, 0) < 0)
 		elog(ERROR, "iterjob bookkeeping query failed");
-}
-
-/*
- * Count exactly the rows each instance of a job iterates (as the job's
- * owner), and store them as rows_total.  Returns the job's total.  The
- * counts, which may take long, lock nothing a running batch needs.
- */
-Datum
-iterjob_recount(PG_FUNCTION_ARGS)
-{
-	int64		job_id = PG_GETARG_INT64(0);
-	Oid			caller = GetUserId();
-	IterjobSpec spec;
-	IterjobSavedUser saved;
-	Oid			owner;
-	char	   *search_path;
-	int64		total = 0;
-	Datum	   *counts;
-	int			nest;
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	nest = iterjob_begin_internal(&saved);
-	if (!iterjob_load_job(job_id, &spec, &owner, &search_path))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("iterjob job " INT64_FORMAT " does not exist", job_id)));
-	iterjob_check_job_access(caller, job_id, owner, "recount");
-	iterjob_check_owner(owner, job_id);
-	counts = palloc(sizeof(Datum) * spec.instances);
-
-	for (int i = 0; i < spec.instances; i++)
-	{
-		IterjobRange range;
-		IterjobSavedUser as_owner;
-		bool		isnull;
-		char	   *count_sql;
-		int64		count;
-		int			owner_nest;
-
-		/* the instance's range, if any */
-		memset(&range, 0, sizeof(range));
-		if (spec.partition == ITERJOB_PARTITION_RANGE)
-		{
-			Oid			types[2] = {INT8OID, INT4OID};
-			Datum		args[2] = {Int64GetDatum(job_id), Int32GetDatum(i)};
-
-			if (SPI_execute_with_args("SELECT range_start, iterjob.key_texts(range_start),"
-									  "       range_end, iterjob.key_texts(range_end), range_empty"
-									  "  FROM iterjob.task WHERE job_id OPERATOR(pg_catalog.=) $1"
-									  "   AND instance OPERATOR(pg_catalog.=) $2",
-									  2, types, args, NULL, true, 1) != SPI_OK_SELECT ||
-				SPI_processed != 1)
-				elog(ERROR, "could not read iterjob task");
-			iterjob_key_value_from_row(&spec, SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-									   1, &range.lower, CurrentMemoryContext);
-			iterjob_key_value_from_row(&spec, SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-									   3, &range.upper, CurrentMemoryContext);
-			range.empty = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
-													 SPI_tuptable->tupdesc, 5, &isnull));
-		}
-
-		/* partition => 'shard': the rows of the instance's shards */
-		count_sql = iterjob_count_query(&spec, i, &range);
-		if (spec.partition == ITERJOB_PARTITION_SHARD)
-		{
-			Oid			types[2] = {INT8OID, INT4OID};
-			Datum		args[2] = {Int64GetDatum(job_id), Int32GetDatum(i)};
-
-			if (SPI_execute_with_args("SELECT shards::pg_catalog.text FROM iterjob.task"
-									  " WHERE job_id OPERATOR(pg_catalog.=) $1"
-									  "   AND instance OPERATOR(pg_catalog.=) $2",
-									  2, types, args, NULL, true, 1) != SPI_OK_SELECT ||
-				SPI_processed != 1)
-				elog(ERROR, "could not read iterjob task");
-			count_sql = psprintf("%s AND pg_catalog.get_shard_id_for_distribution_column(%s, %s)"
-								 " OPERATOR(pg_catalog.=) ANY (%s::pg_catalog.int8[])",
-								 count_sql,
-								 quote_literal_cstr(iterjob_source_sql(&spec)),
-								 quote_identifier(spec.key_names[0]),
-								 quote_literal_cstr(SPI_getvalue(SPI_tuptable->vals[0],
-																 SPI_tuptable->tupdesc, 1)));
-		}
-
-		CHECK_FOR_INTERRUPTS();
-		owner_nest = iterjob_begin_owner_section(owner, search_path, 0, false, &as_owner);
-		if (SPI_execute(count_sql, true, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not count the rows of instance %d", i);
-		iterjob_end_owner_section(owner_nest, &as_owner);
-		count = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-											1, &isnull));
-		total += count;
-		counts[i] = Int64GetDatum(count);
-	}
-
-	/*
-	 * Only now, all counted, lock the task rows (running batches checkpoint
-	 * them), for the rest of the caller's transaction.
-	 */
-	iterjob_wake_at_end();
-	run_internal("UPDATE iterjob.task SET rows_total = ($2::pg_catalog.int8[])[instance OPERATOR(pg_catalog.+) 1]"
-				 " WHERE job_id OPERATOR(pg_catalog.=) $1",
-				 job_id, 2,
-				 PointerGetDatum(construct_array(counts, spec.instances, INT8OID, 8,
-												 FLOAT8PASSBYVAL, TYPALIGN_DOUBLE)),
-				 INT8ARRAYOID);
-	run_internal("UPDATE iterjob.job SET rows_total = $2 WHERE id OPERATOR(pg_catalog.=) $1",
-				 job_id, 2, Int64GetDatum(total), INT8OID);
-
-	iterjob_end_internal(nest, &saved);
-	SPI_finish();
-	PG_RETURN_INT64(total);
 }
 
 /*

@@ -21,15 +21,20 @@
  *	  Elevation is the exception: iterjob's own bookkeeping on its own
  *	  tables (claims, checkpoints, states, errors) runs in an "internal
  *	  section" as the bootstrap superuser with search_path = pg_catalog,
- *	  and its SQL names no function, operator, cast or type the owner could
- *	  have defined: a key reaches it only as jsonb computed as the owner.
- *	  Backends use the same sections (enqueue writes the job elevated; an
- *	  admin's recount counts as the owner).
+ *	  pg_temp, and its SQL names no function, operator, cast or type the
+ *	  owner could have defined: a key reaches it only as jsonb computed as
+ *	  the owner.
+ *	  Backends use the same sections (enqueue writes the job elevated).
  *
  *	  An "owner section" runs the owner's SQL with the search_path captured
- *	  at enqueue and iterjob's per-statement settings; every setting
+ *	  at enqueue, pg_temp moved to its end (PostgreSQL searches the
+ *	  temporary schema first for relations and types unless the path
+ *	  names it), and iterjob's per-statement settings; every setting
  *	  changed in it, by iterjob or by the owner's SQL, is undone when it
- *	  ends.
+ *	  ends.  Only processes bound to the owner enter owner sections for the
+ *	  owner's SQL (iteration workers, recount's worker); a backend enters
+ *	  one only for its caller's own SQL (enqueue's and preview's checks and
+ *	  plans, preview's sample).
  *
  *-------------------------------------------------------------------------
  */
@@ -38,7 +43,10 @@
 #include "catalog/pg_authid.h"
 #include "miscadmin.h"
 #include "access/xact.h"
+#include "lib/stringinfo.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/varlena.h"
 
 #include "iterjob.h"
 
@@ -90,6 +98,39 @@ set_local(const char *name, const char *value)
 }
 
 /*
+ * The owner's search_path as an owner section sets it: the schemas
+ * captured at enqueue, in their order, with pg_temp named last (where the
+ * owner put it is dropped), so that no temporary object is found before
+ * the owner's own.
+ */
+char *
+iterjob_owner_search_path(const char *search_path)
+{
+	char	   *raw = pstrdup(search_path ? search_path : "");
+	List	   *names = NIL;
+	ListCell   *lc;
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	if (!SplitIdentifierString(raw, ',', &names))
+	{
+		/* not a list PostgreSQL would accept: it fails as it is */
+		appendStringInfo(&buf, "%s, pg_temp", search_path);
+		return buf.data;
+	}
+	foreach(lc, names)
+	{
+		const char *name = lfirst(lc);
+
+		if (strcmp(name, "pg_temp") == 0)
+			continue;
+		appendStringInfo(&buf, "%s, ", quote_identifier(name));
+	}
+	appendStringInfoString(&buf, "pg_temp");
+	return buf.data;
+}
+
+/*
  * Enter an owner section.  lock_timeout_ms > 0 bounds each lock wait.
  * With keyset_planner, the planner can only choose an ordered index scan
  * for the keyset query.  Returns the GUC nest level to end it with.
@@ -101,7 +142,7 @@ iterjob_begin_owner_section(Oid owner, const char *search_path,
 {
 	int			nest = NewGUCNestLevel();
 
-	set_local("search_path", search_path);
+	set_local("search_path", iterjob_owner_search_path(search_path));
 	if (lock_timeout_ms > 0)
 	{
 		char		value[32];
@@ -131,14 +172,14 @@ iterjob_end_owner_section(int nest, const IterjobSavedUser *saved)
 
 /*
  * Enter iterjob's own bookkeeping: as the superuser, with search_path =
- * pg_catalog.  Returns the GUC nest level to end it with.
+ * pg_catalog, pg_temp.  Returns the GUC nest level to end it with.
  */
 int
 iterjob_begin_internal(IterjobSavedUser *saved)
 {
 	int			nest = NewGUCNestLevel();
 
-	set_local("search_path", "pg_catalog");
+	set_local("search_path", ITERJOB_INTERNAL_SEARCH_PATH);
 	switch_user(BOOTSTRAP_SUPERUSERID, saved);
 	return nest;
 }

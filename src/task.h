@@ -89,7 +89,8 @@ extern bool iterjob_load_job(int64 job_id, IterjobSpec *spec, Oid *owner,
 extern SPIPlanPtr iterjob_prepare_checkpoint(const IterjobSpec *spec);
 extern bool iterjob_record_checkpoint(IterjobTask *task, SPIPlanPtr plan,
 									  uint64 rows, Datum cursor, const Datum *key);
-extern bool iterjob_record_hold(IterjobTask *task, const char *reason);
+extern bool iterjob_record_hold(IterjobTask *task, const char *reason,
+								const char *summary);
 extern bool iterjob_record_next_shard(IterjobTask *task);
 extern char *iterjob_check_failure_ratio(IterjobTask *task);
 extern bool iterjob_record_failure(IterjobTask *task, ErrorData *edata,

@@ -6,11 +6,12 @@
  *
  *	  Everything here writes iterjob's own tables in an internal section
  *	  (run_as.c): as the bootstrap superuser, with search_path = pg_catalog,
- *	  through SQL that names no function, operator, cast or type the job's
- *	  owner could have defined.  A key reaches it only as jsonb, computed
- *	  as the owner (owner_statements.c).  Called inside the worker's
- *	  transactions, with SPI connected; iterjob_settle_job() also from the
- *	  steering functions.
+ *	  pg_temp, through SQL that names no function, operator, cast or type
+ *	  the job's owner could have defined.  A key reaches it only as jsonb,
+ *	  computed as the owner (owner_statements.c).  Called inside the
+ *	  worker's transactions, with SPI connected.  Ending a job runs its
+ *	  on_complete as its owner: only a worker bound to that owner ends a
+ *	  job that succeeded.
  *
  *-------------------------------------------------------------------------
  */
@@ -80,7 +81,7 @@ static const char *const checkpoint_sql =
 #define CHECKPOINT_KEY_PARAM 5
 
 static const char *const hold_sql =
-"UPDATE iterjob.task SET held_reason = $2"
+"UPDATE iterjob.task SET held_reason = $2, held_summary = $3"
 " WHERE id OPERATOR(pg_catalog.=) $1"
 " RETURNING state OPERATOR(pg_catalog.=) 'running', %s";
 
@@ -215,19 +216,21 @@ iterjob_record_checkpoint(IterjobTask *task, SPIPlanPtr plan, uint64 rows,
 }
 
 /*
- * The health gate said hold: say why in the task row.  Returns whether the
- * task is still running.
+ * The health gate said hold: say why in the task row, in full and as the
+ * summary the views show to roles that may not read the statistics the
+ * full reason quotes.  Returns whether the task is still running.
  */
 bool
-iterjob_record_hold(IterjobTask *task, const char *reason)
+iterjob_record_hold(IterjobTask *task, const char *reason, const char *summary)
 {
-	Oid			types[2] = {INT8OID, TEXTOID};
-	Datum		args[2] = {Int64GetDatum(task->task_id), CStringGetTextDatum(reason)};
+	Oid			types[3] = {INT8OID, TEXTOID, TEXTOID};
+	Datum		args[3] = {Int64GetDatum(task->task_id), CStringGetTextDatum(reason),
+	CStringGetTextDatum(summary ? summary : "held")};
 	IterjobSavedUser saved;
 	int			nest = iterjob_begin_internal(&saved);
 	bool		running;
 
-	if (SPI_execute_with_args(psprintf(hold_sql, pacing_sql), 2, types, args, NULL,
+	if (SPI_execute_with_args(psprintf(hold_sql, pacing_sql), 3, types, args, NULL,
 							  false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not record why iterjob task " INT64_FORMAT " holds",
 			 task->task_id);
@@ -526,6 +529,10 @@ run_on_complete(int64 job_id, const char *sql, Oid owner,
 	int			nest;
 
 	iterjob_check_owner(owner, job_id);
+	/* the owner's SQL runs only in a process bound to the owner */
+	if (GetSessionUserId() != owner)
+		elog(ERROR, "on_complete of iterjob job " INT64_FORMAT " must run in a process bound to its owner",
+			 job_id);
 	nest = iterjob_begin_owner_section(owner, search_path, lock_timeout_ms,
 									   false, &saved);
 	if (SPI_execute(sql, false, 0) < 0)

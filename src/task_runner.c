@@ -107,6 +107,7 @@ do_batch(IterjobTask *task, IterjobTaskPlans *plans, Datum *pending)
 	IterjobSpec *spec = &task->spec;
 	Datum		arrays[ITERJOB_MAX_KEYS];
 	char	   *held;
+	char	   *held_summary;
 	BatchOutcome outcome;
 	uint64		n;
 
@@ -117,13 +118,13 @@ do_batch(IterjobTask *task, IterjobTaskPlans *plans, Datum *pending)
 		iterjob_prepare_owner_plans(task, plans, true);
 	}
 
-	held = iterjob_health_check(&task->throttle, spec->relid);
+	held = iterjob_health_check(&task->throttle, spec->relid, &held_summary);
 	if (held == NULL)
-		held = iterjob_user_health_check(task);
+		held = held_summary = iterjob_user_health_check(task);
 	if (held != NULL)
 	{
 		iterjob_set_phase("held");
-		return iterjob_record_hold(task, held) ? BATCH_HELD : BATCH_LEFT;
+		return iterjob_record_hold(task, held, held_summary) ? BATCH_HELD : BATCH_LEFT;
 	}
 
 	iterjob_set_phase("keyset query");

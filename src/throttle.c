@@ -136,13 +136,19 @@ iterjob_throttle_after_timeout(IterjobThrottle *throttle, uint64 keys)
  *   last success; a failure alone, with few files waiting, holds nothing;
  * - autovacuum (not wraparound) processing the relation or a partition.
  *
- * Each reason names the standby or slot, its lag and the limit it exceeds.
+ * Each reason comes twice: in full, naming the standby or slot, its lag
+ * or the archiver's backlog and the limit it exceeds, read with iterjob's
+ * rights from statistics only pg_read_all_stats may read; and as a
+ * summary without those figures ("a standby is behind"), which the views
+ * show to everyone else.
  */
 static const char *const health_sql =
-"SELECT COALESCE("
-" (SELECT pg_catalog.format('replication lag %s %s exceeds iterjob.max_replication_lag (%s)',"
-"         pg_catalog.date_trunc('milliseconds', l.lag), l.who,"
-"         pg_catalog.current_setting('iterjob.max_replication_lag'))"
+"SELECT h.r[1], h.r[2] FROM (SELECT COALESCE("
+" (SELECT ARRAY[pg_catalog.format('replication lag %s %s exceeds iterjob.max_replication_lag (%s)',"
+"               pg_catalog.date_trunc('milliseconds', l.lag), l.who,"
+"               pg_catalog.current_setting('iterjob.max_replication_lag')),"
+"               pg_catalog.format('a standby is behind: replication lag exceeds iterjob.max_replication_lag (%s)',"
+"               pg_catalog.current_setting('iterjob.max_replication_lag'))]"
 "    FROM (SELECT pg_catalog.make_interval(secs => $4 OPERATOR(pg_catalog./) 1000.0) AS lag,"
 "                 '(iterjob.test_replication_lag)' AS who"
 "           WHERE $4 OPERATOR(pg_catalog.>=) 0"
@@ -153,9 +159,11 @@ static const char *const health_sql =
 "   WHERE $1 OPERATOR(pg_catalog.>=) 0"
 "     AND l.lag OPERATOR(pg_catalog.>) pg_catalog.make_interval(secs => $1 OPERATOR(pg_catalog./) 1000.0)"
 "   ORDER BY l.lag DESC LIMIT 1),"
-" (SELECT pg_catalog.format('replication lag %s %s exceeds iterjob.max_replication_lag_bytes (%s)',"
-"         pg_catalog.pg_size_pretty(b.bytes), b.who,"
-"         pg_catalog.current_setting('iterjob.max_replication_lag_bytes'))"
+" (SELECT ARRAY[pg_catalog.format('replication lag %s %s exceeds iterjob.max_replication_lag_bytes (%s)',"
+"               pg_catalog.pg_size_pretty(b.bytes), b.who,"
+"               pg_catalog.current_setting('iterjob.max_replication_lag_bytes')),"
+"               pg_catalog.format('a standby is behind: replication lag exceeds iterjob.max_replication_lag_bytes (%s)',"
+"               pg_catalog.current_setting('iterjob.max_replication_lag_bytes'))]"
 "    FROM (SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), r.replay_lsn) AS bytes,"
 "                 pg_catalog.format('to \"%s\"', r.application_name) AS who"
 "            FROM pg_catalog.pg_stat_replication r"
@@ -166,16 +174,18 @@ static const char *const health_sql =
 "           WHERE s.slot_type OPERATOR(pg_catalog.=) 'physical' AND NOT s.active) AS b"
 "   WHERE $5 OPERATOR(pg_catalog.>=) 0 AND b.bytes OPERATOR(pg_catalog.>) $5"
 "   ORDER BY b.bytes DESC LIMIT 1),"
-" (SELECT pg_catalog.format('%s WAL files wait for archiving, more than iterjob.max_archive_backlog (%s)%s',"
-"         a.ready, $6,"
-"         (SELECT pg_catalog.format(', archive_command failing (%s failed at %s, %s)',"
-"                 s.last_failed_wal, pg_catalog.date_trunc('seconds', s.last_failed_time),"
-"                 COALESCE('no success since ' OPERATOR(pg_catalog.||)"
-"                          pg_catalog.date_trunc('seconds', s.last_archived_time)::pg_catalog.text,"
-"                          'no success recorded'))"
-"            FROM pg_catalog.pg_stat_archiver s"
-"           WHERE s.last_failed_time OPERATOR(pg_catalog.>)"
-"                 COALESCE(s.last_archived_time, '-infinity'::pg_catalog.timestamptz)))"
+" (SELECT ARRAY[pg_catalog.format('%s WAL files wait for archiving, more than iterjob.max_archive_backlog (%s)%s',"
+"               a.ready, $6,"
+"               (SELECT pg_catalog.format(', archive_command failing (%s failed at %s, %s)',"
+"                       s.last_failed_wal, pg_catalog.date_trunc('seconds', s.last_failed_time),"
+"                       COALESCE('no success since ' OPERATOR(pg_catalog.||)"
+"                                pg_catalog.date_trunc('seconds', s.last_archived_time)::pg_catalog.text,"
+"                                'no success recorded'))"
+"                  FROM pg_catalog.pg_stat_archiver s"
+"                 WHERE s.last_failed_time OPERATOR(pg_catalog.>)"
+"                       COALESCE(s.last_archived_time, '-infinity'::pg_catalog.timestamptz))),"
+"               pg_catalog.format('WAL archiving is behind: more WAL files wait for archiving than iterjob.max_archive_backlog (%s)',"
+"               $6)]"
 "    FROM (SELECT pg_catalog.count(*) AS ready"
 "            FROM pg_catalog.pg_ls_archive_statusdir() f"
 "           WHERE $6 OPERATOR(pg_catalog.>=) 0"
@@ -188,16 +198,18 @@ static const char *const health_sql =
 "          AND a.query OPERATOR(pg_catalog.!~~) '%(to prevent wraparound)'"
 "          AND (v.relid OPERATOR(pg_catalog.=) $3 OR v.relid OPERATOR(pg_catalog.=) ANY ("
 "              SELECT relid FROM pg_catalog.pg_partition_tree($3::pg_catalog.regclass))))"
-"  THEN 'autovacuum is processing ' OPERATOR(pg_catalog.||) $3::pg_catalog.regclass::pg_catalog.text"
-"  END)";
+"  THEN pg_catalog.array_fill('autovacuum is processing ' OPERATOR(pg_catalog.||)"
+"                             $3::pg_catalog.regclass::pg_catalog.text, ARRAY[2])"
+"  END) AS r) AS h";
 
 /*
- * Should the instance hold before its next batch?  Returns why, or NULL.
+ * Should the instance hold before its next batch?  Returns why, or NULL,
+ * and in *summary why without the figures only pg_read_all_stats may read.
  * Runs in a transaction with SPI connected; looks at most once a second,
  * keeping the last answer in between.
  */
 char *
-iterjob_health_check(IterjobThrottle *throttle, Oid relid)
+iterjob_health_check(IterjobThrottle *throttle, Oid relid, char **summary)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	Oid			types[6] = {INT4OID, BOOLOID, OIDOID, INT4OID, INT8OID, INT4OID};
@@ -207,11 +219,13 @@ iterjob_health_check(IterjobThrottle *throttle, Oid relid)
 	int			nest;
 	int32		archive_backlog;
 
+	*summary = NULL;
 	/* the switch: no statement, and at every batch boundary */
 	if (!iterjob_enabled)
 	{
 		throttle->held = true;
-		return pstrdup("iterjob.enabled is off");
+		*summary = pstrdup("iterjob.enabled is off");
+		return *summary;
 	}
 
 	/* only a primary that archives has a backlog to watch */
@@ -238,7 +252,10 @@ iterjob_health_check(IterjobThrottle *throttle, Oid relid)
 	if (SPI_execute_with_args(health_sql, 6, types, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not check iterjob's health gate");
 	if (SPI_processed == 1)
+	{
 		reason = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		*summary = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
+	}
 	iterjob_end_internal(nest, &saved);
 
 	/* autovacuum holds the instance for iterjob.autovacuum_hold_max at most */
@@ -254,5 +271,7 @@ iterjob_health_check(IterjobThrottle *throttle, Oid relid)
 	else
 		throttle->vacuum_hold_since = 0;
 	throttle->held = (reason != NULL);
+	if (reason == NULL)
+		*summary = NULL;
 	return reason;
 }

@@ -42,6 +42,7 @@ extern void iterjob_throttle_set_pacing(IterjobThrottle *throttle,
 extern long iterjob_throttle_after_batch(IterjobThrottle *throttle, int instances,
 										 uint64 rows, long batch_ms);
 extern bool iterjob_throttle_after_timeout(IterjobThrottle *throttle, uint64 keys);
-extern char *iterjob_health_check(IterjobThrottle *throttle, Oid relid);
+extern char *iterjob_health_check(IterjobThrottle *throttle, Oid relid,
+								  char **summary);
 
 #endif							/* ITERJOB_THROTTLE_H */

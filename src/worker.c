@@ -267,7 +267,7 @@ iterjob_worker_main(Datum main_arg)
 	 * query and JIT buy nothing for small batches and cost per batch.  Float
 	 * keys print exactly in cursors, whatever the server's setting.
 	 */
-	SetConfigOption("search_path", "pg_catalog", PGC_USERSET, PGC_S_SESSION);
+	SetConfigOption("search_path", ITERJOB_INTERNAL_SEARCH_PATH, PGC_USERSET, PGC_S_SESSION);
 	SetConfigOption("max_parallel_workers_per_gather", "0", PGC_USERSET, PGC_S_SESSION);
 	SetConfigOption("jit", "off", PGC_USERSET, PGC_S_SESSION);
 	SetConfigOption("extra_float_digits", "3", PGC_USERSET, PGC_S_SESSION);

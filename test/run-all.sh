@@ -87,6 +87,7 @@ for suite in $suites; do
 	pgtap)
 		cluster_start "iterjob.max_workers = 4"
 		echo "== pgTAP"
+		# shellcheck disable=SC2086
 		prove -f --timer -e "$ITERJOB_ROOT/test/pgtap-exec.sh" \
 			"$ITERJOB_ROOT"/test/pgtap/${ITERJOB_PGTAP_FILES:-*}.sql || status=1
 		cluster_stop

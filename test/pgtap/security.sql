@@ -30,7 +30,7 @@
 --    8. nobody but the extension owner writes iterjob's tables
 --    9. injection through relation, action, filter, key, name, query, values
 --   10. the worker uses the search_path captured at enqueue
---   11. user SQL run in another role's session (recount) leaves no settings
+--   11. user SQL run for another role (recount) leaves no settings in its session
 --   12. jobs of different owners that share a worker do not share session
 --       state (temporary tables, settings)
 --   13. purge deletes only the caller's jobs
@@ -941,10 +941,11 @@ SELECT is((SELECT count(*) FROM public.sp_target), 0::bigint,
 -- 11. User SQL run in someone else's session leaves no session state there --
 --
 -- iterjob.recount() runs a job's count query, with its filter, as the job's
--- owner but in the caller's session.  alice's filter changes settings; the
--- caller's (here the superuser's) session must come out unchanged: a
--- search_path alice picks would make the superuser's later unqualified
--- names resolve to alice's objects.
+-- owner, in a worker bound to the owner (owner_processes.sql checks what
+-- the filter sees there).  alice's filter changes settings; the caller's
+-- (here the superuser's) session must come out unchanged: a search_path
+-- alice picks would make the superuser's later unqualified names resolve
+-- to alice's objects.
 
 SET ROLE sec_alice;
 SELECT iterjob.enqueue('sec_items', 'SELECT 1',

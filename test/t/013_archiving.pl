@@ -8,7 +8,9 @@
 #      a dozen times), a running job holds at its next batch boundary:
 #      task_progress.held_reason names the backlog, the limit and the
 #      failing archive_command (the file that failed, when), the workers
-#      are in phase 'held', the job stays running and does no row;
+#      are in phase 'held', the job stays running and does no row; an
+#      iterjob_admin member that is not in pg_monitor sees why without
+#      those figures, a pg_monitor member sees them;
 #   c. archive_command fixed (a copy into the archive directory, reload):
 #      the archiver catches up, the job goes on by itself and succeeds with
 #      every row exactly once, and its held_reason is cleared;
@@ -104,6 +106,21 @@ is(scalar(grep { /$re/ && $1 > $LIMIT } @reasons), 2,
 my ($failed_wal) = $node->safe_psql($db, 'SELECT last_failed_wal FROM pg_stat_archiver');
 ok((grep { /$re/ && $2 le $failed_wal } @reasons) == 2,
 	"archiving: the file named is one pg_stat_archiver reports failing (last_failed_wal $failed_wal)");
+
+# what a role that may not read the archiver's figures sees, and one that may
+$node->safe_psql($db, q{
+CREATE ROLE arch_admin LOGIN IN ROLE iterjob_admin;
+CREATE ROLE arch_monitor LOGIN IN ROLE iterjob_admin, pg_monitor;});
+my $seen_sql = qq{
+SELECT string_agg(held_reason, ' / ' ORDER BY instance) || ' // ' || (SELECT held FROM iterjob.job_progress WHERE job_id = $big)
+  FROM iterjob.task_progress WHERE job_id = $big};
+my $summary = "WAL archiving is behind: more WAL files wait for archiving than iterjob.max_archive_backlog ($LIMIT)";
+is($node->safe_psql($db, "SET ROLE arch_admin; $seen_sql"), "$summary / $summary // $summary",
+	'archiving: an iterjob_admin member not in pg_monitor sees why the job holds, without the backlog and the file');
+# (job_progress.held joins the instances' reasons with '; ' when they differ)
+my @monitor_seen = split m{ / | // |; }, $node->safe_psql($db, "SET ROLE arch_monitor; $seen_sql");
+ok(@monitor_seen >= 3 && scalar(grep { /$re/ } @monitor_seen) == @monitor_seen,
+	'archiving: a pg_monitor member sees the backlog and the failing file, in task_progress and job_progress');
 
 my $r1 = poll_value($node, $db, "SELECT rows_done FROM iterjob.job_progress WHERE job_id = $big");
 usleep(2_500_000);
