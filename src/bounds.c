@@ -28,7 +28,7 @@
 void
 iterjob_find_upper_bound(IterjobSpec *spec)
 {
-	const char *json = iterjob_key_jsonb_sql(spec);
+	const char *json = iterjob_key_jsonb_sql(spec, false);
 	MemoryContext cxt = CurrentMemoryContext;
 	char	   *sql;
 
@@ -157,7 +157,7 @@ histogram_sql(const IterjobSpec *spec)
 	if (isnull)
 		return NULL;
 	return psprintf("SELECT b::%s FROM pg_catalog.unnest(%s::pg_catalog.text[]) AS b",
-					format_type_be_qualified(spec->key_types[0]),
+					iterjob_type_sql(spec->key_types[0]),
 					quote_literal_cstr(TextDatumGetCString(bounds)));
 }
 
@@ -203,16 +203,7 @@ iterjob_split_ranges(const IterjobSpec *spec)
 
 	/* the jsonb form of a boundary: $1.. are its key columns */
 	initStringInfo(&boundary_sql);
-	appendStringInfoString(&boundary_sql, "SELECT ");
-	if (spec->nkeys == 1)
-		appendStringInfoString(&boundary_sql, "pg_catalog.to_jsonb($1)");
-	else
-	{
-		appendStringInfoString(&boundary_sql, "pg_catalog.jsonb_build_array(");
-		for (int k = 0; k < spec->nkeys; k++)
-			appendStringInfo(&boundary_sql, "%s$%d", k > 0 ? ", " : "", k + 1);
-		appendStringInfoChar(&boundary_sql, ')');
-	}
+	appendStringInfo(&boundary_sql, "SELECT %s", iterjob_key_jsonb_sql(spec, true));
 
 	for (int i = 1; i < spec->instances; i++)
 	{

@@ -217,6 +217,8 @@ typedef struct IterjobSavedUser
 	int			sec_context;
 } IterjobSavedUser;
 extern void iterjob_bind_to_owner(Oid owner, bool is_superuser);
+extern void iterjob_enter_owner_restriction(void);
+extern void iterjob_leave_owner_restriction(void);
 extern int	iterjob_begin_owner_section(Oid owner, const char *search_path,
 										int lock_timeout_ms, bool keyset_planner,
 										IterjobSavedUser *saved);

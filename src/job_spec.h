@@ -150,6 +150,7 @@ extern bool iterjob_key_is_ascending_integer(const IterjobSpec *spec);
 extern bool iterjob_key_types_user_defined(const IterjobSpec *spec);
 
 /* keyset_query.c */
+extern char *iterjob_type_sql(Oid type);
 extern char *iterjob_source_sql(const IterjobSpec *spec);
 extern char *iterjob_key_list(const IterjobSpec *spec, const char *prefix,
 							  bool descending);
@@ -162,7 +163,6 @@ extern char *iterjob_count_query(const IterjobSpec *spec, int32 instance,
 								 const IterjobRange *range);
 extern void iterjob_key_literals(const IterjobSpec *spec,
 								 const IterjobKeyValue *value, char **literals);
-extern char *iterjob_key_jsonb_sql(const IterjobSpec *spec);
 extern char *iterjob_keys_not_null(const IterjobSpec *spec);
 extern Oid	iterjob_key_array_type(Oid key_type);
 
@@ -176,6 +176,7 @@ extern void iterjob_assign_shards(IterjobSpec *spec, IterjobShards *shards);
 
 /* key_form.c */
 extern const char *iterjob_key_type_problem(Oid type);
+extern char *iterjob_key_jsonb_sql(const IterjobSpec *spec, bool params);
 extern const char *iterjob_key_form_texts(const IterjobSpec *spec, Datum json,
 										  char **texts);
 extern void iterjob_key_value_from_row(const IterjobSpec *spec, HeapTuple tup,

@@ -21,8 +21,11 @@
  */
 #include "postgres.h"
 
+#include "access/transam.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "parser/parse_coerce.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -52,6 +55,56 @@ iterjob_key_type_problem(Oid type)
 	if (base == JSONOID || base == JSONBOID)
 		return base == type ? "is json or jsonb" : "is a domain over json or jsonb";
 	return NULL;
+}
+
+/*
+ * Does to_jsonb() turn values of type into json through a cast (of the
+ * owner's: only types that are not built in are looked at, as to_jsonb()
+ * does)?
+ */
+static bool
+has_json_cast(Oid type)
+{
+	Oid			base = getBaseType(type);
+	Oid			castfunc;
+
+	if (base < FirstNormalObjectId)
+		return false;
+	return find_coercion_pathway(JSONOID, base, COERCION_EXPLICIT, &castfunc) ==
+		COERCION_PATH_FUNC && OidIsValid(castfunc);
+}
+
+/*
+ * SQL computing a key's stored form from its columns (with params, $1..;
+ * else the key columns by name): to_jsonb(k) for one column,
+ * jsonb_build_array(k1, k2) for several.  A column whose type to_jsonb()
+ * converts through a cast to json goes through that cast explicitly,
+ * CAST(k AS pg_catalog.json): the same form, but a cast that returns NULL
+ * then gives a NULL that iterjob reports with the key, where to_jsonb()
+ * would fail with an internal error.
+ */
+char *
+iterjob_key_jsonb_sql(const IterjobSpec *spec, bool params)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, spec->nkeys == 1 ? "pg_catalog.to_jsonb(" :
+						   "pg_catalog.jsonb_build_array(");
+	for (int i = 0; i < spec->nkeys; i++)
+	{
+		char	   *value = params ? psprintf("$%d", i + 1) :
+			(char *) quote_identifier(spec->key_names[i]);
+
+		if (i > 0)
+			appendStringInfoString(&buf, ", ");
+		if (has_json_cast(spec->key_types[i]))
+			appendStringInfo(&buf, "CAST(%s AS pg_catalog.json)", value);
+		else
+			appendStringInfoString(&buf, value);
+	}
+	appendStringInfoChar(&buf, ')');
+	return buf.data;
 }
 
 /* Element i of a key's stored form as text, or a problem. */

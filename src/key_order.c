@@ -103,7 +103,7 @@ iterjob_resolve_key_order(IterjobSpec *spec)
 		col->cast = "";
 		if (intype != spec->key_types[i] && !IsPolymorphicType(intype) &&
 			get_typtype(intype) != TYPTYPE_PSEUDO)
-			col->cast = psprintf("::%s", format_type_be_qualified(intype));
+			col->cast = psprintf("::%s", iterjob_type_sql(intype));
 
 		initStringInfo(&lhs);
 		appendStringInfo(&lhs, "(%s%s", quote_identifier(spec->key_names[i]), col->cast);

@@ -56,6 +56,18 @@ iterjob_source_sql(const IterjobSpec *spec)
 	return quote_qualified_identifier(nspname, relname);
 }
 
+/*
+ * A type as iterjob's SQL names it in casts: schema-qualified, and without
+ * a length, so that a value cast to it keeps its own (format_type_be()'s
+ * "character" is char(1): '日本'::character is '日').
+ */
+char *
+iterjob_type_sql(Oid type)
+{
+	return format_type_extended(type, -1,
+								FORMAT_TYPE_TYPEMOD_GIVEN | FORMAT_TYPE_FORCE_QUALIFY);
+}
+
 /* "k1, k2", or "k1 DESC, k2 DESC" */
 char *
 iterjob_key_list(const IterjobSpec *spec, const char *prefix, bool descending)
@@ -84,7 +96,7 @@ iterjob_key_literals(const IterjobSpec *spec, const IterjobKeyValue *value,
 				 errdetail("It is %s, which %s.", value->json, value->problem)));
 	for (int i = 0; i < spec->nkeys; i++)
 		literals[i] = psprintf("%s::%s", quote_literal_cstr(value->text[i]),
-							   format_type_be_qualified(spec->key_types[i]));
+							   iterjob_type_sql(spec->key_types[i]));
 }
 
 /* " AND <key> <op> <value>", by strategy s of the walking order */
@@ -115,7 +127,7 @@ append_modulo_predicate(StringInfo buf, const IterjobSpec *spec, int32 instance)
 		 * abs() keeps negative keys in range: for keys >= 0 this is exactly
 		 * key % N = i, and every negative key still lands in one instance.
 		 */
-		const char *type = format_type_be_qualified(spec->key_types[0]);
+		const char *type = iterjob_type_sql(spec->key_types[0]);
 
 		appendStringInfo(buf,
 						 " AND pg_catalog.abs(%s OPERATOR(pg_catalog.%%) %d::%s)"
@@ -315,14 +327,6 @@ iterjob_count_query(const IterjobSpec *spec, int32 instance,
 	return buf.data;
 }
 
-/* SQL for the key's jsonb form: to_jsonb(k), or jsonb_build_array(k1, k2) */
-char *
-iterjob_key_jsonb_sql(const IterjobSpec *spec)
-{
-	if (spec->nkeys == 1)
-		return psprintf("pg_catalog.to_jsonb(%s)", quote_identifier(spec->key_names[0]));
-	return psprintf("pg_catalog.jsonb_build_array(%s)", iterjob_key_list(spec, "", false));
-}
 
 Oid
 iterjob_key_array_type(Oid key_type)

@@ -47,24 +47,6 @@ prepare(const char *sql, int nargs, Oid *argtypes, int cursor_options)
 	return plan;
 }
 
-/* SELECT to_jsonb($1), or jsonb_build_array($1, $2): a key's stored form */
-static char *
-encode_sql(const IterjobSpec *spec)
-{
-	StringInfoData buf;
-
-	initStringInfo(&buf);
-	if (spec->nkeys == 1)
-		appendStringInfoString(&buf, "SELECT pg_catalog.to_jsonb($1)");
-	else
-	{
-		appendStringInfoString(&buf, "SELECT pg_catalog.jsonb_build_array(");
-		for (int i = 0; i < spec->nkeys; i++)
-			appendStringInfo(&buf, "%s$%d", i > 0 ? ", " : "", i + 1);
-		appendStringInfoChar(&buf, ')');
-	}
-	return buf.data;
-}
 
 /* a key being converted by the owner's code, for key_conversion_context() */
 typedef struct KeyConversion
@@ -217,7 +199,7 @@ iterjob_prepare_owner_plans(IterjobTask *task, IterjobTaskPlans *plans, bool kee
 	made[2] = prepare(spec->action, spec->nkeys, arraytypes,
 					  task->on_citus ? CURSOR_OPT_CUSTOM_PLAN : 0);
 	if (iterjob_key_types_user_defined(spec))
-		made[3] = prepare(encode_sql(spec), spec->nkeys, next_types, 0);
+		made[3] = prepare(psprintf("SELECT %s", iterjob_key_jsonb_sql(spec, true)), spec->nkeys, next_types, 0);
 	iterjob_end_owner_section(nest, &saved);
 
 	if (keep)

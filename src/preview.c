@@ -82,7 +82,7 @@ explain_next(const IterjobSpec *spec, const char *sql)
 	appendStringInfoString(&execute, "EXECUTE iterjob_preview_next(");
 	for (int i = 0; i < spec->nkeys; i++)
 	{
-		appendStringInfo(&prepare, "%s, ", format_type_be_qualified(spec->key_types[i]));
+		appendStringInfo(&prepare, "%s, ", iterjob_type_sql(spec->key_types[i]));
 		appendStringInfoString(&execute, "NULL, ");
 	}
 	appendStringInfo(&prepare, "pg_catalog.int4) AS %s", sql);

@@ -41,24 +41,6 @@
 #include "recount.h"
 #include "task.h"
 
-static void
-begin_xact(void)
-{
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	PushActiveSnapshot(GetTransactionSnapshot());
-}
-
-static void
-commit_xact(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-}
-
 /*
  * Read the job into spec (in an internal section, SPI connected), and
  * check that it is still the one the caller checked its access to.
@@ -193,7 +175,7 @@ iterjob_recount_worker_main(Datum main_arg)
 	SetConfigOption("search_path", ITERJOB_INTERNAL_SEARCH_PATH, PGC_USERSET, PGC_S_SESSION);
 
 	/* the owner, read as iterjob before this process becomes it */
-	begin_xact();
+	iterjob_worker_begin(true);
 	{
 		IterjobSpec spec;
 		IterjobSavedUser saved;
@@ -205,7 +187,7 @@ iterjob_recount_worker_main(Datum main_arg)
 		owner_is_superuser = superuser_arg(shared->owner);
 		iterjob_end_internal(nest, &saved);
 	}
-	commit_xact();
+	iterjob_worker_commit(true);
 	iterjob_bind_to_owner(shared->owner, owner_is_superuser);
 
 	for (int32 i = 0; i < shared->instances; i++)
@@ -217,9 +199,9 @@ iterjob_recount_worker_main(Datum main_arg)
 				 "iterjob recount of job " INT64_FORMAT ": instance %d",
 				 shared->job_id, i);
 		pgstat_report_activity(STATE_RUNNING, activity);
-		begin_xact();
+		iterjob_worker_begin(true);
 		shared->counts[i] = count_instance(shared, i);
-		commit_xact();
+		iterjob_worker_commit(true);
 	}
 	pgstat_report_activity(STATE_IDLE, NULL);
 

@@ -73,16 +73,41 @@ restore_user(const IterjobSavedUser *saved)
 	SetUserIdAndSecContext(saved->userid, saved->sec_context);
 }
 
+/* the owner this process is bound to, once it is */
+static Oid	bound_owner = InvalidOid;
+
 /*
  * Make this worker process the owner's, for good (called between
  * transactions; is_superuser says whether the owner is one).
+ * PostgreSQL allows a security-restricted operation only inside a
+ * transaction: each of the process's transactions enters it as it starts
+ * and leaves it once committed (iterjob_enter_owner_restriction() and
+ * iterjob_leave_owner_restriction(), worker_xact.c); an aborted one
+ * returns to the owner without it by itself.
  */
 void
 iterjob_bind_to_owner(Oid owner, bool is_superuser)
 {
 	Assert(!IsTransactionState());
 	SetSessionAuthorization(owner, is_superuser);
-	SetUserIdAndSecContext(owner, SECURITY_RESTRICTED_OPERATION);
+	SetUserIdAndSecContext(owner, 0);
+	bound_owner = owner;
+}
+
+/* Right after a transaction starts, in a process bound to an owner. */
+void
+iterjob_enter_owner_restriction(void)
+{
+	if (OidIsValid(bound_owner))
+		SetUserIdAndSecContext(bound_owner, SECURITY_RESTRICTED_OPERATION);
+}
+
+/* Right after it committed. */
+void
+iterjob_leave_owner_restriction(void)
+{
+	if (OidIsValid(bound_owner))
+		SetUserIdAndSecContext(bound_owner, 0);
 }
 
 static void

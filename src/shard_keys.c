@@ -287,7 +287,7 @@ iterjob_fetch_shard_keys(IterjobTask *task, const Datum *after, int32 limit)
 		getTypeOutputInfo(spec->key_types[0], &output, &varlena);
 		literal = psprintf("%s::%s",
 						   quote_literal_cstr(OidOutputFunctionCall(output, after[0])),
-						   format_type_be_qualified(spec->key_types[0]));
+						   iterjob_type_sql(spec->key_types[0]));
 	}
 	keys = run_on_node(node, port,
 					   iterjob_shard_keyset_query(spec, name, literal, limit),
@@ -307,7 +307,7 @@ iterjob_fetch_shard_keys(IterjobTask *task, const Datum *after, int32 limit)
 	keyarg = CStringGetTextDatum(keys);
 	if (SPI_execute_with_args(psprintf("SELECT u.k::%s FROM pg_catalog.unnest($1::pg_catalog.text[])"
 									   " WITH ORDINALITY AS u(k, o) ORDER BY u.o",
-									   format_type_be_qualified(spec->key_types[0])),
+									   iterjob_type_sql(spec->key_types[0])),
 							  1, &argtype, &keyarg, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the keys of shard " INT64_FORMAT, shardid);
 	iterjob_end_owner_section(nest, &saved);

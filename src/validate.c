@@ -579,24 +579,25 @@ iterjob_check_plans(const IterjobSpec *spec)
 	Oid			int4type = INT4OID;
 	ErrorContextCallback errcb;
 	PlanCheckContext ctx;
+	char	   *keyset;
 
 	for (int i = 0; i < spec->nkeys; i++)
 		arraytypes[i] = iterjob_key_array_type(spec->key_types[i]);
+	/* built before the context below names it: building it may fail too */
+	keyset = iterjob_keyset_query(spec, 0, NULL, true, false);
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
+	ctx.what = "keyset query";
+	ctx.text = keyset;
 	errcb.callback = plan_check_error_callback;
 	errcb.arg = &ctx;
 	errcb.previous = error_context_stack;
 	error_context_stack = &errcb;
 
-	{
-		char	   *keyset = iterjob_keyset_query(spec, 0, NULL, true, false);
-
-		check_one_plan(&ctx, "keyset query", keyset, keyset,
-					   spec->nkeys, (Oid *) spec->key_types);
-	}
+	check_one_plan(&ctx, "keyset query", keyset, keyset,
+				   spec->nkeys, (Oid *) spec->key_types);
 	check_one_plan(&ctx, "action", spec->action, spec->action,
 				   spec->nkeys, arraytypes);
 	if (spec->on_complete)

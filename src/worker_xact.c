@@ -69,6 +69,7 @@ iterjob_worker_begin(bool with_spi)
 {
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	iterjob_enter_owner_restriction();
 	if (OidIsValid(worker_extension))
 	{
 		Oid			ext = iterjob_lock_extension();
@@ -93,4 +94,5 @@ iterjob_worker_commit(bool with_spi)
 		PopActiveSnapshot();
 	}
 	CommitTransactionCommand();
+	iterjob_leave_owner_restriction();
 }

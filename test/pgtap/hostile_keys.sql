@@ -34,7 +34,7 @@ CREATE SCHEMA hk AUTHORIZATION hk_alice;
 
 SELECT pg_postmaster_start_time() AS started \gset
 
-SELECT plan(81);
+SELECT plan(80);
 
 -- the server has not restarted since the file began
 CREATE FUNCTION hk_no_restart(started timestamptz) RETURNS boolean LANGUAGE sql AS $$
@@ -79,13 +79,8 @@ $$;
 SELECT throws_ok(format('SELECT hk.try_mode(%L, %L, %L)', mode, what, args), '0A000',
                  'the jsonb form of key (m) is not one non-null scalar per key column',
                  format('%s, cast returning %s%s: refused', what, mode, args))
-  FROM unnest(ARRAY['array_null', 'empty', 'json_null', 'object']) AS mode,
+  FROM unnest(ARRAY['array_null', 'empty', 'json_null', 'sql_null', 'object']) AS mode,
        (VALUES ('enqueue', ''), ('preview', ''),
-               ('enqueue', ', instances => 3, partition => ''range'', follow => true')) AS w(what, args);
--- a cast to json that returns SQL NULL is refused by to_jsonb() itself
-SELECT throws_ok(format('SELECT hk.try_mode(%L, %L, %L)', 'sql_null', what, args), 'XX000',
-                 NULL, format('%s, cast returning SQL NULL%s: refused', what, args))
-  FROM (VALUES ('enqueue', ''), ('preview', ''),
                ('enqueue', ', instances => 3, partition => ''range'', follow => true')) AS w(what, args);
 SELECT is((SELECT count(*) FROM iterjob.job_progress), 0::bigint,
           'casts with no usable form: no job left behind');
