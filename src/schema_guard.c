@@ -45,6 +45,7 @@
 #include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 
@@ -127,6 +128,7 @@ void
 iterjob_check_task_keys(IterjobTask *task)
 {
 	IterjobSpec *spec = &task->spec;
+	MemoryContext old;
 
 	/* a new claim: its first batch looks at the relation whatever happened */
 	relation_changed = true;
@@ -167,9 +169,15 @@ iterjob_check_task_keys(IterjobTask *task)
 		}
 	}
 
-	/* anything else missing from the key's order is a change too */
+	/*
+	 * Anything else missing from the key's order is a change too.  The
+	 * order's SQL lives as long as the task: batches build statements from
+	 * it (partition => 'shard' in each one).
+	 */
 	task->broken = true;
+	old = MemoryContextSwitchTo(task->cxt);
 	iterjob_resolve_key_order(spec);
+	MemoryContextSwitchTo(old);
 	task->broken = false;
 
 	check_stored_value(task, &task->stored_cursor, "cursor");
