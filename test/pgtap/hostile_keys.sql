@@ -34,7 +34,7 @@ CREATE SCHEMA hk AUTHORIZATION hk_alice;
 
 SELECT pg_postmaster_start_time() AS started \gset
 
-SELECT plan(80);
+SELECT plan(81);
 
 -- the server has not restarted since the file began
 CREATE FUNCTION hk_no_restart(started timestamptz) RETURNS boolean LANGUAGE sql AS $$
