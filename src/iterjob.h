@@ -37,7 +37,8 @@ typedef struct IterjobWorkerSlot
 	bool		clean_exit;		/* worker left because it found no work */
 	bool		exited;			/* the worker process has ended */
 	bool		recheck;		/* its job's state changed: look again */
-	bool		yield;			/* another database waits: leave the task */
+	bool		yield;			/* another job waits: leave the task */
+	bool		yield_exit;		/* ... for another database: and exit */
 	bool		report_installed;	/* report the databases with iterjob */
 	uint32		generation;		/* of this use of the slot (launcher.c) */
 	TimestampTz registered_at;	/* when the launcher registered the worker */
@@ -52,6 +53,12 @@ typedef struct IterjobWorkerSlot
 	int32		instance;
 	int64		batches;		/* batches committed in this task */
 	TimestampTz since;			/* when the current task was claimed */
+	/* the batch in flight, for the launcher's watch (batch_watchdog.c) */
+	TimestampTz batch_started;	/* 0: none */
+	int32		batch_timeout_ms;	/* its statement timeout */
+	uint8		interrupt;		/* ITERJOB_INTERRUPT_*: why it was interrupted */
+	TimestampTz interrupt_at;	/* and when */
+	uint8		terminated;		/* ITERJOB_INTERRUPT_*: why the launcher ended it */
 	char		phase[16];		/* what the worker is doing */
 	/* where its instance is, for the next instance to trail (instance_trail.c) */
 	bool		trail_active;	/* running batches of a trailing job */
@@ -59,6 +66,14 @@ typedef struct IterjobWorkerSlot
 	int64		trail_key;		/* the instance's last committed key */
 	TimestampTz trail_at;		/* when it started or last advanced */
 } IterjobWorkerSlot;
+
+/*
+ * Why a worker's batch was interrupted from outside, or why the launcher
+ * terminated the worker.
+ */
+#define ITERJOB_INTERRUPT_NONE		0
+#define ITERJOB_INTERRUPT_STEER		1	/* its job was paused or cancelled */
+#define ITERJOB_INTERRUPT_OVERRAN	2	/* past its statement timeout */
 
 /* A prepared transaction that made work runnable in its database. */
 typedef struct IterjobPreparedWake
@@ -75,6 +90,9 @@ typedef struct IterjobDeath
 	int64		batch_no;		/* the batch it died in */
 	bool		crash;			/* the server restarted after a crash */
 	int			exit_code;		/* of a worker that exited by itself */
+	int32		overran_ms;		/* > 0: terminated by the launcher, its batch
+								 * still running this long past its
+								 * statement timeout */
 } IterjobDeath;
 
 typedef struct IterjobShared
@@ -127,7 +145,9 @@ extern int	iterjob_rescan_interval_ms;
 extern int	iterjob_time_slice_ms;
 extern int	iterjob_worker_nice;
 extern int	iterjob_max_workers_per_node;
+extern int	iterjob_max_statement_timeout_ms;
 extern void iterjob_define_gucs(void);
+extern int32 iterjob_batch_timeout_ms(int32 job_timeout_ms);
 extern void iterjob_borrow_gucs(void);
 extern void iterjob_sync_gucs(void);
 extern void iterjob_reload_config(void);
@@ -161,14 +181,24 @@ extern void iterjob_slot_set_owner(Oid owner);
 extern bool iterjob_slot_take_recheck(void);
 extern bool iterjob_slot_recheck_pending(void);
 extern bool iterjob_slot_yield_requested(void);
+extern bool iterjob_slot_take_yield(void);
+extern bool iterjob_slot_interrupted(void);
+extern bool iterjob_slot_take_interrupt(void);
 extern bool iterjob_hold_task(int64 task_id);
 extern void iterjob_release_task(void);
 extern bool iterjob_task_is_held(Oid dboid, int64 task_id);
 extern void iterjob_clear_held_task(int slotno);
-extern void iterjob_slot_begin_batch(int64 task_id, int64 batch_no);
+extern void iterjob_slot_begin_batch(int64 task_id, int64 batch_no, int32 timeout_ms);
 extern void iterjob_slot_end_batch(void);
 extern bool iterjob_take_death(int64 task_id, IterjobDeath *death);
 pg_noreturn extern void iterjob_worker_exit_clean(void);
+
+/* batch_watchdog.c */
+extern long iterjob_watch_batches(TimestampTz now);
+
+/* fairness.c (the launcher's part) */
+extern long iterjob_request_yield(Oid dboid, Oid for_owner, bool exit,
+								  TimestampTz now);
 
 /* wait_events.c */
 typedef enum IterjobWaitEvent
@@ -190,6 +220,7 @@ extern void iterjob_wake_at_commit(void);
 extern void iterjob_wake_at_end(void);
 extern void iterjob_notify_waiters_at_commit(void);
 extern void iterjob_signal_workers_at_commit(int64 job_id);
+extern void iterjob_interrupt_workers_at_commit(int64 job_id);
 
 /* access.c */
 extern bool iterjob_may_steer(Oid caller, Oid owner);

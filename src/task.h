@@ -44,6 +44,7 @@ typedef struct IterjobTask
 	IterjobDeath death;
 	long		retry_ms;		/* backoff before its first batch */
 	bool		failed;			/* that death was its last attempt */
+	char	   *death_message;	/* a death that is not a plain one: why */
 	int64		retry_batch;	/* the batch that failed last, until it commits */
 	bool		yielded;		/* left running for a worker of another database */
 	/* partition => 'shard': the shards it iterates, one after another */
@@ -73,11 +74,27 @@ typedef struct IterjobTaskPlans
 } IterjobTaskPlans;
 
 /* task_claim.c: claiming, as iterjob */
-extern IterjobTask *iterjob_claim_task(MemoryContext parent, Oid owner, bool *busy);
-extern bool iterjob_runnable_for_others(Oid owner);
-extern bool iterjob_more_runnable(int64 claimed);
+extern IterjobTask *iterjob_claim_task(MemoryContext parent, Oid owner, bool *busy,
+									   bool *others, bool *more);
 extern bool iterjob_load_job(int64 job_id, IterjobSpec *spec, Oid *owner,
 							 char **search_path);
+
+/* fairness.c: which job a worker claims from, and which leaves its task */
+typedef struct IterjobRunnableJob
+{
+	int64		job_id;
+	Oid			owner;
+	int64		nqueued;		/* its queued tasks */
+	int			norphans;		/* its tasks marked running that no worker holds */
+	int64	   *orphans;		/* their ids, the longest waiting first */
+	TimestampTz waiting_since;	/* when its longest waiting task last moved */
+	int			owner_workers;	/* workers on tasks of its owner here */
+	int			job_workers;	/* workers on its tasks */
+} IterjobRunnableJob;
+
+extern int	iterjob_runnable_jobs(IterjobRunnableJob **jobs);
+extern void iterjob_rank_jobs(IterjobRunnableJob *jobs, int n, Oid owner);
+extern void iterjob_fairness_check(void);
 
 /* task_record.c: a task's bookkeeping, as iterjob */
 extern SPIPlanPtr iterjob_prepare_checkpoint(const IterjobSpec *spec);

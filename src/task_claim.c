@@ -5,7 +5,9 @@
  *	  first claim), and reading a job's definition.
  *
  *	  A task is runnable when it is queued, or marked running while no live
- *	  worker holds it (its worker died; worker_slot.c).  Claims take the
+ *	  worker holds it (its worker died, or left it for another job;
+ *	  worker_slot.c).  Which job a claim takes from is fairness.c's choice.
+ *	  Claims take the
  *	  task row FOR UPDATE SKIP LOCKED, so concurrent workers never wait on
  *	  each other, and hold the task, so it is worked by at most one worker
  *	  at a time.  Called inside a transaction, with SPI connected, in an
@@ -77,66 +79,20 @@ enum
 	JCOL_HEALTH_CHECK
 };
 
-/*
- * Candidates go through the partial index on runnable tasks, so claims cost
- * the same however many finished tasks pile up; $1 is the owner whose
- * tasks may be claimed (0: any).  Tasks marked running are looked at
- * without a row lock (their live workers checkpoint them); only one that
- * no worker holds (its worker died) is locked and taken.
- */
-#define OWNER_FILTER_SQL \
-"   AND ($1 OPERATOR(pg_catalog.=) 0::pg_catalog.oid OR EXISTS ("\
-"        SELECT FROM iterjob.job j WHERE j.id OPERATOR(pg_catalog.=) t.job_id"\
-"           AND j.owner OPERATOR(pg_catalog.=) $1))"
-
-/*
- * A queued task whose job waits for others (its after) is not runnable
- * until every one of them has succeeded (dependencies.c).
- */
-#define WAITING_FILTER_SQL \
-"   AND NOT EXISTS (SELECT FROM iterjob.job w, iterjob.job p"\
-"                    WHERE w.id OPERATOR(pg_catalog.=) t.job_id"\
-"                      AND p.id OPERATOR(pg_catalog.=) ANY (w.after)"\
-"                      AND p.state OPERATOR(pg_catalog.<>) 'succeeded')"
-
-static const char *const running_sql =
-"SELECT t.id FROM iterjob.task t"
-" WHERE t.state OPERATOR(pg_catalog.=) 'running'"
-OWNER_FILTER_SQL
-" ORDER BY t.id";
-
 static const char *const lock_orphan_sql =
 "SELECT id FROM iterjob.task"
 " WHERE id OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.=) 'running'"
 "   FOR UPDATE SKIP LOCKED";
 
+/*
+ * The queued tasks of job $1 we can lock, in order (fairness.c chose the
+ * job among those whose tasks are runnable).
+ */
 static const char *const queued_sql =
 "SELECT t.id FROM iterjob.task t"
-" WHERE t.state OPERATOR(pg_catalog.=) 'queued'"
-OWNER_FILTER_SQL
-WAITING_FILTER_SQL
+" WHERE t.job_id OPERATOR(pg_catalog.=) $1 AND t.state OPERATOR(pg_catalog.=) 'queued'"
 " ORDER BY t.id"
 "   FOR UPDATE OF t SKIP LOCKED";
-
-/* runnable tasks of other owners than $1 */
-static const char *const others_sql =
-"SELECT t.id, t.state OPERATOR(pg_catalog.=) 'queued' FROM iterjob.task t"
-"  JOIN iterjob.job j ON j.id OPERATOR(pg_catalog.=) t.job_id"
-" WHERE t.state OPERATOR(pg_catalog.=) ANY ('{queued,running}'::pg_catalog.text[])"
-"   AND j.owner OPERATOR(pg_catalog.<>) $1"
-"   AND (t.state OPERATOR(pg_catalog.=) 'running' OR NOT EXISTS ("
-"        SELECT FROM iterjob.job p WHERE p.id OPERATOR(pg_catalog.=) ANY (j.after)"
-"           AND p.state OPERATOR(pg_catalog.<>) 'succeeded'))";
-
-/* runnable tasks other than $1: one queued, or those marked running */
-static const char *const more_queued_sql =
-"SELECT t.id, true FROM iterjob.task t"
-" WHERE t.state OPERATOR(pg_catalog.=) 'queued' AND t.id OPERATOR(pg_catalog.<>) $1"
-WAITING_FILTER_SQL
-" LIMIT 1";
-static const char *const more_running_sql =
-"SELECT t.id, false FROM iterjob.task t"
-" WHERE t.state OPERATOR(pg_catalog.=) 'running' AND t.id OPERATOR(pg_catalog.<>) $1";
 
 /* the claimed task with its job */
 static const char *const task_sql =
@@ -379,49 +335,39 @@ iterjob_load_job(int64 job_id, IterjobSpec *spec, Oid *owner, char **search_path
 }
 
 /*
- * An orphaned running task of owner (its worker died), locked and held,
- * or 0.
+ * A task of job marked running that no worker holds (its worker died, or
+ * left it for another job), locked and held, or 0.
  */
 static int64
-claim_orphan(Oid owner)
+claim_orphan(const IterjobRunnableJob *job)
 {
-	Oid			type = OIDOID;
-	Datum		arg = ObjectIdGetDatum(owner);
-	int64	   *ids;
-	uint64		n;
+	Oid			type = INT8OID;
 
-	if (SPI_execute_with_args(running_sql, 1, &type, &arg, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not look for orphaned iterjob tasks");
-	n = SPI_processed;
-	ids = palloc(sizeof(int64) * (n + 1));
-	for (uint64 i = 0; i < n; i++)
-		ids[i] = int8_column(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-
-	type = INT8OID;
-	for (uint64 i = 0; i < n; i++)
+	for (int i = 0; i < job->norphans; i++)
 	{
+		Datum		arg = Int64GetDatum(job->orphans[i]);
+
 		CHECK_FOR_INTERRUPTS();
-		if (!iterjob_hold_task(ids[i]))
+		if (!iterjob_hold_task(job->orphans[i]))
 			continue;			/* a live worker holds it */
-		arg = Int64GetDatum(ids[i]);
 		if (SPI_execute_with_args(lock_orphan_sql, 1, &type, &arg, NULL,
 								  false, 1) == SPI_OK_SELECT && SPI_processed == 1)
-			return ids[i];
+			return job->orphans[i];
 		iterjob_release_task();
 	}
 	return 0;
 }
 
 /*
- * The first queued task of owner we can lock, held, or 0.  Sets *busy
- * when a queued task was still held: its previous worker is leaving it
- * (the task was paused and resumed, or failed and retried, meanwhile).
+ * The first queued task of job we can lock, held, or 0.  Sets *busy when
+ * a queued task was still held: its previous worker is leaving it (the
+ * task was paused and resumed, or failed and retried, meanwhile).
  */
 static int64
-claim_queued(Oid owner, bool *busy)
+claim_queued(const IterjobRunnableJob *job, bool *busy)
 {
-	Oid			type = OIDOID;
-	Datum		arg = ObjectIdGetDatum(owner);
+	Oid			type = INT8OID;
+	Datum		arg = Int64GetDatum(job->job_id);
 	Portal		portal = SPI_cursor_open_with_args(NULL, queued_sql, 1, &type, &arg,
 												   NULL, false, 0);
 	int64		claimed = 0;
@@ -450,27 +396,53 @@ claim_queued(Oid owner, bool *busy)
 }
 
 /*
- * Claim a runnable task of owner (InvalidOid: of any owner): first one
- * whose worker died (so interrupted work resumes first), else the oldest
- * queued one.  Returns NULL if there is none; *busy then says whether a
- * queued task was only held back by its previous worker, which is about to
- * let it go.  The task is held from here on: until iterjob_release_task(),
- * or the end of the process.
+ * Claim a runnable task of owner (InvalidOid: of any owner), from the job
+ * fairness.c ranks first; within a job, one whose worker died or left
+ * first (so interrupted work resumes first), else the oldest queued one.
+ * Returns NULL if there is none, or if another owner's job comes first
+ * (*others then says so: a fresh worker must take it); *busy then says
+ * whether a queued task was only held back by its previous worker, which
+ * is about to let it go.  *more says whether runnable tasks besides the
+ * one claimed wait.  The task is held from here on (until
+ * iterjob_release_task(), or the end of the process), and the worker's
+ * slot names it before the claim commits.
  */
 IterjobTask *
-iterjob_claim_task(MemoryContext parent, Oid owner, bool *busy)
+iterjob_claim_task(MemoryContext parent, Oid owner, bool *busy, bool *others,
+				   bool *more)
 {
 	IterjobTask *task;
-	int64		claimed;
+	IterjobRunnableJob *jobs;
+	int64		claimed = 0;
+	int			n;
+	int			from = -1;
 	Datum		args[2];
 	Oid			argtypes[2] = {INT8OID, INT4OID};
 
 	*busy = false;
-	claimed = claim_orphan(owner);
-	if (claimed == 0)
-		claimed = claim_queued(owner, busy);
+	*others = false;
+	*more = false;
+	n = iterjob_runnable_jobs(&jobs);
+	iterjob_rank_jobs(jobs, n, owner);
+	for (int i = 0; i < n && claimed == 0; i++)
+	{
+		if (OidIsValid(owner) && jobs[i].owner != owner)
+		{
+			*others = true;
+			/* it should have the next worker: leave it to a fresh one */
+			if (i == 0)
+				return NULL;
+			continue;
+		}
+		claimed = claim_orphan(&jobs[i]);
+		if (claimed == 0 && jobs[i].nqueued > 0)
+			claimed = claim_queued(&jobs[i], busy);
+		if (claimed != 0)
+			from = i;
+	}
 	if (claimed == 0)
 		return NULL;
+	*more = n > 1 || jobs[from].nqueued + jobs[from].norphans > 1;
 
 	args[0] = Int64GetDatum(claimed);
 	/* a fresh snapshot: the row as it is now that it is locked */
@@ -479,6 +451,8 @@ iterjob_claim_task(MemoryContext parent, Oid owner, bool *busy)
 		elog(ERROR, "could not read iterjob task " INT64_FORMAT, claimed);
 	task = task_from_row(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, parent);
 	task->died = iterjob_take_death(task->task_id, &task->death);
+	iterjob_slot_set_owner(task->owner);
+	iterjob_slot_set_task(task->job_id, task->instance, task->batches_done);
 
 	args[0] = Int64GetDatum(task->task_id);
 	args[1] = Int32GetDatum(MyProcPid);
@@ -493,48 +467,4 @@ iterjob_claim_task(MemoryContext parent, Oid owner, bool *busy)
 						SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
 						SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2))));
 	return task;
-}
-
-/*
- * Does sql (with one parameter) list a runnable task: queued, or running
- * with no worker holding it?
- */
-static bool
-lists_runnable(const char *sql, Oid type, Datum arg)
-{
-	if (SPI_execute_with_args(sql, 1, &type, &arg, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not look for runnable iterjob tasks");
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-		bool		queued = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i],
-														SPI_tuptable->tupdesc, 2, &isnull));
-
-		if (queued || !iterjob_task_is_held(MyDatabaseId,
-											int8_column(SPI_tuptable->vals[i],
-														SPI_tuptable->tupdesc, 1)))
-			return true;
-	}
-	return false;
-}
-
-/*
- * Are tasks of owners other than owner waiting for a worker: queued, or
- * running with no worker holding them?
- */
-bool
-iterjob_runnable_for_others(Oid owner)
-{
-	return lists_runnable(others_sql, OIDOID, ObjectIdGetDatum(owner));
-}
-
-/*
- * Are runnable tasks other than the one just claimed waiting for a worker?
- * (Once per claim: one queued task answers, however many there are.)
- */
-bool
-iterjob_more_runnable(int64 claimed)
-{
-	return lists_runnable(more_queued_sql, INT8OID, Int64GetDatum(claimed)) ||
-		lists_runnable(more_running_sql, INT8OID, Int64GetDatum(claimed));
 }
