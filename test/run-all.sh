@@ -17,6 +17,8 @@
 #                                that installation only
 #   ITERJOB_TAP_FILES=017_citus test/run-all.sh tap
 #                                those TAP files only (a glob, without .pl)
+#   ITERJOB_PGTAP_FILES=control test/run-all.sh pgtap
+#                                those pgTAP files only (a glob, without .sql)
 #
 # A major that cannot be had here (18 without the tarball in ../shared/vendor
 # and without an installed /usr/lib/postgresql/18) is skipped with one line,
@@ -86,7 +88,7 @@ for suite in $suites; do
 		cluster_start "iterjob.max_workers = 4"
 		echo "== pgTAP"
 		prove -f --timer -e "$ITERJOB_ROOT/test/pgtap-exec.sh" \
-			"$ITERJOB_ROOT"/test/pgtap/*.sql || status=1
+			"$ITERJOB_ROOT"/test/pgtap/${ITERJOB_PGTAP_FILES:-*}.sql || status=1
 		cluster_stop
 		;;
 	isolation)
