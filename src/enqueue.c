@@ -494,7 +494,7 @@ iterjob_enqueue(PG_FUNCTION_ARGS)
 	if (spec.statement_timeout_ms > iterjob_max_statement_timeout_ms)
 		ereport(NOTICE,
 				(errmsg("statement_timeout is more than iterjob.max_statement_timeout (%s)",
-						GetConfigOption("iterjob.max_statement_timeout", false, false)),
+						GetConfigOptionByName("iterjob.max_statement_timeout", NULL, false)),
 				 errdetail("Each batch of the job is limited to iterjob.max_statement_timeout, as it is when the batch starts.")));
 	if (PG_NARGS() > ARG_AFTER && !PG_ARGISNULL(ARG_AFTER))
 		after = iterjob_check_after(PG_GETARG_ARRAYTYPE_P(ARG_AFTER));
