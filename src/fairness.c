@@ -6,11 +6,12 @@
  *
  *	  A worker claims from the job that has the fewest workers among those
  *	  of the owner that has the fewest workers in its database (the one
- *	  waiting longest first); a worker bound to an owner (worker.c) whose
+ *	  whose turn is longest ago, then the oldest, first); a worker bound to an owner (worker.c) whose
  *	  best next task is another owner's leaves, so that a fresh worker takes
  *	  it.  While every worker of the cluster is busy, a worker at a batch
- *	  boundary looks, every quarter of a time slice (within 0.1 to 1 s), for
- *	  a job of its database that has runnable tasks and no worker.  For one,
+ *	  boundary looks, every quarter of a time slice (within 0.1 to 1 s; one
+ *	  worker per database), for a job of its database that has runnable
+ *	  tasks and no worker.  For one,
  *	  it asks the worker of the owner with the most workers there (the
  *	  starving job's owner first when they tie), of that owner's job with
  *	  the most workers, that has kept its task for at least
@@ -21,8 +22,10 @@
  *	  database.
  *
  *	  What a worker holds is in shared memory (the slots' job_id, owner and
- *	  since); which jobs have runnable tasks is in the database: the workers
- *	  read it, the launcher (connected to no database) cannot.
+ *	  since), and so are the jobs' latest turns; which jobs have runnable
+ *	  tasks is in the database: the workers read it (the active jobs, then
+ *	  the open tasks of those a choice falls on), the launcher (connected to
+ *	  no database) cannot.
  *
  *-------------------------------------------------------------------------
  */
@@ -31,7 +34,6 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
-#include "utils/array.h"
 #include "utils/timestamp.h"
 
 #include "iterjob.h"
@@ -45,34 +47,32 @@
 #define MAX_CHECK_MS	1000
 
 /*
- * The jobs with runnable tasks: queued ones (whose jobs wait for no other
- * job), and ones marked running, which are runnable when no worker holds
- * them (looked at in shared memory).  A task's wait counts from its last
- * checkpoint or state change, or from its job's enqueue.
+ * The jobs that may have runnable tasks: queued (and waiting for no other
+ * job) or running.  A job table holds few rows beside the task table.
  */
-static const char *const runnable_jobs_sql =
-"SELECT t.job_id, j.owner,"
-"       pg_catalog.count(*) FILTER (WHERE t.state OPERATOR(pg_catalog.=) 'queued'),"
-"       pg_catalog.min(COALESCE(t.updated_at, j.created_at))"
-"         FILTER (WHERE t.state OPERATOR(pg_catalog.=) 'queued'),"
-"       pg_catalog.array_agg(t.id ORDER BY COALESCE(t.updated_at, j.created_at), t.id)"
-"         FILTER (WHERE t.state OPERATOR(pg_catalog.=) 'running'),"
-"       pg_catalog.array_agg(COALESCE(t.updated_at, j.created_at)"
-"                            ORDER BY COALESCE(t.updated_at, j.created_at), t.id)"
-"         FILTER (WHERE t.state OPERATOR(pg_catalog.=) 'running')"
-"  FROM iterjob.task t JOIN iterjob.job j ON j.id OPERATOR(pg_catalog.=) t.job_id"
-" WHERE t.state OPERATOR(pg_catalog.=) ANY ('{queued,running}'::pg_catalog.text[])"
-"   AND (t.state OPERATOR(pg_catalog.=) 'running' OR NOT EXISTS ("
-"        SELECT FROM iterjob.job p WHERE p.id OPERATOR(pg_catalog.=) ANY (j.after)"
-"           AND p.state OPERATOR(pg_catalog.<>) 'succeeded'))"
-" GROUP BY t.job_id, j.owner";
+static const char *const active_jobs_sql =
+"SELECT j.id, j.owner FROM iterjob.job j"
+" WHERE j.state OPERATOR(pg_catalog.=) ANY ('{queued,running}'::pg_catalog.text[])"
+"   AND NOT EXISTS (SELECT FROM iterjob.job p WHERE p.id OPERATOR(pg_catalog.=) ANY (j.after)"
+"                      AND p.state OPERATOR(pg_catalog.<>) 'succeeded')";
 
-/* How many workers of this database are on tasks of job_id, of owner. */
+/* A job's open tasks, in instance order (through its unique index). */
+static const char *const job_tasks_sql =
+"SELECT t.id, t.state OPERATOR(pg_catalog.=) 'queued' FROM iterjob.task t"
+" WHERE t.job_id OPERATOR(pg_catalog.=) $1"
+"   AND t.state OPERATOR(pg_catalog.=) ANY ('{queued,running}'::pg_catalog.text[])"
+" ORDER BY t.instance";
+
+/*
+ * How many workers of this database are on tasks of job's job and owner,
+ * and when a worker last left the job for another (state_lock held).
+ */
 static void
-count_workers(IterjobRunnableJob *job)
+count_workers(IterjobActiveJob *job)
 {
 	job->owner_workers = 0;
 	job->job_workers = 0;
+	job->turn_at = 0;
 	for (int i = 0; i < ITERJOB_MAX_WORKER_SLOTS; i++)
 	{
 		IterjobWorkerSlot *slot = &iterjob_shared->workers[i];
@@ -84,73 +84,102 @@ count_workers(IterjobRunnableJob *job)
 		if (slot->job_id == job->job_id)
 			job->job_workers++;
 	}
+	for (int i = 0; i < ITERJOB_MAX_TURNS; i++)
+	{
+		IterjobTurn *turn = &iterjob_shared->turns[i];
+
+		if (turn->dboid == MyDatabaseId && turn->job_id == job->job_id)
+			job->turn_at = turn->at;
+	}
 }
 
 /*
- * The jobs of this database with runnable tasks, into *jobs (allocated in
- * the current memory context), with the workers on each and on its owner
- * (not counting this worker between two tasks).  SPI connected, in an
- * internal section.  Returns how many.
+ * The jobs of this database that may have runnable tasks, into *jobs
+ * (allocated in the current memory context), with the workers on each and
+ * on its owner (not counting this worker between two tasks).  SPI
+ * connected, in an internal section.  Returns how many.
  */
 int
-iterjob_runnable_jobs(IterjobRunnableJob **jobs)
+iterjob_active_jobs(IterjobActiveJob **jobs)
 {
-	int			n = 0;
-	IterjobRunnableJob *result;
+	IterjobActiveJob *result;
+	uint64		n;
 
-	if (SPI_execute(runnable_jobs_sql, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not look for runnable iterjob tasks");
-	result = palloc0(sizeof(IterjobRunnableJob) * (SPI_processed + 1));
-	for (uint64 i = 0; i < SPI_processed; i++)
+	if (SPI_execute(active_jobs_sql, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not look for runnable iterjob jobs");
+	n = SPI_processed;
+	result = palloc0(sizeof(IterjobActiveJob) * (n + 1));
+	for (uint64 i = 0; i < n; i++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		IterjobRunnableJob *job = &result[n];
 		bool		isnull;
-		Datum		d;
 
-		memset(job, 0, sizeof(*job));
-		job->job_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
-		job->owner = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
-		job->nqueued = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
-		d = SPI_getbinval(tup, desc, 4, &isnull);
-		job->waiting_since = isnull ? DT_NOEND : DatumGetTimestampTz(d);
-		d = SPI_getbinval(tup, desc, 5, &isnull);
-		if (!isnull)
-		{
-			Datum	   *ids;
-			Datum	   *since;
-			int			nrunning;
-			int			nsince;
-
-			deconstruct_array(DatumGetArrayTypeP(d), INT8OID, sizeof(int64), true,
-							  TYPALIGN_DOUBLE, &ids, NULL, &nrunning);
-			deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(tup, desc, 6, &isnull)),
-							  TIMESTAMPTZOID, sizeof(TimestampTz), true,
-							  TYPALIGN_DOUBLE, &since, NULL, &nsince);
-			job->orphans = palloc(sizeof(int64) * (nrunning + 1));
-			for (int k = 0; k < nrunning && k < nsince; k++)
-			{
-				int64		task_id = DatumGetInt64(ids[k]);
-
-				/* a task marked running that no worker holds is runnable */
-				if (iterjob_task_is_held(MyDatabaseId, task_id))
-					continue;
-				if (job->norphans == 0)
-					job->waiting_since = Min(job->waiting_since,
-											 DatumGetTimestampTz(since[k]));
-				job->orphans[job->norphans++] = task_id;
-			}
-		}
-		if (job->nqueued > 0 || job->norphans > 0)
-			n++;
+		result[i].job_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+													   SPI_tuptable->tupdesc, 1, &isnull));
+		result[i].owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+														 SPI_tuptable->tupdesc, 2, &isnull));
 	}
 	LWLockAcquire(iterjob_shared->state_lock, LW_SHARED);
-	for (int i = 0; i < n; i++)
+	for (uint64 i = 0; i < n; i++)
 		count_workers(&result[i]);
 	LWLockRelease(iterjob_shared->state_lock);
 	*jobs = result;
-	return n;
+	return (int) n;
+}
+
+/*
+ * The runnable tasks of job_id: its first queued one, and those marked
+ * running that no worker holds (its worker died, or left it for another
+ * job), into *tasks.  SPI connected, in an internal section.  Returns
+ * whether it has any.
+ */
+bool
+iterjob_job_tasks(int64 job_id, IterjobJobTasks *tasks)
+{
+	Oid			type = INT8OID;
+	Datum		arg = Int64GetDatum(job_id);
+
+	memset(tasks, 0, sizeof(*tasks));
+	if (SPI_execute_with_args(job_tasks_sql, 1, &type, &arg, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the tasks of iterjob job " INT64_FORMAT, job_id);
+	tasks->orphans = palloc(sizeof(int64) * (SPI_processed + 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		int64		task_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+														  SPI_tuptable->tupdesc, 1, &isnull));
+
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull)))
+		{
+			if (tasks->queued == 0)
+				tasks->queued = task_id;
+		}
+		else if (!iterjob_task_is_held(MyDatabaseId, task_id))
+			tasks->orphans[tasks->norphans++] = task_id;
+	}
+	return tasks->queued != 0 || tasks->norphans > 0;
+}
+
+/* A worker left job_id for another job: the job has had its turn. */
+void
+iterjob_note_turn(int64 job_id)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int			i;
+
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
+	for (i = 0; i < ITERJOB_MAX_TURNS; i++)
+		if (iterjob_shared->turns[i].dboid == MyDatabaseId &&
+			iterjob_shared->turns[i].job_id == job_id)
+			break;
+	if (i == ITERJOB_MAX_TURNS)
+	{
+		i = iterjob_shared->next_turn;
+		iterjob_shared->next_turn = (i + 1) % ITERJOB_MAX_TURNS;
+	}
+	iterjob_shared->turns[i].dboid = MyDatabaseId;
+	iterjob_shared->turns[i].job_id = job_id;
+	iterjob_shared->turns[i].at = now;
+	LWLockRelease(iterjob_shared->state_lock);
 }
 
 static Oid	ranking_owner = InvalidOid;
@@ -158,8 +187,8 @@ static Oid	ranking_owner = InvalidOid;
 static int
 compare_jobs(const void *a, const void *b)
 {
-	const IterjobRunnableJob *ja = (const IterjobRunnableJob *) a;
-	const IterjobRunnableJob *jb = (const IterjobRunnableJob *) b;
+	const IterjobActiveJob *ja = (const IterjobActiveJob *) a;
+	const IterjobActiveJob *jb = (const IterjobActiveJob *) b;
 
 	if (ja->owner_workers != jb->owner_workers)
 		return ja->owner_workers < jb->owner_workers ? -1 : 1;
@@ -168,22 +197,22 @@ compare_jobs(const void *a, const void *b)
 		return ja->owner == ranking_owner ? -1 : 1;
 	if (ja->job_workers != jb->job_workers)
 		return ja->job_workers < jb->job_workers ? -1 : 1;
-	if (ja->waiting_since != jb->waiting_since)
-		return ja->waiting_since < jb->waiting_since ? -1 : 1;
+	if (ja->turn_at != jb->turn_at)
+		return ja->turn_at < jb->turn_at ? -1 : 1;
 	return ja->job_id < jb->job_id ? -1 : (ja->job_id > jb->job_id ? 1 : 0);
 }
 
 /*
- * Order the runnable jobs as a worker bound to owner (InvalidOid: not
- * bound yet) should claim from them: the owner with the fewest workers
- * first (the worker's own on a tie), then that owner's job with the fewest
- * workers, then the one waiting longest.
+ * Order the jobs as a worker bound to owner (InvalidOid: not bound yet)
+ * should claim from them: the owner with the fewest workers first (the
+ * worker's own on a tie), then that owner's job with the fewest workers,
+ * then the one whose turn is longest ago (none yet first), then the oldest.
  */
 void
-iterjob_rank_jobs(IterjobRunnableJob *jobs, int n, Oid owner)
+iterjob_rank_jobs(IterjobActiveJob *jobs, int n, Oid owner)
 {
 	ranking_owner = owner;
-	qsort(jobs, n, sizeof(IterjobRunnableJob), compare_jobs);
+	qsort(jobs, n, sizeof(IterjobActiveJob), compare_jobs);
 	ranking_owner = InvalidOid;
 }
 
@@ -202,22 +231,26 @@ all_workers_busy(void)
 }
 
 /*
- * Could a worker of dboid be asked to leave its task now: none has been
- * asked already, and one has kept its task for a time slice?
+ * Should this worker look for a job of its database without a worker now:
+ * no worker here has been asked to leave its task already, one has kept
+ * its task for a time slice, and no other has looked within interval_ms?
+ * Then it is this worker's turn to look (one look per database and
+ * interval, whatever the number of workers).
  */
 static bool
-yield_possible(Oid dboid, TimestampTz now)
+my_turn_to_look(TimestampTz now, long interval_ms)
 {
 	bool		possible = false;
 
-	LWLockAcquire(iterjob_shared->state_lock, LW_SHARED);
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 	for (int i = 0; i < ITERJOB_MAX_WORKER_SLOTS; i++)
 	{
 		IterjobWorkerSlot *slot = &iterjob_shared->workers[i];
 
-		if (!slot->in_use || slot->dboid != dboid || slot->job_id == 0)
+		if (!slot->in_use || slot->dboid != MyDatabaseId || slot->job_id == 0)
 			continue;
-		if (slot->yield)
+		if (slot->yield ||
+			!TimestampDifferenceExceeds(slot->fairness_at, now, interval_ms))
 		{
 			possible = false;
 			break;
@@ -225,6 +258,8 @@ yield_possible(Oid dboid, TimestampTz now)
 		if (TimestampDifferenceExceeds(slot->since, now, iterjob_time_slice_ms))
 			possible = true;
 	}
+	if (possible)
+		iterjob_my_slot->fairness_at = now;
 	LWLockRelease(iterjob_shared->state_lock);
 	return possible;
 }
@@ -232,46 +267,45 @@ yield_possible(Oid dboid, TimestampTz now)
 /*
  * At a batch boundary: while every worker is busy, is there a job in this
  * database with runnable tasks and no worker?  Then ask a worker here to
- * leave its task for it (maybe this one).  Reads the job tables at most
- * once per check interval, and only when some worker here has used its
- * time slice.
+ * leave its task for it (maybe this one).  One worker of the database
+ * reads the job tables, at most once per check interval, and only when
+ * some worker here has used its time slice.
  */
 void
 iterjob_fairness_check(void)
 {
 	static TimestampTz next_check = 0;
 	TimestampTz now = GetCurrentTimestamp();
-	IterjobRunnableJob *jobs;
+	IterjobActiveJob *jobs;
 	IterjobSavedUser saved;
 	int			nest;
 	int			n;
 	int			neediest = -1;
 	Oid			owner = InvalidOid;
+	long		interval_ms = Max(MIN_CHECK_MS, Min(MAX_CHECK_MS, iterjob_time_slice_ms / 4));
 
 	if (now < next_check)
 		return;
-	next_check = TimestampTzPlusMilliseconds(now, Max(MIN_CHECK_MS,
-													  Min(MAX_CHECK_MS, iterjob_time_slice_ms / 4)));
-	if (!all_workers_busy() || !yield_possible(MyDatabaseId, now))
+	next_check = TimestampTzPlusMilliseconds(now, interval_ms);
+	if (!all_workers_busy() || !my_turn_to_look(now, interval_ms))
 		return;
 
 	iterjob_worker_begin(true);
 	nest = iterjob_begin_internal(&saved);
-	n = iterjob_runnable_jobs(&jobs);
-	iterjob_end_internal(nest, &saved);
-	/* the neediest: its owner has the fewest workers, then it waited longest */
-	for (int i = 0; i < n; i++)
+	n = iterjob_active_jobs(&jobs);
+	/* the neediest: in the order a claim takes jobs, the first without a worker */
+	iterjob_rank_jobs(jobs, n, InvalidOid);
+	for (int i = 0; i < n && neediest < 0; i++)
 	{
-		if (jobs[i].job_workers > 0)
-			continue;
-		if (neediest < 0 ||
-			jobs[i].owner_workers < jobs[neediest].owner_workers ||
-			(jobs[i].owner_workers == jobs[neediest].owner_workers &&
-			 jobs[i].waiting_since < jobs[neediest].waiting_since))
+		IterjobJobTasks tasks;
+
+		if (jobs[i].job_workers == 0 && iterjob_job_tasks(jobs[i].job_id, &tasks))
+		{
 			neediest = i;
+			owner = jobs[i].owner;
+		}
 	}
-	if (neediest >= 0)
-		owner = jobs[neediest].owner;
+	iterjob_end_internal(nest, &saved);
 	iterjob_worker_commit(true);
 
 	if (neediest >= 0)

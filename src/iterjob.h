@@ -59,6 +59,7 @@ typedef struct IterjobWorkerSlot
 	uint8		interrupt;		/* ITERJOB_INTERRUPT_*: why it was interrupted */
 	TimestampTz interrupt_at;	/* and when */
 	uint8		terminated;		/* ITERJOB_INTERRUPT_*: why the launcher ended it */
+	TimestampTz fairness_at;	/* when it last looked for jobs without a worker */
 	char		phase[16];		/* what the worker is doing */
 	/* where its instance is, for the next instance to trail (instance_trail.c) */
 	bool		trail_active;	/* running batches of a trailing job */
@@ -81,6 +82,15 @@ typedef struct IterjobPreparedWake
 	Oid			dboid;			/* InvalidOid: entry unused */
 	char		gid[ITERJOB_GID_SIZE];
 } IterjobPreparedWake;
+
+/* Turns of jobs: a worker left job_id of dboid for another job at a time. */
+#define ITERJOB_MAX_TURNS			64
+typedef struct IterjobTurn
+{
+	Oid			dboid;			/* InvalidOid: entry unused */
+	int64		job_id;
+	TimestampTz at;
+} IterjobTurn;
 
 /* A worker that died in the middle of a batch of task_id. */
 typedef struct IterjobDeath
@@ -112,6 +122,8 @@ typedef struct IterjobShared
 	int			ninstalled;		/* -1: more than ITERJOB_MAX_INSTALLED */
 	Oid			installed[ITERJOB_MAX_INSTALLED];
 	IterjobWorkerSlot workers[ITERJOB_MAX_WORKER_SLOTS];
+	IterjobTurn turns[ITERJOB_MAX_TURNS];	/* the latest, for fairness.c */
+	int			next_turn;		/* the entry to use next when all are taken */
 	ConditionVariable job_state_cv; /* broadcast when a job may have ended */
 } IterjobShared;
 

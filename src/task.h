@@ -80,20 +80,27 @@ extern bool iterjob_load_job(int64 job_id, IterjobSpec *spec, Oid *owner,
 							 char **search_path);
 
 /* fairness.c: which job a worker claims from, and which leaves its task */
-typedef struct IterjobRunnableJob
+typedef struct IterjobActiveJob
 {
 	int64		job_id;
 	Oid			owner;
-	int64		nqueued;		/* its queued tasks */
-	int			norphans;		/* its tasks marked running that no worker holds */
-	int64	   *orphans;		/* their ids, the longest waiting first */
-	TimestampTz waiting_since;	/* when its longest waiting task last moved */
+	TimestampTz turn_at;		/* a worker last left it for another job then;
+								 * 0: none did lately */
 	int			owner_workers;	/* workers on tasks of its owner here */
 	int			job_workers;	/* workers on its tasks */
-} IterjobRunnableJob;
+} IterjobActiveJob;
 
-extern int	iterjob_runnable_jobs(IterjobRunnableJob **jobs);
-extern void iterjob_rank_jobs(IterjobRunnableJob *jobs, int n, Oid owner);
+typedef struct IterjobJobTasks
+{
+	int64		queued;			/* its first queued task, or 0 */
+	int			norphans;		/* its tasks marked running that no worker holds */
+	int64	   *orphans;
+} IterjobJobTasks;
+
+extern int	iterjob_active_jobs(IterjobActiveJob **jobs);
+extern void iterjob_rank_jobs(IterjobActiveJob *jobs, int n, Oid owner);
+extern bool iterjob_job_tasks(int64 job_id, IterjobJobTasks *tasks);
+extern void iterjob_note_turn(int64 job_id);
 extern void iterjob_fairness_check(void);
 
 /* task_record.c: a task's bookkeeping, as iterjob */

@@ -85,14 +85,30 @@ static const char *const lock_orphan_sql =
 "   FOR UPDATE SKIP LOCKED";
 
 /*
- * The queued tasks of job $1 we can lock, in order (fairness.c chose the
- * job among those whose tasks are runnable).
+ * The queued tasks of job $1 we can lock, in instance order (fairness.c
+ * chose the job).
  */
 static const char *const queued_sql =
 "SELECT t.id FROM iterjob.task t"
 " WHERE t.job_id OPERATOR(pg_catalog.=) $1 AND t.state OPERATOR(pg_catalog.=) 'queued'"
-" ORDER BY t.id"
+" ORDER BY t.instance"
 "   FOR UPDATE OF t SKIP LOCKED";
+
+/*
+ * Runnable tasks other than $1: one queued (of a job that waits for no
+ * other), or those marked running (runnable when no worker holds them).
+ */
+static const char *const more_queued_sql =
+"SELECT t.id, true FROM iterjob.task t"
+" WHERE t.state OPERATOR(pg_catalog.=) 'queued' AND t.id OPERATOR(pg_catalog.<>) $1"
+"   AND NOT EXISTS (SELECT FROM iterjob.job w, iterjob.job p"
+"                    WHERE w.id OPERATOR(pg_catalog.=) t.job_id"
+"                      AND p.id OPERATOR(pg_catalog.=) ANY (w.after)"
+"                      AND p.state OPERATOR(pg_catalog.<>) 'succeeded')"
+" LIMIT 1";
+static const char *const more_running_sql =
+"SELECT t.id, false FROM iterjob.task t"
+" WHERE t.state OPERATOR(pg_catalog.=) 'running' AND t.id OPERATOR(pg_catalog.<>) $1";
 
 /* the claimed task with its job */
 static const char *const task_sql =
@@ -335,39 +351,39 @@ iterjob_load_job(int64 job_id, IterjobSpec *spec, Oid *owner, char **search_path
 }
 
 /*
- * A task of job marked running that no worker holds (its worker died, or
- * left it for another job), locked and held, or 0.
+ * A task of the job marked running that no worker holds (its worker died,
+ * or left it for another job), locked and held, or 0.
  */
 static int64
-claim_orphan(const IterjobRunnableJob *job)
+claim_orphan(const IterjobJobTasks *tasks)
 {
 	Oid			type = INT8OID;
 
-	for (int i = 0; i < job->norphans; i++)
+	for (int i = 0; i < tasks->norphans; i++)
 	{
-		Datum		arg = Int64GetDatum(job->orphans[i]);
+		Datum		arg = Int64GetDatum(tasks->orphans[i]);
 
 		CHECK_FOR_INTERRUPTS();
-		if (!iterjob_hold_task(job->orphans[i]))
+		if (!iterjob_hold_task(tasks->orphans[i]))
 			continue;			/* a live worker holds it */
 		if (SPI_execute_with_args(lock_orphan_sql, 1, &type, &arg, NULL,
 								  false, 1) == SPI_OK_SELECT && SPI_processed == 1)
-			return job->orphans[i];
+			return tasks->orphans[i];
 		iterjob_release_task();
 	}
 	return 0;
 }
 
 /*
- * The first queued task of job we can lock, held, or 0.  Sets *busy when
- * a queued task was still held: its previous worker is leaving it (the
- * task was paused and resumed, or failed and retried, meanwhile).
+ * The first queued task of job_id we can lock, held, or 0.  Sets *busy
+ * when a queued task was still held: its previous worker is leaving it
+ * (the task was paused and resumed, or failed and retried, meanwhile).
  */
 static int64
-claim_queued(const IterjobRunnableJob *job, bool *busy)
+claim_queued(int64 job_id, bool *busy)
 {
 	Oid			type = INT8OID;
-	Datum		arg = Int64GetDatum(job->job_id);
+	Datum		arg = Int64GetDatum(job_id);
 	Portal		portal = SPI_cursor_open_with_args(NULL, queued_sql, 1, &type, &arg,
 												   NULL, false, 0);
 	int64		claimed = 0;
@@ -396,53 +412,83 @@ claim_queued(const IterjobRunnableJob *job, bool *busy)
 }
 
 /*
- * Claim a runnable task of owner (InvalidOid: of any owner), from the job
- * fairness.c ranks first; within a job, one whose worker died or left
- * first (so interrupted work resumes first), else the oldest queued one.
- * Returns NULL if there is none, or if another owner's job comes first
- * (*others then says so: a fresh worker must take it); *busy then says
- * whether a queued task was only held back by its previous worker, which
- * is about to let it go.  *more says whether runnable tasks besides the
- * one claimed wait.  The task is held from here on (until
- * iterjob_release_task(), or the end of the process), and the worker's
- * slot names it before the claim commits.
+ * Does sql (with one parameter) list a runnable task: queued, or running
+ * with no worker holding it?
+ */
+static bool
+lists_runnable(const char *sql, Datum arg)
+{
+	Oid			type = INT8OID;
+
+	if (SPI_execute_with_args(sql, 1, &type, &arg, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not look for runnable iterjob tasks");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		bool		queued = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i],
+														SPI_tuptable->tupdesc, 2, &isnull));
+
+		if (queued || !iterjob_task_is_held(MyDatabaseId,
+											int8_column(SPI_tuptable->vals[i],
+														SPI_tuptable->tupdesc, 1)))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Claim a runnable task of owner (InvalidOid: of any owner), from the first
+ * job fairness.c ranks that has one; within a job, one whose worker died
+ * or left it first (so interrupted work resumes first), else the first
+ * queued one.  Returns NULL if there is none, or if another owner's job
+ * comes first (*others then says so: a fresh worker must take it, and it
+ * says too whether another owner's job has runnable tasks when this owner
+ * has none); *busy then says whether a queued task was only held back by
+ * its previous worker, which is about to let it go.  *more says whether
+ * runnable tasks besides the one claimed wait.  The task is held from here
+ * on (until iterjob_release_task(), or the end of the process), and the
+ * worker's slot names it before the claim commits.
  */
 IterjobTask *
 iterjob_claim_task(MemoryContext parent, Oid owner, bool *busy, bool *others,
 				   bool *more)
 {
 	IterjobTask *task;
-	IterjobRunnableJob *jobs;
+	IterjobActiveJob *jobs;
 	int64		claimed = 0;
+	bool		first = true;
 	int			n;
-	int			from = -1;
 	Datum		args[2];
 	Oid			argtypes[2] = {INT8OID, INT4OID};
 
 	*busy = false;
 	*others = false;
 	*more = false;
-	n = iterjob_runnable_jobs(&jobs);
+	n = iterjob_active_jobs(&jobs);
 	iterjob_rank_jobs(jobs, n, owner);
 	for (int i = 0; i < n && claimed == 0; i++)
 	{
+		IterjobJobTasks tasks;
+
+		if (!iterjob_job_tasks(jobs[i].job_id, &tasks))
+			continue;
 		if (OidIsValid(owner) && jobs[i].owner != owner)
 		{
 			*others = true;
 			/* it should have the next worker: leave it to a fresh one */
-			if (i == 0)
+			if (first)
 				return NULL;
 			continue;
 		}
-		claimed = claim_orphan(&jobs[i]);
-		if (claimed == 0 && jobs[i].nqueued > 0)
-			claimed = claim_queued(&jobs[i], busy);
-		if (claimed != 0)
-			from = i;
+		first = false;
+		claimed = claim_orphan(&tasks);
+		if (claimed == 0 && tasks.queued != 0)
+			claimed = claim_queued(jobs[i].job_id, busy);
 	}
 	if (claimed == 0)
 		return NULL;
-	*more = n > 1 || jobs[from].nqueued + jobs[from].norphans > 1;
+	*more = lists_runnable(more_queued_sql, Int64GetDatum(claimed)) ||
+		lists_runnable(more_running_sql, Int64GetDatum(claimed));
 
 	args[0] = Int64GetDatum(claimed);
 	/* a fresh snapshot: the row as it is now that it is locked */

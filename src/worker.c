@@ -321,6 +321,9 @@ iterjob_worker_main(Datum main_arg)
 		iterjob_slot_set_task(0, 0, 0);
 		iterjob_set_phase("idle");
 		yielded = task->yielded;
+		/* it has had its turn: jobs whose turn is longer ago come first */
+		if (yielded)
+			iterjob_note_turn(task->job_id);
 		MemoryContextDelete(task->cxt);
 		/* left for another database: exit; for a job here: claim again */
 		if (yielded && iterjob_slot_take_yield())
