@@ -325,9 +325,15 @@ iterjob_worker_main(Datum main_arg)
 		if (yielded)
 			iterjob_note_turn(task->job_id);
 		MemoryContextDelete(task->cxt);
-		/* left for another database: exit; for a job here: claim again */
-		if (yielded && iterjob_slot_take_yield())
+		/*
+		 * Left for another database (or asked to, as the task ended by
+		 * itself): exit; for a job here: claim again, fairly.
+		 */
+		if ((yielded || iterjob_slot_yield_requested()) && iterjob_slot_take_yield())
+		{
+			yielded = true;
 			break;
+		}
 		yielded = false;
 	}
 
