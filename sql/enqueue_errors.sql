@@ -203,6 +203,17 @@ SELECT iterjob.enqueue('ee_items', 'SELECT 1', statement_timeout => '25 days');
 SELECT iterjob.enqueue('ee_items', 'SELECT 1', statement_timeout => '1000000 years');
 SELECT iterjob.enqueue('ee_items', 'SELECT 1', statement_timeout => '-1000000 years');
 SELECT iterjob.enqueue('ee_items', 'SELECT 1', statement_timeout => NULL);
+-- a statement_timeout above iterjob.max_statement_timeout (1h by default)
+-- is no error: a NOTICE says that the job's batches get the cap; '0' and
+-- the cap itself get none (enqueued and rolled back)
+BEGIN;
+SELECT iterjob.enqueue('ee_items', 'UPDATE ee_items SET v = v WHERE id = ANY($1)',
+                       statement_timeout => '2 hours') > 0 AS enqueued;
+SELECT iterjob.enqueue('ee_items', 'UPDATE ee_items SET v = v WHERE id = ANY($1)',
+                       statement_timeout => '1 hour') > 0 AS enqueued;
+SELECT iterjob.enqueue('ee_items', 'UPDATE ee_items SET v = v WHERE id = ANY($1)',
+                       statement_timeout => '0') > 0 AS enqueued;
+ROLLBACK;
 SELECT iterjob.enqueue('ee_items', 'SELECT 1', lock_timeout => '-1 ms');
 SELECT iterjob.enqueue('ee_items', 'SELECT 1', lock_timeout => '25 days');
 SELECT iterjob.enqueue('ee_items', 'SELECT 1', lock_timeout => NULL);

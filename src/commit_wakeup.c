@@ -5,22 +5,32 @@
  *	  (enqueued, resumed or retried a job) commits, so the first batch
  *	  starts promptly; nothing polls.  Wakes iterjob.wait() callers when a
  *	  transaction that ended a job commits, and the workers on a job that was
- *	  paused, cancelled or resumed, so no batch starts after that commit.  A
- *	  rolled-back transaction wakes nobody.
+ *	  paused, cancelled or resumed, so no batch starts after that commit.
+ *	  The batches in flight of a job that was paused or cancelled are
+ *	  interrupted then: the worker's slot says why, and a SIGINT cancels
+ *	  the batch, which the worker rolls back without counting a failed
+ *	  attempt (task_runner.c).  A rolled-back transaction, or subtransaction,
+ *	  wakes and interrupts nobody.
  *
  *	  A transaction that is prepared (PREPARE TRANSACTION) instead is
  *	  remembered by its name; the COMMIT PREPARED or ROLLBACK PREPARED that
- *	  ends it, in whatever session, does the same wake-ups.
+ *	  ends it, in whatever session, does the same wake-ups, except that it
+ *	  interrupts no batch: the workers look at their jobs' states at their
+ *	  next batch boundary.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <signal.h>
 
 #include "access/xact.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "tcop/utility.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
 
 #include "iterjob.h"
 
@@ -28,10 +38,21 @@ static bool wake_pending = false;
 static bool wake_at_end = false;
 static bool notify_pending = false;
 
-/* jobs whose workers must look at their state again after commit */
-#define MAX_SIGNALLED_JOBS 16
-static int64 signalled_jobs[MAX_SIGNALLED_JOBS];
+/*
+ * Jobs whose workers must look at their state again after commit, and
+ * whether their batches in flight are interrupted, with the subtransaction
+ * level that asked (a subtransaction rolled back takes its entries back).
+ */
+typedef struct SignalledJob
+{
+	int64		job_id;
+	bool		interrupt;
+	int			level;
+} SignalledJob;
+
+static SignalledJob *signalled_jobs = NULL;
 static int	n_signalled_jobs = 0;
+static int	max_signalled_jobs = 0;
 static bool signal_all_jobs = false;
 
 /* the name of the transaction PREPARE TRANSACTION is preparing */
@@ -39,34 +60,67 @@ static char preparing_gid[ITERJOB_GID_SIZE];
 
 static ProcessUtility_hook_type prev_process_utility = NULL;
 
-/* Flag and wake the workers of this database on the signalled jobs. */
+/*
+ * Flag and wake the workers of this database on the signalled jobs, and
+ * interrupt the batches of those asked to be.  The worker processes run
+ * as the same operating system user as this backend, so that needs no
+ * privilege here: the caller was allowed to steer the job.
+ */
 static void
 signal_workers(void)
 {
 	Latch	   *latches[ITERJOB_MAX_WORKER_SLOTS];
+	pid_t		pids[ITERJOB_MAX_WORKER_SLOTS];
 	int			nlatches = 0;
+	int			npids = 0;
+	TimestampTz now;
 
 	if (iterjob_shared == NULL)
 		return;
+	now = GetCurrentTimestamp();
 	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 	for (int i = 0; i < ITERJOB_MAX_WORKER_SLOTS; i++)
 	{
 		IterjobWorkerSlot *slot = &iterjob_shared->workers[i];
 		bool		hit = signal_all_jobs;
+		bool		interrupt = false;
 
-		if (!slot->in_use || slot->dboid != MyDatabaseId || slot->latch == NULL)
+		if (!slot->in_use || slot->dboid != MyDatabaseId || slot->latch == NULL ||
+			slot->job_id == 0)
 			continue;
-		for (int j = 0; j < n_signalled_jobs && !hit; j++)
-			hit = (slot->job_id == signalled_jobs[j]);
-		if (hit)
+		for (int j = 0; j < n_signalled_jobs; j++)
 		{
-			slot->recheck = true;
-			latches[nlatches++] = slot->latch;
+			if (slot->job_id != signalled_jobs[j].job_id)
+				continue;
+			hit = true;
+			interrupt |= signalled_jobs[j].interrupt;
+		}
+		if (!hit)
+			continue;
+		slot->recheck = true;
+		latches[nlatches++] = slot->latch;
+		if (interrupt && slot->pid != 0)
+		{
+			slot->interrupt = ITERJOB_INTERRUPT_STEER;
+			slot->interrupt_at = now;
+			pids[npids++] = slot->pid;
 		}
 	}
 	LWLockRelease(iterjob_shared->state_lock);
 	for (int i = 0; i < nlatches; i++)
 		SetLatch(latches[i]);
+	for (int i = 0; i < npids; i++)
+		(void) kill(pids[i], SIGINT);
+	/* the launcher ends a batch that ignores the interrupt */
+	if (npids > 0)
+		iterjob_wake_launcher();
+}
+
+static void
+forget_signalled_jobs(void)
+{
+	n_signalled_jobs = 0;
+	signal_all_jobs = false;
 }
 
 static void
@@ -90,8 +144,7 @@ commit_wakeup_callback(XactEvent event, void *arg)
 			}
 			if (n_signalled_jobs > 0 || signal_all_jobs)
 				signal_workers();
-			n_signalled_jobs = 0;
-			signal_all_jobs = false;
+			forget_signalled_jobs();
 			break;
 		case XACT_EVENT_PREPARE:
 			if (wake_pending || wake_at_end || notify_pending ||
@@ -100,8 +153,7 @@ commit_wakeup_callback(XactEvent event, void *arg)
 			wake_pending = false;
 			wake_at_end = false;
 			notify_pending = false;
-			n_signalled_jobs = 0;
-			signal_all_jobs = false;
+			forget_signalled_jobs();
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
@@ -113,12 +165,38 @@ commit_wakeup_callback(XactEvent event, void *arg)
 			wake_at_end = false;
 			wake_pending = false;
 			notify_pending = false;
-			n_signalled_jobs = 0;
-			signal_all_jobs = false;
+			forget_signalled_jobs();
 			break;
 		default:
 			break;
 	}
+}
+
+/*
+ * A subtransaction that paused or cancelled a job and was rolled back
+ * interrupts nothing: its entries go; a committed one hands them to its
+ * parent.
+ */
+static void
+commit_wakeup_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+							   SubTransactionId parentSubid, void *arg)
+{
+	int			level = GetCurrentTransactionNestLevel();
+	int			kept = 0;
+
+	if (event != SUBXACT_EVENT_ABORT_SUB && event != SUBXACT_EVENT_COMMIT_SUB)
+		return;
+	for (int i = 0; i < n_signalled_jobs; i++)
+	{
+		if (signalled_jobs[i].level >= level)
+		{
+			if (event == SUBXACT_EVENT_ABORT_SUB)
+				continue;
+			signalled_jobs[i].level = level - 1;
+		}
+		signalled_jobs[kept++] = signalled_jobs[i];
+	}
+	n_signalled_jobs = kept;
 }
 
 /*
@@ -179,6 +257,7 @@ iterjob_register_commit_wakeup(void)
 		return;
 	registered = true;
 	RegisterXactCallback(commit_wakeup_callback, NULL);
+	RegisterSubXactCallback(commit_wakeup_subxact_callback, NULL);
 	prev_process_utility = ProcessUtility_hook;
 	ProcessUtility_hook = wakeup_process_utility;
 }
@@ -209,17 +288,41 @@ iterjob_wake_workers(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+static void
+add_signalled_job(int64 job_id, bool interrupt)
+{
+	if (n_signalled_jobs == max_signalled_jobs)
+	{
+		max_signalled_jobs = Max(16, max_signalled_jobs * 2);
+		signalled_jobs = signalled_jobs == NULL ?
+			MemoryContextAlloc(TopMemoryContext, sizeof(SignalledJob) * max_signalled_jobs) :
+			repalloc(signalled_jobs, sizeof(SignalledJob) * max_signalled_jobs);
+	}
+	signalled_jobs[n_signalled_jobs].job_id = job_id;
+	signalled_jobs[n_signalled_jobs].interrupt = interrupt;
+	signalled_jobs[n_signalled_jobs].level = GetCurrentTransactionNestLevel();
+	n_signalled_jobs++;
+}
+
 /*
  * When this transaction commits, have the workers on job_id look at its
- * state before their next batch (it was paused, cancelled or resumed).
+ * state before their next batch (it was resumed, or failed).
  */
 void
 iterjob_signal_workers_at_commit(int64 job_id)
 {
-	if (n_signalled_jobs < MAX_SIGNALLED_JOBS)
-		signalled_jobs[n_signalled_jobs++] = job_id;
-	else
-		signal_all_jobs = true;
+	add_signalled_job(job_id, false);
+}
+
+/*
+ * When this transaction commits, interrupt the batches in flight of job_id
+ * (it was paused or cancelled): they roll back, and their workers leave
+ * the job's tasks.
+ */
+void
+iterjob_interrupt_workers_at_commit(int64 job_id)
+{
+	add_signalled_job(job_id, true);
 }
 
 /*

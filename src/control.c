@@ -6,8 +6,10 @@
  *
  *	  Each locks the job row, checks that the caller may steer the job,
  *	  changes the states of the job and its tasks, and returns the job's new
- *	  state.  Workers notice at their next checkpoint: the batch in flight
- *	  commits with its checkpoint, then the worker leaves the task.  Calls
+ *	  state.  When a pause or cancel commits, the batches in flight of the
+ *	  job are interrupted: each rolls back (no failed attempt) and its
+ *	  worker leaves the task, which a resume takes up again from its last
+ *	  checkpoint (commit_wakeup.c, task_runner.c).  Calls
  *	  that make no sense for the job's state are either a no-op with a
  *	  NOTICE (pausing a paused job, resuming a job that is not paused,
  *	  cancelling a cancelled one) or an error (steering a finished job).
@@ -184,7 +186,7 @@ control_job(FunctionCallInfo fcinfo, ControlAction action)
 			else
 			{
 				run_sql(pause_sql, job_id);
-				iterjob_signal_workers_at_commit(job_id);
+				iterjob_interrupt_workers_at_commit(job_id);
 			}
 			break;
 		case CONTROL_RESUME:
@@ -216,7 +218,7 @@ control_job(FunctionCallInfo fcinfo, ControlAction action)
 			{
 				run_sql(cancel_sql, job_id);
 				iterjob_end_dependents(job_id, "cancelled");
-				iterjob_signal_workers_at_commit(job_id);
+				iterjob_interrupt_workers_at_commit(job_id);
 				ereport(LOG, (errmsg("iterjob: job " INT64_FORMAT " cancelled", job_id)));
 				iterjob_notify_waiters_at_commit();
 			}

@@ -485,6 +485,17 @@ iterjob_enqueue(PG_FUNCTION_ARGS)
 	IterjobShards shards = {0};
 
 	iterjob_prepare_job(fcinfo, true, &spec, &name, &ranges, &shards);
+
+	/*
+	 * A tenant cannot hold a worker for longer than the server allows: the
+	 * job keeps what it asked for, its batches get at most the cap (read at
+	 * each batch, so a lower cap applies to running jobs too).
+	 */
+	if (spec.statement_timeout_ms > iterjob_max_statement_timeout_ms)
+		ereport(NOTICE,
+				(errmsg("statement_timeout is more than iterjob.max_statement_timeout (%s)",
+						GetConfigOptionByName("iterjob.max_statement_timeout", NULL, false)),
+				 errdetail("Each batch of the job is limited to iterjob.max_statement_timeout, as it is when the batch starts.")));
 	if (PG_NARGS() > ARG_AFTER && !PG_ARGISNULL(ARG_AFTER))
 		after = iterjob_check_after(PG_GETARG_ARRAYTYPE_P(ARG_AFTER));
 	job_id = insert_job(&spec, name, ranges, &shards, after);

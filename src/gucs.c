@@ -41,6 +41,7 @@ int			iterjob_rescan_interval_ms = 10000;
 int			iterjob_time_slice_ms = 10000;
 int			iterjob_worker_nice = 0;
 int			iterjob_max_workers_per_node = 4;
+int			iterjob_max_statement_timeout_ms = 3600000;
 
 /* this copy of the library reads the GUCs another copy defined */
 static bool gucs_borrowed = false;
@@ -190,6 +191,15 @@ iterjob_define_gucs(void)
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("iterjob.max_statement_timeout",
+							"Longest any job's batch may run, whatever statement_timeout the job asked for.",
+							"A job enqueued with statement_timeout 0 gets this limit; a larger one is cut to it. "
+							"Workers apply a new value from their next batch. There is no value for no limit.",
+							&iterjob_max_statement_timeout_ms,
+							3600000, 100, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("iterjob.test_replication_lag",
 							"For tests only: the replication lag the health gate sees, instead of pg_stat_replication's.",
 							"-1 (the default) uses pg_stat_replication.",
@@ -240,6 +250,20 @@ iterjob_sync_gucs(void)
 	read_bool("iterjob.trail_instances", &iterjob_trail_instances);
 	read_int("iterjob.worker_nice", &iterjob_worker_nice);
 	read_int("iterjob.max_workers_per_node", &iterjob_max_workers_per_node);
+	read_int("iterjob.max_statement_timeout", &iterjob_max_statement_timeout_ms);
+	read_int("iterjob.time_slice", &iterjob_time_slice_ms);
+}
+
+/*
+ * The statement timeout of a batch of a job that asked for job_timeout_ms
+ * (0: no limit of its own): that, at most iterjob.max_statement_timeout.
+ */
+int32
+iterjob_batch_timeout_ms(int32 job_timeout_ms)
+{
+	if (job_timeout_ms <= 0 || job_timeout_ms > iterjob_max_statement_timeout_ms)
+		return iterjob_max_statement_timeout_ms;
+	return job_timeout_ms;
 }
 
 /* Called instead of iterjob_define_gucs() by a second copy of the library. */

@@ -37,7 +37,8 @@ typedef struct IterjobWorkerSlot
 	bool		clean_exit;		/* worker left because it found no work */
 	bool		exited;			/* the worker process has ended */
 	bool		recheck;		/* its job's state changed: look again */
-	bool		yield;			/* another database waits: leave the task */
+	bool		yield;			/* another job waits: leave the task */
+	bool		yield_exit;		/* ... for another database: and exit */
 	bool		report_installed;	/* report the databases with iterjob */
 	uint32		generation;		/* of this use of the slot (launcher.c) */
 	TimestampTz registered_at;	/* when the launcher registered the worker */
@@ -52,6 +53,13 @@ typedef struct IterjobWorkerSlot
 	int32		instance;
 	int64		batches;		/* batches committed in this task */
 	TimestampTz since;			/* when the current task was claimed */
+	/* the batch in flight, for the launcher's watch (batch_watchdog.c) */
+	TimestampTz batch_started;	/* 0: none */
+	int32		batch_timeout_ms;	/* its statement timeout */
+	uint8		interrupt;		/* ITERJOB_INTERRUPT_*: why it was interrupted */
+	TimestampTz interrupt_at;	/* and when */
+	uint8		terminated;		/* ITERJOB_INTERRUPT_*: why the launcher ended it */
+	TimestampTz fairness_at;	/* when it last looked for jobs without a worker */
 	char		phase[16];		/* what the worker is doing */
 	/* where its instance is, for the next instance to trail (instance_trail.c) */
 	bool		trail_active;	/* running batches of a trailing job */
@@ -60,12 +68,29 @@ typedef struct IterjobWorkerSlot
 	TimestampTz trail_at;		/* when it started or last advanced */
 } IterjobWorkerSlot;
 
+/*
+ * Why a worker's batch was interrupted from outside, or why the launcher
+ * terminated the worker.
+ */
+#define ITERJOB_INTERRUPT_NONE		0
+#define ITERJOB_INTERRUPT_STEER		1	/* its job was paused or cancelled */
+#define ITERJOB_INTERRUPT_OVERRAN	2	/* past its statement timeout */
+
 /* A prepared transaction that made work runnable in its database. */
 typedef struct IterjobPreparedWake
 {
 	Oid			dboid;			/* InvalidOid: entry unused */
 	char		gid[ITERJOB_GID_SIZE];
 } IterjobPreparedWake;
+
+/* Turns of jobs: a worker left job_id of dboid for another job at a time. */
+#define ITERJOB_MAX_TURNS			64
+typedef struct IterjobTurn
+{
+	Oid			dboid;			/* InvalidOid: entry unused */
+	int64		job_id;
+	TimestampTz at;
+} IterjobTurn;
 
 /* A worker that died in the middle of a batch of task_id. */
 typedef struct IterjobDeath
@@ -75,6 +100,9 @@ typedef struct IterjobDeath
 	int64		batch_no;		/* the batch it died in */
 	bool		crash;			/* the server restarted after a crash */
 	int			exit_code;		/* of a worker that exited by itself */
+	int32		overran_ms;		/* > 0: terminated by the launcher, its batch
+								 * still running this long past its
+								 * statement timeout */
 } IterjobDeath;
 
 typedef struct IterjobShared
@@ -94,6 +122,8 @@ typedef struct IterjobShared
 	int			ninstalled;		/* -1: more than ITERJOB_MAX_INSTALLED */
 	Oid			installed[ITERJOB_MAX_INSTALLED];
 	IterjobWorkerSlot workers[ITERJOB_MAX_WORKER_SLOTS];
+	IterjobTurn turns[ITERJOB_MAX_TURNS];	/* the latest, for fairness.c */
+	int			next_turn;		/* the entry to use next when all are taken */
 	ConditionVariable job_state_cv; /* broadcast when a job may have ended */
 } IterjobShared;
 
@@ -127,7 +157,9 @@ extern int	iterjob_rescan_interval_ms;
 extern int	iterjob_time_slice_ms;
 extern int	iterjob_worker_nice;
 extern int	iterjob_max_workers_per_node;
+extern int	iterjob_max_statement_timeout_ms;
 extern void iterjob_define_gucs(void);
+extern int32 iterjob_batch_timeout_ms(int32 job_timeout_ms);
 extern void iterjob_borrow_gucs(void);
 extern void iterjob_sync_gucs(void);
 extern void iterjob_reload_config(void);
@@ -161,14 +193,24 @@ extern void iterjob_slot_set_owner(Oid owner);
 extern bool iterjob_slot_take_recheck(void);
 extern bool iterjob_slot_recheck_pending(void);
 extern bool iterjob_slot_yield_requested(void);
+extern bool iterjob_slot_take_yield(void);
+extern bool iterjob_slot_interrupted(void);
+extern bool iterjob_slot_take_interrupt(void);
 extern bool iterjob_hold_task(int64 task_id);
 extern void iterjob_release_task(void);
 extern bool iterjob_task_is_held(Oid dboid, int64 task_id);
 extern void iterjob_clear_held_task(int slotno);
-extern void iterjob_slot_begin_batch(int64 task_id, int64 batch_no);
+extern void iterjob_slot_begin_batch(int64 task_id, int64 batch_no, int32 timeout_ms);
 extern void iterjob_slot_end_batch(void);
 extern bool iterjob_take_death(int64 task_id, IterjobDeath *death);
 pg_noreturn extern void iterjob_worker_exit_clean(void);
+
+/* batch_watchdog.c */
+extern long iterjob_watch_batches(TimestampTz now);
+
+/* fairness.c (the launcher's part) */
+extern long iterjob_request_yield(Oid dboid, Oid for_owner, bool exit,
+								  TimestampTz now);
 
 /* wait_events.c */
 typedef enum IterjobWaitEvent
@@ -191,6 +233,7 @@ extern void iterjob_wake_at_commit(void);
 extern void iterjob_wake_at_end(void);
 extern void iterjob_notify_waiters_at_commit(void);
 extern void iterjob_signal_workers_at_commit(int64 job_id);
+extern void iterjob_interrupt_workers_at_commit(int64 job_id);
 
 /* access.c */
 extern bool iterjob_may_steer(Oid caller, Oid owner);

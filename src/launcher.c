@@ -35,7 +35,12 @@
  *	  longest ago first.  When every worker is busy and a database waiting
  *	  for one has at least two fewer than the database with the most, one
  *	  of the latter's workers that has kept its task for iterjob.time_slice
- *	  is asked to leave it at its next batch boundary.
+ *	  is asked to leave it at its next batch boundary (fairness.c, which
+ *	  also shares a database's workers between its jobs and owners).
+ *
+ *	  The launcher also watches the batches in flight: a worker whose batch
+ *	  goes on past its statement timeout, or past a pause or cancel of its
+ *	  job, is terminated (batch_watchdog.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -307,6 +312,7 @@ reap_workers(void)
 		IterjobWorkerSlot *slot = &iterjob_shared->workers[i];
 		Oid			dboid;
 		bool		clean;
+		bool		terminated;
 
 		if (!worker_ended(i, now_ts))
 			continue;
@@ -316,6 +322,7 @@ reap_workers(void)
 		LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 		dboid = slot->dboid;
 		clean = slot->clean_exit;
+		terminated = slot->terminated != ITERJOB_INTERRUPT_NONE;
 		memset(slot, 0, sizeof(*slot));
 		LWLockRelease(iterjob_shared->state_lock);
 		if (handles[i] != NULL)
@@ -325,6 +332,12 @@ reap_workers(void)
 		db = database_entry(dboid);
 		if (clean)
 			db->retry_delay_ms = 0;
+		else if (terminated)
+		{
+			/* we ended it (batch_watchdog.c): its task may wait, at once */
+			db->pending = true;
+			db->retry_delay_ms = 0;
+		}
 		else
 		{
 			/* it may have left a task to reclaim: retry, backing off */
@@ -465,8 +478,8 @@ compare_turns(const void *a, const void *b)
 /*
  * Every worker is busy and database waiting has work but fewer workers
  * than another: ask a worker of the database with the most, one that has
- * kept its task for a time slice, to leave it.  Returns how long to wait
- * before looking again when none has yet, or -1.
+ * kept its task for a time slice, to leave it (fairness.c).  Returns how
+ * long to wait before looking again when none has yet, or -1.
  */
 static long
 make_room_for(LauncherDatabase *waiting, TimestampTz now_ts)
@@ -474,9 +487,7 @@ make_room_for(LauncherDatabase *waiting, TimestampTz now_ts)
 	HASH_SEQ_STATUS seq;
 	LauncherDatabase *db;
 	LauncherDatabase *busiest = NULL;
-	int			victim = -1;
-	TimestampTz oldest = 0;
-	Latch	   *latch = NULL;
+	long		ms;
 
 	hash_seq_init(&seq, databases);
 	while ((db = hash_seq_search(&seq)) != NULL)
@@ -484,42 +495,8 @@ make_room_for(LauncherDatabase *waiting, TimestampTz now_ts)
 			busiest = db;
 	if (busiest == NULL || busiest->nworkers < waiting->nworkers + 2)
 		return -1;
-
-	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
-	for (int i = 0; i < ITERJOB_MAX_WORKER_SLOTS; i++)
-	{
-		IterjobWorkerSlot *slot = &iterjob_shared->workers[i];
-
-		if (!slot->in_use || slot->dboid != busiest->dboid || slot->job_id == 0)
-			continue;
-		if (slot->yield)
-		{
-			/* one is leaving already */
-			LWLockRelease(iterjob_shared->state_lock);
-			return -1;
-		}
-		if (victim < 0 || slot->since < oldest)
-		{
-			victim = i;
-			oldest = slot->since;
-		}
-	}
-	if (victim >= 0 &&
-		TimestampDifferenceExceeds(oldest, now_ts, iterjob_time_slice_ms))
-	{
-		iterjob_shared->workers[victim].yield = true;
-		latch = iterjob_shared->workers[victim].latch;
-	}
-	LWLockRelease(iterjob_shared->state_lock);
-
-	if (latch != NULL)
-	{
-		SetLatch(latch);
-		return -1;
-	}
-	if (victim < 0)
-		return -1;
-	return (long) ((TimestampTzPlusMilliseconds(oldest, iterjob_time_slice_ms) - now_ts) / 1000) + 1;
+	ms = iterjob_request_yield(busiest->dboid, InvalidOid, true, now_ts);
+	return ms > 0 ? ms : -1;
 }
 
 /*
@@ -675,6 +652,7 @@ iterjob_launcher_main(Datum main_arg)
 	while (!ShutdownRequestPending)
 	{
 		long		sleep_ms;
+		long		watch_ms;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -683,6 +661,9 @@ iterjob_launcher_main(Datum main_arg)
 		reap_workers();
 		sleep_ms = launch_pending(ctx);
 		MemoryContextReset(ctx);
+		watch_ms = iterjob_watch_batches(GetCurrentTimestamp());
+		if (watch_ms >= 0)
+			sleep_ms = Min(sleep_ms, watch_ms);
 
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

@@ -44,6 +44,7 @@ typedef struct IterjobTask
 	IterjobDeath death;
 	long		retry_ms;		/* backoff before its first batch */
 	bool		failed;			/* that death was its last attempt */
+	char	   *death_message;	/* a death that is not a plain one: why */
 	int64		retry_batch;	/* the batch that failed last, until it commits */
 	bool		yielded;		/* left running for a worker of another database */
 	/*
@@ -79,11 +80,34 @@ typedef struct IterjobTaskPlans
 } IterjobTaskPlans;
 
 /* task_claim.c: claiming, as iterjob */
-extern IterjobTask *iterjob_claim_task(MemoryContext parent, Oid owner, bool *busy);
-extern bool iterjob_runnable_for_others(Oid owner);
-extern bool iterjob_more_runnable(int64 claimed);
+extern IterjobTask *iterjob_claim_task(MemoryContext parent, Oid owner, bool *busy,
+									   bool *others, bool *more);
 extern bool iterjob_load_job(int64 job_id, IterjobSpec *spec, Oid *owner,
 							 char **search_path);
+
+/* fairness.c: which job a worker claims from, and which leaves its task */
+typedef struct IterjobActiveJob
+{
+	int64		job_id;
+	Oid			owner;
+	TimestampTz turn_at;		/* a worker last left it for another job then;
+								 * 0: none did lately */
+	int			owner_workers;	/* workers on tasks of its owner here */
+	int			job_workers;	/* workers on its tasks */
+} IterjobActiveJob;
+
+typedef struct IterjobJobTasks
+{
+	int64		queued;			/* its first queued task, or 0 */
+	int			norphans;		/* its tasks marked running that no worker holds */
+	int64	   *orphans;
+} IterjobJobTasks;
+
+extern int	iterjob_active_jobs(IterjobActiveJob **jobs);
+extern void iterjob_rank_jobs(IterjobActiveJob *jobs, int n, Oid owner);
+extern bool iterjob_job_tasks(int64 job_id, IterjobJobTasks *tasks);
+extern void iterjob_note_turn(int64 job_id);
+extern void iterjob_fairness_check(void);
 
 /* task_record.c: a task's bookkeeping, as iterjob */
 extern SPIPlanPtr iterjob_prepare_checkpoint(const IterjobSpec *spec);

@@ -5,7 +5,9 @@
  *	  first claim), and reading a job's definition.
  *
  *	  A task is runnable when it is queued, or marked running while no live
- *	  worker holds it (its worker died; worker_slot.c).  Claims take the
+ *	  worker holds it (its worker died, or left it for another job;
+ *	  worker_slot.c).  Which job a claim takes from is fairness.c's choice.
+ *	  Claims take the
  *	  task row FOR UPDATE SKIP LOCKED, so concurrent workers never wait on
  *	  each other, and hold the task, so it is worked by at most one worker
  *	  at a time.  Called inside a transaction, with SPI connected, in an
@@ -77,62 +79,32 @@ enum
 	JCOL_HEALTH_CHECK
 };
 
-/*
- * Candidates go through the partial index on runnable tasks, so claims cost
- * the same however many finished tasks pile up; $1 is the owner whose
- * tasks may be claimed (0: any).  Tasks marked running are looked at
- * without a row lock (their live workers checkpoint them); only one that
- * no worker holds (its worker died) is locked and taken.
- */
-#define OWNER_FILTER_SQL \
-"   AND ($1 OPERATOR(pg_catalog.=) 0::pg_catalog.oid OR EXISTS ("\
-"        SELECT FROM iterjob.job j WHERE j.id OPERATOR(pg_catalog.=) t.job_id"\
-"           AND j.owner OPERATOR(pg_catalog.=) $1))"
-
-/*
- * A queued task whose job waits for others (its after) is not runnable
- * until every one of them has succeeded (dependencies.c).
- */
-#define WAITING_FILTER_SQL \
-"   AND NOT EXISTS (SELECT FROM iterjob.job w, iterjob.job p"\
-"                    WHERE w.id OPERATOR(pg_catalog.=) t.job_id"\
-"                      AND p.id OPERATOR(pg_catalog.=) ANY (w.after)"\
-"                      AND p.state OPERATOR(pg_catalog.<>) 'succeeded')"
-
-static const char *const running_sql =
-"SELECT t.id FROM iterjob.task t"
-" WHERE t.state OPERATOR(pg_catalog.=) 'running'"
-OWNER_FILTER_SQL
-" ORDER BY t.id";
-
 static const char *const lock_orphan_sql =
 "SELECT id FROM iterjob.task"
 " WHERE id OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.=) 'running'"
 "   FOR UPDATE SKIP LOCKED";
 
+/*
+ * The queued tasks of job $1 we can lock, in instance order (fairness.c
+ * chose the job).
+ */
 static const char *const queued_sql =
 "SELECT t.id FROM iterjob.task t"
-" WHERE t.state OPERATOR(pg_catalog.=) 'queued'"
-OWNER_FILTER_SQL
-WAITING_FILTER_SQL
-" ORDER BY t.id"
+" WHERE t.job_id OPERATOR(pg_catalog.=) $1 AND t.state OPERATOR(pg_catalog.=) 'queued'"
+" ORDER BY t.instance"
 "   FOR UPDATE OF t SKIP LOCKED";
 
-/* runnable tasks of other owners than $1 */
-static const char *const others_sql =
-"SELECT t.id, t.state OPERATOR(pg_catalog.=) 'queued' FROM iterjob.task t"
-"  JOIN iterjob.job j ON j.id OPERATOR(pg_catalog.=) t.job_id"
-" WHERE t.state OPERATOR(pg_catalog.=) ANY ('{queued,running}'::pg_catalog.text[])"
-"   AND j.owner OPERATOR(pg_catalog.<>) $1"
-"   AND (t.state OPERATOR(pg_catalog.=) 'running' OR NOT EXISTS ("
-"        SELECT FROM iterjob.job p WHERE p.id OPERATOR(pg_catalog.=) ANY (j.after)"
-"           AND p.state OPERATOR(pg_catalog.<>) 'succeeded'))";
-
-/* runnable tasks other than $1: one queued, or those marked running */
+/*
+ * Runnable tasks other than $1: one queued (of a job that waits for no
+ * other), or those marked running (runnable when no worker holds them).
+ */
 static const char *const more_queued_sql =
 "SELECT t.id, true FROM iterjob.task t"
 " WHERE t.state OPERATOR(pg_catalog.=) 'queued' AND t.id OPERATOR(pg_catalog.<>) $1"
-WAITING_FILTER_SQL
+"   AND NOT EXISTS (SELECT FROM iterjob.job w, iterjob.job p"
+"                    WHERE w.id OPERATOR(pg_catalog.=) t.job_id"
+"                      AND p.id OPERATOR(pg_catalog.=) ANY (w.after)"
+"                      AND p.state OPERATOR(pg_catalog.<>) 'succeeded')"
 " LIMIT 1";
 static const char *const more_running_sql =
 "SELECT t.id, false FROM iterjob.task t"
@@ -383,49 +355,39 @@ iterjob_load_job(int64 job_id, IterjobSpec *spec, Oid *owner, char **search_path
 }
 
 /*
- * An orphaned running task of owner (its worker died), locked and held,
- * or 0.
+ * A task of the job marked running that no worker holds (its worker died,
+ * or left it for another job), locked and held, or 0.
  */
 static int64
-claim_orphan(Oid owner)
+claim_orphan(const IterjobJobTasks *tasks)
 {
-	Oid			type = OIDOID;
-	Datum		arg = ObjectIdGetDatum(owner);
-	int64	   *ids;
-	uint64		n;
+	Oid			type = INT8OID;
 
-	if (SPI_execute_with_args(running_sql, 1, &type, &arg, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not look for orphaned iterjob tasks");
-	n = SPI_processed;
-	ids = palloc(sizeof(int64) * (n + 1));
-	for (uint64 i = 0; i < n; i++)
-		ids[i] = int8_column(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-
-	type = INT8OID;
-	for (uint64 i = 0; i < n; i++)
+	for (int i = 0; i < tasks->norphans; i++)
 	{
+		Datum		arg = Int64GetDatum(tasks->orphans[i]);
+
 		CHECK_FOR_INTERRUPTS();
-		if (!iterjob_hold_task(ids[i]))
+		if (!iterjob_hold_task(tasks->orphans[i]))
 			continue;			/* a live worker holds it */
-		arg = Int64GetDatum(ids[i]);
 		if (SPI_execute_with_args(lock_orphan_sql, 1, &type, &arg, NULL,
 								  false, 1) == SPI_OK_SELECT && SPI_processed == 1)
-			return ids[i];
+			return tasks->orphans[i];
 		iterjob_release_task();
 	}
 	return 0;
 }
 
 /*
- * The first queued task of owner we can lock, held, or 0.  Sets *busy
+ * The first queued task of job_id we can lock, held, or 0.  Sets *busy
  * when a queued task was still held: its previous worker is leaving it
  * (the task was paused and resumed, or failed and retried, meanwhile).
  */
 static int64
-claim_queued(Oid owner, bool *busy)
+claim_queued(int64 job_id, bool *busy)
 {
-	Oid			type = OIDOID;
-	Datum		arg = ObjectIdGetDatum(owner);
+	Oid			type = INT8OID;
+	Datum		arg = Int64GetDatum(job_id);
 	Portal		portal = SPI_cursor_open_with_args(NULL, queued_sql, 1, &type, &arg,
 												   NULL, false, 0);
 	int64		claimed = 0;
@@ -454,58 +416,14 @@ claim_queued(Oid owner, bool *busy)
 }
 
 /*
- * Claim a runnable task of owner (InvalidOid: of any owner): first one
- * whose worker died (so interrupted work resumes first), else the oldest
- * queued one.  Returns NULL if there is none; *busy then says whether a
- * queued task was only held back by its previous worker, which is about to
- * let it go.  The task is held from here on: until iterjob_release_task(),
- * or the end of the process.
- */
-IterjobTask *
-iterjob_claim_task(MemoryContext parent, Oid owner, bool *busy)
-{
-	IterjobTask *task;
-	int64		claimed;
-	Datum		args[2];
-	Oid			argtypes[2] = {INT8OID, INT4OID};
-
-	*busy = false;
-	claimed = claim_orphan(owner);
-	if (claimed == 0)
-		claimed = claim_queued(owner, busy);
-	if (claimed == 0)
-		return NULL;
-
-	args[0] = Int64GetDatum(claimed);
-	/* a fresh snapshot: the row as it is now that it is locked */
-	if (SPI_execute_with_args(task_sql, 1, argtypes, args, NULL, false, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
-		elog(ERROR, "could not read iterjob task " INT64_FORMAT, claimed);
-	task = task_from_row(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, parent);
-	task->died = iterjob_take_death(task->task_id, &task->death);
-
-	args[0] = Int64GetDatum(task->task_id);
-	args[1] = Int32GetDatum(MyProcPid);
-	if (SPI_execute_with_args(mark_running_sql, 2, argtypes, args, NULL,
-							  false, 0) != SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "could not mark iterjob task " INT64_FORMAT " running",
-			 task->task_id);
-	if (SPI_processed == 1)
-		ereport(LOG,
-				(errmsg("iterjob: job " INT64_FORMAT " started: %s instances over %s",
-						task->job_id,
-						SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
-						SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2))));
-	return task;
-}
-
-/*
  * Does sql (with one parameter) list a runnable task: queued, or running
  * with no worker holding it?
  */
 static bool
-lists_runnable(const char *sql, Oid type, Datum arg)
+lists_runnable(const char *sql, Datum arg)
 {
+	Oid			type = INT8OID;
+
 	if (SPI_execute_with_args(sql, 1, &type, &arg, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not look for runnable iterjob tasks");
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -523,22 +441,80 @@ lists_runnable(const char *sql, Oid type, Datum arg)
 }
 
 /*
- * Are tasks of owners other than owner waiting for a worker: queued, or
- * running with no worker holding them?
+ * Claim a runnable task of owner (InvalidOid: of any owner), from the first
+ * job fairness.c ranks that has one; within a job, one whose worker died
+ * or left it first (so interrupted work resumes first), else the first
+ * queued one.  Returns NULL if there is none, or if another owner's job
+ * comes first (*others then says so: a fresh worker must take it, and it
+ * says too whether another owner's job has runnable tasks when this owner
+ * has none); *busy then says whether a queued task was only held back by
+ * its previous worker, which is about to let it go.  *more says whether
+ * runnable tasks besides the one claimed wait.  The task is held from here
+ * on (until iterjob_release_task(), or the end of the process), and the
+ * worker's slot names it before the claim commits.
  */
-bool
-iterjob_runnable_for_others(Oid owner)
+IterjobTask *
+iterjob_claim_task(MemoryContext parent, Oid owner, bool *busy, bool *others,
+				   bool *more)
 {
-	return lists_runnable(others_sql, OIDOID, ObjectIdGetDatum(owner));
-}
+	IterjobTask *task;
+	IterjobActiveJob *jobs;
+	int64		claimed = 0;
+	bool		first = true;
+	int			n;
+	Datum		args[2];
+	Oid			argtypes[2] = {INT8OID, INT4OID};
 
-/*
- * Are runnable tasks other than the one just claimed waiting for a worker?
- * (Once per claim: one queued task answers, however many there are.)
- */
-bool
-iterjob_more_runnable(int64 claimed)
-{
-	return lists_runnable(more_queued_sql, INT8OID, Int64GetDatum(claimed)) ||
-		lists_runnable(more_running_sql, INT8OID, Int64GetDatum(claimed));
+	*busy = false;
+	*others = false;
+	*more = false;
+	n = iterjob_active_jobs(&jobs);
+	iterjob_rank_jobs(jobs, n, owner);
+	for (int i = 0; i < n && claimed == 0; i++)
+	{
+		IterjobJobTasks tasks;
+
+		if (!iterjob_job_tasks(jobs[i].job_id, &tasks))
+			continue;
+		if (OidIsValid(owner) && jobs[i].owner != owner)
+		{
+			*others = true;
+			/* it should have the next worker: leave it to a fresh one */
+			if (first)
+				return NULL;
+			continue;
+		}
+		first = false;
+		claimed = claim_orphan(&tasks);
+		if (claimed == 0 && tasks.queued != 0)
+			claimed = claim_queued(jobs[i].job_id, busy);
+	}
+	if (claimed == 0)
+		return NULL;
+	*more = lists_runnable(more_queued_sql, Int64GetDatum(claimed)) ||
+		lists_runnable(more_running_sql, Int64GetDatum(claimed));
+
+	args[0] = Int64GetDatum(claimed);
+	/* a fresh snapshot: the row as it is now that it is locked */
+	if (SPI_execute_with_args(task_sql, 1, argtypes, args, NULL, false, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not read iterjob task " INT64_FORMAT, claimed);
+	task = task_from_row(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, parent);
+	task->died = iterjob_take_death(task->task_id, &task->death);
+	iterjob_slot_set_owner(task->owner);
+	iterjob_slot_set_task(task->job_id, task->instance, task->batches_done);
+
+	args[0] = Int64GetDatum(task->task_id);
+	args[1] = Int32GetDatum(MyProcPid);
+	if (SPI_execute_with_args(mark_running_sql, 2, argtypes, args, NULL,
+							  false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not mark iterjob task " INT64_FORMAT " running",
+			 task->task_id);
+	if (SPI_processed == 1)
+		ereport(LOG,
+				(errmsg("iterjob: job " INT64_FORMAT " started: %s instances over %s",
+						task->job_id,
+						SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
+						SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2))));
+	return task;
 }

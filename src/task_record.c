@@ -23,6 +23,7 @@
 #include "utils/array.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 
 #include "iterjob.h"
 #include "task.h"
@@ -431,7 +432,14 @@ iterjob_record_death(IterjobTask *task)
 
 	memset(&edata, 0, sizeof(edata));
 	edata.sqlerrcode = ERRCODE_INTERNAL_ERROR;
-	if (task->death.crash)
+	if (task->death.overran_ms > 0)
+	{
+		edata.sqlerrcode = ERRCODE_QUERY_CANCELED;
+		edata.message = psprintf("worker terminated: the batch went on past its statement timeout of %d ms",
+								 task->death.overran_ms);
+		edata.detail = "The batch did not stop when its statement timeout cancelled it (does the action catch query_canceled?); the launcher terminated its worker.";
+	}
+	else if (task->death.crash)
 	{
 		edata.message = "worker died during this batch: the server restarted after a crash";
 		edata.detail = "A process ended by a signal, a segfault or an out-of-memory kill; the server log names it.";
@@ -442,6 +450,8 @@ iterjob_record_death(IterjobTask *task)
 		edata.detail = psprintf("It exited with code %d (a FATAL error, for example after pg_terminate_backend()).",
 								task->death.exit_code);
 	}
+	if (task->death.overran_ms > 0)
+		task->death_message = MemoryContextStrdup(task->cxt, edata.message);
 	if (!iterjob_record_failure(task, &edata, &attempts))
 		return;
 	task->failed = attempts >= task->spec.max_attempts;

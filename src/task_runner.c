@@ -9,7 +9,9 @@
  *	  then the transaction commits.  The work and its checkpoint therefore
  *	  commit together or not at all.  Between batches the loop paces the
  *	  task (throttling, retry backoff, the health gate, trailing) and
- *	  leaves it when it is paused, cancelled or ends.
+ *	  leaves it when it is paused, cancelled or ends, or when another job
+ *	  should have its worker (fairness.c).  A pause or cancel interrupts
+ *	  the batch in flight: it rolls back, and counts as no failed attempt.
  *
  *	  The owner's SQL is in owner_statements.c, iterjob's bookkeeping in
  *	  task_record.c; this file only sequences them.
@@ -57,12 +59,21 @@ typedef enum BatchOutcome
  * end the process), and is dropped when the next batch begins, as an idle
  * backend drops one.  The count is set, not stepped: an error inside the
  * batch has reset it already (errfinish).
+ *
+ * A pause or cancel of the job that committed after the worker last looked
+ * at the job's state, and whose signal was dropped that way, still cancels
+ * the batch as it begins: the worker's slot says so (commit_wakeup.c).
  */
 static void
 accept_cancel(bool accept)
 {
 	QueryCancelHoldoffCount = accept ? 0 : 1;
 	QueryCancelPending = false;
+	if (accept && iterjob_slot_interrupted())
+	{
+		QueryCancelPending = true;
+		InterruptPending = true;
+	}
 }
 
 /*
@@ -296,18 +307,16 @@ pause_for(long ms, const char *phase, IterjobWaitEvent event)
 /*
  * Did the batch fail by a timeout, saying it was too big?  A lock timeout
  * (lock_not_available, also from NOWAIT), or a statement timeout: a
- * query_canceled after the batch's statement_timeout had passed, not a
+ * query_canceled after the batch's statement timeout had passed, not a
  * pg_cancel_backend() before.
  */
 static bool
-timed_out(IterjobTask *task, ErrorData *edata, TimestampTz start)
+timed_out(ErrorData *edata, TimestampTz start, int32 timeout_ms)
 {
 	if (edata->sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE)
 		return true;
-	return edata->sqlerrcode == ERRCODE_QUERY_CANCELED &&
-		task->spec.statement_timeout_ms > 0 &&
-		TimestampDifferenceExceeds(start, GetCurrentTimestamp(),
-								   task->spec.statement_timeout_ms);
+	return edata->sqlerrcode == ERRCODE_QUERY_CANCELED && timeout_ms > 0 &&
+		TimestampDifferenceExceeds(start, GetCurrentTimestamp(), timeout_ms);
 }
 
 static BatchOutcome
@@ -319,10 +328,13 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 	MemoryContext worker_cxt = CurrentMemoryContext;
 	TimestampTz start;
 
+	/* the job's own limit, within iterjob.max_statement_timeout as it is now */
+	int32		timeout_ms = iterjob_batch_timeout_ms(task->spec.statement_timeout_ms);
+
 	report_activity(task);
 	task->batch_keys = 0;
 	task->broken = false;
-	iterjob_slot_begin_batch(task->task_id, task->batches_done + 1);
+	iterjob_slot_begin_batch(task->task_id, task->batches_done + 1, timeout_ms);
 	iterjob_worker_begin(true);
 
 	/*
@@ -340,8 +352,7 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 		iterjob_commit_batch_mode();
 	set_constraints_immediate();
 	start = GetCurrentTimestamp();
-	if (task->spec.statement_timeout_ms > 0)
-		enable_timeout_after(STATEMENT_TIMEOUT, task->spec.statement_timeout_ms);
+	enable_timeout_after(STATEMENT_TIMEOUT, timeout_ms);
 	accept_cancel(true);
 
 	PG_TRY();
@@ -366,8 +377,21 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 		AbortCurrentTransaction();
 		iterjob_slot_end_batch();
 		MemoryContextSwitchTo(worker_cxt);
-		if (timed_out(task, edata, start) &&
-			iterjob_throttle_after_timeout(&task->throttle, task->batch_keys))
+		if (iterjob_slot_take_interrupt())
+		{
+			/*
+			 * A pause or cancel of the job interrupted it: nothing failed.
+			 * The loop looks at the job's state before anything else, and
+			 * leaves the task (from its last checkpoint, for a resume).
+			 */
+			ereport(LOG,
+					(errmsg("iterjob: job " INT64_FORMAT " instance %d: batch rolled back, the job was paused or cancelled",
+							task->job_id, task->instance)));
+			outcome = BATCH_RETRY;
+			*retry_ms = 0;
+		}
+		else if (timed_out(edata, start, timeout_ms) &&
+				 iterjob_throttle_after_timeout(&task->throttle, task->batch_keys))
 		{
 			/* split it: not a failed attempt, retried at once */
 			ereport(LOG,
@@ -453,7 +477,11 @@ iterjob_run_task(IterjobTask *task)
 			break;
 		must_recheck = false;
 
-		/* another database waits for a worker: leave the task to resume later */
+		/*
+		 * A job without a worker waits, here or in another database: leave
+		 * the task, still running, for a worker to resume later.
+		 */
+		iterjob_fairness_check();
 		if (iterjob_slot_yield_requested())
 		{
 			task->yielded = true;

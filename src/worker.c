@@ -10,10 +10,12 @@
  *	  session state one owner's SQL leaves in the process (advisory locks,
  *	  dblink connections, prepared statements, settings) reaches another
  *	  owner's job.  When it runs out of its owner's tasks while another
- *	  owner's wait, it asks the launcher for a worker for them and leaves.
- *	  When the launcher asks it to make room for another database, it leaves
- *	  its task at the next batch boundary, still marked running, so that the
- *	  next worker here resumes it from its checkpoint, and exits.
+ *	  owner's wait, or when another owner's job should have the next worker
+ *	  (fairness.c), it asks the launcher for a worker for them and leaves.
+ *	  When asked to make room for a job without a worker, it leaves its task
+ *	  at the next batch boundary, still marked running, so that a worker
+ *	  resumes it from its checkpoint: for another database it exits, for a
+ *	  job here it claims again.
  *
  *-------------------------------------------------------------------------
  */
@@ -143,7 +145,8 @@ purge_old_jobs(void)
  * its first claim) in its own transaction.  Returns NULL when there is
  * none (purging old jobs then, unless *busy says a queued task was held
  * back by its previous worker), or when the extension is not usable in
- * this database.  *others says whether other owners' tasks wait, *more
+ * this database.  *others says whether other owners' tasks wait (or
+ * should have the next worker: fairness.c), *more
  * whether runnable tasks besides the one claimed do.
  */
 static IterjobTask *
@@ -171,13 +174,9 @@ claim_next_task(MemoryContext cxt, Oid owner, bool *busy, bool *others,
 	nest = iterjob_begin_internal(&saved);
 	if (extension_usable())
 	{
-		task = iterjob_claim_task(cxt, owner, busy);
+		task = iterjob_claim_task(cxt, owner, busy, others, more);
 		if (task != NULL && task->died)
 			iterjob_record_death(task);
-		if (task != NULL)
-			*more = iterjob_more_runnable(task->task_id);
-		if (task == NULL && OidIsValid(owner))
-			*others = iterjob_runnable_for_others(owner);
 		if (task == NULL && !*busy)
 			purge_old_jobs();
 	}
@@ -193,7 +192,8 @@ claim_next_task(MemoryContext cxt, Oid owner, bool *busy, bool *others,
 	{
 		/* that death was its last attempt: the instance fails */
 		iterjob_worker_begin(true);
-		(void) iterjob_finish_task(task, "failed", "worker died during this batch");
+		(void) iterjob_finish_task(task, "failed", task->death_message ? task->death_message :
+								   "worker died during this batch");
 		iterjob_settle_job(task->job_id);
 		iterjob_worker_commit(true);
 	}
@@ -303,7 +303,6 @@ iterjob_worker_main(Datum main_arg)
 			/* this process is the owner's from now on */
 			owner = task->owner;
 			iterjob_bind_to_owner(owner, task->owner_is_superuser);
-			iterjob_slot_set_owner(owner);
 		}
 
 		/* more runnable tasks wait: let the launcher add a worker */
@@ -313,7 +312,7 @@ iterjob_worker_main(Datum main_arg)
 			iterjob_wake_launcher();
 		}
 
-		iterjob_slot_set_task(task->job_id, task->instance, task->batches_done);
+		/* (the claim named the task in our slot) */
 		if (!task->failed)
 			iterjob_run_task(task);
 		iterjob_release_task();
@@ -322,9 +321,20 @@ iterjob_worker_main(Datum main_arg)
 		iterjob_slot_set_task(0, 0, 0);
 		iterjob_set_phase("idle");
 		yielded = task->yielded;
-		MemoryContextDelete(task->cxt);
+		/* it has had its turn: jobs whose turn is longer ago come first */
 		if (yielded)
+			iterjob_note_turn(task->job_id);
+		MemoryContextDelete(task->cxt);
+		/*
+		 * Left for another database (or asked to, as the task ended by
+		 * itself): exit; for a job here: claim again, fairly.
+		 */
+		if ((yielded || iterjob_slot_yield_requested()) && iterjob_slot_take_yield())
+		{
+			yielded = true;
 			break;
+		}
+		yielded = false;
 	}
 
 	/*

@@ -3,8 +3,9 @@
  * worker_slot.c
  *	  An iteration worker's own slot in shared memory: what it shows the
  *	  views (task, phase, batches), the flag that says its job's state
- *	  changed or that it should leave its task for another database, the
- *	  task it holds, and the batch it runs.
+ *	  changed or that it should leave its task for another job, the task it
+ *	  holds, and the batch it runs (with its statement timeout, and whether
+ *	  a pause or cancel of its job interrupted it: commit_wakeup.c).
  *
  *	  A worker that dies in the middle of a batch leaves a record of it
  *	  (iterjob_take_death()): by itself when it exits (FATAL), or, when its
@@ -37,7 +38,8 @@ IterjobWorkerSlot *iterjob_my_slot = NULL;
 
 /* Remember that a worker died in a batch of task_id (lock held). */
 static void
-record_death(Oid dboid, int64 task_id, int64 batch_no, int exit_code)
+record_death(Oid dboid, int64 task_id, int64 batch_no, int exit_code,
+			 int32 overran_ms)
 {
 	int			i;
 
@@ -55,21 +57,34 @@ record_death(Oid dboid, int64 task_id, int64 batch_no, int exit_code)
 	iterjob_shared->deaths[i].batch_no = batch_no;
 	iterjob_shared->deaths[i].crash = false;
 	iterjob_shared->deaths[i].exit_code = exit_code;
+	iterjob_shared->deaths[i].overran_ms = overran_ms;
 }
 
 /*
  * before_shmem_exit: a worker that leaves in the middle of a batch (FATAL:
  * pg_terminate_backend(), a lost connection to a remote, an action that
  * ends its own process) dies there; let go of the task, tell the launcher
- * we ended.
+ * we ended.  A worker the launcher terminated because its batch ignored a
+ * pause or cancel of its job did not fail: that is no death; one it
+ * terminated because its batch ran on past its statement timeout is one,
+ * and says so (batch_watchdog.c).
  */
 static void
 slot_detach(int code, Datum arg)
 {
+	uint8		terminated;
+	int32		timeout_ms;
+
+	LWLockAcquire(iterjob_shared->state_lock, LW_SHARED);
+	terminated = iterjob_my_slot->terminated;
+	timeout_ms = iterjob_my_slot->batch_timeout_ms;
+	LWLockRelease(iterjob_shared->state_lock);
+
 	LWLockAcquire(iterjob_shared->lock, LW_EXCLUSIVE);
-	if (iterjob_my_slot->batch_task != 0)
+	if (iterjob_my_slot->batch_task != 0 && terminated != ITERJOB_INTERRUPT_STEER)
 		record_death(iterjob_my_slot->dboid, iterjob_my_slot->batch_task,
-					 iterjob_my_slot->batch_no, code);
+					 iterjob_my_slot->batch_no, code,
+					 terminated == ITERJOB_INTERRUPT_OVERRAN ? Max(timeout_ms, 1) : 0);
 	iterjob_my_slot->batch_task = 0;
 	LWLockRelease(iterjob_shared->lock);
 	iterjob_release_task();
@@ -119,7 +134,12 @@ iterjob_set_phase(const char *phase)
 	LWLockRelease(iterjob_shared->state_lock);
 }
 
-/* The task the views show (job_id 0: none). */
+/*
+ * The task the views show (job_id 0: none), and whose pause or cancel
+ * interrupts this worker's batch: set in the transaction that claims it,
+ * before that commits, so that a pause or cancel committed right after the
+ * claim finds it.
+ */
 void
 iterjob_slot_set_task(int64 job_id, int32 instance, int64 batches)
 {
@@ -130,6 +150,7 @@ iterjob_slot_set_task(int64 job_id, int32 instance, int64 batches)
 	iterjob_my_slot->instance = instance;
 	iterjob_my_slot->batches = batches;
 	iterjob_my_slot->since = now;
+	iterjob_my_slot->interrupt = ITERJOB_INTERRUPT_NONE;
 	LWLockRelease(iterjob_shared->state_lock);
 }
 
@@ -153,7 +174,9 @@ iterjob_slot_set_owner(Oid owner)
 
 /*
  * Has a pause, cancel or resume of our job committed since we last looked
- * (commit_wakeup.c flags the slot and sets our latch)?  Clears the flag.
+ * (commit_wakeup.c flags the slot and sets our latch)?  Clears the flag,
+ * and an interrupt that came between batches: the caller looks at the
+ * job's state before any batch.
  */
 bool
 iterjob_slot_take_recheck(void)
@@ -165,8 +188,42 @@ iterjob_slot_take_recheck(void)
 	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 	changed = iterjob_my_slot->recheck;
 	iterjob_my_slot->recheck = false;
+	if (changed)
+		iterjob_my_slot->interrupt = ITERJOB_INTERRUPT_NONE;
 	LWLockRelease(iterjob_shared->state_lock);
 	return changed;
+}
+
+/*
+ * Was our batch interrupted by a pause or cancel of its job, committed
+ * since our task's claim or our last look at its state?
+ */
+bool
+iterjob_slot_interrupted(void)
+{
+	bool		interrupted;
+
+	if (iterjob_my_slot == NULL)
+		return false;
+	LWLockAcquire(iterjob_shared->state_lock, LW_SHARED);
+	interrupted = iterjob_my_slot->interrupt == ITERJOB_INTERRUPT_STEER;
+	LWLockRelease(iterjob_shared->state_lock);
+	return interrupted;
+}
+
+/* The same, clearing it. */
+bool
+iterjob_slot_take_interrupt(void)
+{
+	bool		interrupted;
+
+	if (iterjob_my_slot == NULL)
+		return false;
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
+	interrupted = iterjob_my_slot->interrupt == ITERJOB_INTERRUPT_STEER;
+	iterjob_my_slot->interrupt = ITERJOB_INTERRUPT_NONE;
+	LWLockRelease(iterjob_shared->state_lock);
+	return interrupted;
 }
 
 /*
@@ -187,8 +244,8 @@ iterjob_slot_recheck_pending(void)
 }
 
 /*
- * Has the launcher asked us to leave our task, for a database that waits
- * for a worker?  The flag stays set: the worker leaves.
+ * Have we been asked to leave our task, for a job that waits for a worker
+ * (fairness.c)?  The flag stays set until the worker has left the task.
  */
 bool
 iterjob_slot_yield_requested(void)
@@ -201,6 +258,24 @@ iterjob_slot_yield_requested(void)
 	yield = iterjob_my_slot->yield;
 	LWLockRelease(iterjob_shared->state_lock);
 	return yield;
+}
+
+/*
+ * We left our task as asked: clear the request.  Returns whether it was
+ * for another database (the worker then exits) rather than for another job
+ * of this one (the worker claims again, fairly).
+ */
+bool
+iterjob_slot_take_yield(void)
+{
+	bool		exit;
+
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
+	exit = iterjob_my_slot->yield_exit;
+	iterjob_my_slot->yield = false;
+	iterjob_my_slot->yield_exit = false;
+	LWLockRelease(iterjob_shared->state_lock);
+	return exit;
 }
 
 /* Does a slot other than ours, in database dboid, hold task_id?  Lock held. */
@@ -268,14 +343,23 @@ iterjob_clear_held_task(int slotno)
 	LWLockRelease(iterjob_shared->lock);
 }
 
-/* A batch of task_id starts; it ends with iterjob_slot_end_batch(). */
+/*
+ * A batch of task_id starts, limited to timeout_ms; it ends with
+ * iterjob_slot_end_batch().
+ */
 void
-iterjob_slot_begin_batch(int64 task_id, int64 batch_no)
+iterjob_slot_begin_batch(int64 task_id, int64 batch_no, int32 timeout_ms)
 {
+	TimestampTz now = GetCurrentTimestamp();
+
 	LWLockAcquire(iterjob_shared->lock, LW_EXCLUSIVE);
 	iterjob_my_slot->batch_task = task_id;
 	iterjob_my_slot->batch_no = batch_no;
 	LWLockRelease(iterjob_shared->lock);
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
+	iterjob_my_slot->batch_started = now;
+	iterjob_my_slot->batch_timeout_ms = timeout_ms;
+	LWLockRelease(iterjob_shared->state_lock);
 }
 
 void
@@ -284,6 +368,9 @@ iterjob_slot_end_batch(void)
 	LWLockAcquire(iterjob_shared->lock, LW_EXCLUSIVE);
 	iterjob_my_slot->batch_task = 0;
 	LWLockRelease(iterjob_shared->lock);
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
+	iterjob_my_slot->batch_started = 0;
+	LWLockRelease(iterjob_shared->state_lock);
 }
 
 /*
