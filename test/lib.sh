@@ -3,8 +3,9 @@
 # setup_iterjob chooses the PostgreSQL installation (PG_CONFIG, or else the
 # major ITERJOB_PG_MAJOR, default 15: Debian 12's packages, installed when
 # missing: the server, its headers, pgTAP, and pg_cron for
-# test/t/014_pg_cron.pl; 18: built from ../shared/vendor by
-# test/build-pg18.sh), builds iterjob against it with -Werror and installs it there.  Every path to the
+# test/t/014_pg_cron.pl; 18: the plain build from ../shared/vendor by
+# test/build-pg18.sh, the one the benchmarks measure), builds iterjob
+# against it with -Werror and installs it there.  Every path to the
 # server's programs and test tools is derived from PG_CONFIG.  cluster_start
 # makes a throwaway cluster owned by the postgres user in a temp dir, on a
 # private port and socket directory, with iterjob preloaded; it is stopped
@@ -46,16 +47,18 @@ apt_has() {
 	[[ $policy == *"Candidate: "[0-9]* ]]
 }
 
-# pg_config_for MAJOR: prints the pg_config of a PostgreSQL installation of
-# that major, installing or building it first when needed.  18: the build of
-# ../shared/vendor's tarball (test/build-pg18.sh), or else an installed
-# /usr/lib/postgresql/18; other majors: Debian's packages.  Returns 3 when
+# pg_config_for MAJOR [FLAVOUR]: prints the pg_config of a PostgreSQL
+# installation of that major, installing or building it first when needed.
+# 18: the build of ../shared/vendor's tarball (test/build-pg18.sh; FLAVOUR
+# "cassert" is its assertion-enabled build, the test suites', the default
+# "plain" the benchmarks'), or else an installed /usr/lib/postgresql/18;
+# other majors: Debian's packages (FLAVOUR does not apply).  Returns 3 when
 # there is no way to have that major here (no tarball, no package), 1 when
 # installing or building it failed.
 pg_config_for() {
-	local major=$1 rc=0
+	local major=$1 flavour=${2:-plain} rc=0
 	if [ "$major" = 18 ]; then
-		ITERJOB_QUIET_MISSING=1 "$ITERJOB_ROOT/test/build-pg18.sh" | tail -1 || rc=$?
+		ITERJOB_QUIET_MISSING=1 "$ITERJOB_ROOT/test/build-pg18.sh" "$flavour" | tail -1 || rc=$?
 		[ "$rc" = 3 ] || return "$rc"
 		if [ -x /usr/lib/postgresql/18/bin/pg_config ]; then
 			echo /usr/lib/postgresql/18/bin/pg_config
@@ -70,6 +73,16 @@ pg_config_for() {
 	ensure_packages "postgresql-$major" "postgresql-server-dev-$major" "postgresql-$major-pgtap" \
 		"postgresql-$major-cron" || return 1
 	echo "/usr/lib/postgresql/$major/bin/pg_config"
+}
+
+# assertions PG_CONFIG: "assertions enabled" when that installation was
+# configured with --enable-cassert, else "no assertions"
+assertions() {
+	if "$1" --configure | grep -q -- "--enable-cassert"; then
+		echo "assertions enabled"
+	else
+		echo "no assertions"
+	fi
 }
 
 setup_iterjob() {
