@@ -377,7 +377,8 @@ sub make_case
 	$c{follow} = chance(0.2);
 	my $cap = 1;
 	$cap *= ($TYPES{ $_->{type} }{max} // 1_000_000) for @cols;
-	$c{rows} = pick(0, 1, 2, rint(3, 40), rint(40, 200), rint(100, 400));
+	$c{rows} = pick(0, 1, 2, rint(3, 40), rint(3, 40), rint(40, 200), rint(40, 200), rint(100, 400));
+	$c{rows} = rint(3, 12) if $c{rows} < 3 && chance(0.8) && grep { $TYPES{ $_->{type} }{hostile} } @cols;
 	$c{rows} = $cap if $c{rows} > $cap;
 	$c{pk} = chance(0.3) && !grep { $TYPES{ $_->{type} }{refuse} } @cols;
 	# a primary key has the default order
