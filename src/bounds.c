@@ -25,34 +25,6 @@
 /* pages read at most to sample them */
 #define RANGE_SAMPLE_PAGES	5000
 
-/*
- * Fill value from column col (jsonb) and col + 1 (its iterjob.key_texts())
- * of an SPI row, allocating in cxt.  A NULL jsonb is an absent value.
- */
-void
-iterjob_key_value_from_row(const IterjobSpec *spec, HeapTuple tup, TupleDesc desc,
-				   int col, IterjobKeyValue *value, MemoryContext cxt)
-{
-	bool		isnull;
-	Datum		texts = SPI_getbinval(tup, desc, col + 1, &isnull);
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-	MemoryContext old;
-
-	memset(value, 0, sizeof(*value));
-	if (isnull)
-		return;
-	old = MemoryContextSwitchTo(cxt);
-	value->present = true;
-	value->json = SPI_getvalue(tup, desc, col);
-	deconstruct_array(DatumGetArrayTypeP(texts), TEXTOID, -1, false, TYPALIGN_INT,
-					  &elems, &nulls, &n);
-	for (int i = 0; i < spec->nkeys && i < n; i++)
-		value->text[i] = nulls[i] ? NULL : TextDatumGetCString(elems[i]);
-	MemoryContextSwitchTo(old);
-}
-
 void
 iterjob_find_upper_bound(IterjobSpec *spec)
 {
@@ -60,9 +32,8 @@ iterjob_find_upper_bound(IterjobSpec *spec)
 	MemoryContext cxt = CurrentMemoryContext;
 	char	   *sql;
 
-	sql = psprintf("SELECT %s, iterjob.key_texts(%s) FROM %s WHERE true%s"
-				   " ORDER BY %s LIMIT 1",
-				   json, json, iterjob_source_sql(spec), iterjob_keys_not_null(spec),
+	sql = psprintf("SELECT %s FROM %s WHERE true%s ORDER BY %s LIMIT 1",
+				   json, iterjob_source_sql(spec), iterjob_keys_not_null(spec),
 				   iterjob_key_order_by(spec, true));
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -70,8 +41,11 @@ iterjob_find_upper_bound(IterjobSpec *spec)
 		elog(ERROR, "could not find the largest key");
 	memset(&spec->upper_bound, 0, sizeof(spec->upper_bound));
 	if (SPI_processed == 1)
+	{
 		iterjob_key_value_from_row(spec, SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-						   1, &spec->upper_bound, cxt);
+								   1, &spec->upper_bound, cxt);
+		iterjob_check_key_form(spec, &spec->upper_bound, "the largest key");
+	}
 	SPI_finish();
 }
 
@@ -229,7 +203,7 @@ iterjob_split_ranges(const IterjobSpec *spec)
 
 	/* the jsonb form of a boundary: $1.. are its key columns */
 	initStringInfo(&boundary_sql);
-	appendStringInfoString(&boundary_sql, "SELECT v, iterjob.key_texts(v) FROM (SELECT ");
+	appendStringInfoString(&boundary_sql, "SELECT ");
 	if (spec->nkeys == 1)
 		appendStringInfoString(&boundary_sql, "pg_catalog.to_jsonb($1)");
 	else
@@ -239,7 +213,6 @@ iterjob_split_ranges(const IterjobSpec *spec)
 			appendStringInfo(&boundary_sql, "%s$%d", k > 0 ? ", " : "", k + 1);
 		appendStringInfoChar(&boundary_sql, ')');
 	}
-	appendStringInfoString(&boundary_sql, " AS v) AS b");
 
 	for (int i = 1; i < spec->instances; i++)
 	{
@@ -268,6 +241,7 @@ iterjob_split_ranges(const IterjobSpec *spec)
 			elog(ERROR, "could not encode a range boundary");
 		iterjob_key_value_from_row(spec, SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 								   1, &ranges[i].lower, cxt);
+		iterjob_check_key_form(spec, &ranges[i].lower, "a range boundary");
 		SPI_freetuptable(SPI_tuptable);
 		ranges[i - 1].upper = ranges[i].lower;
 	}

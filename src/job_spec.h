@@ -29,13 +29,15 @@ typedef enum IterjobPartition
 
 /*
  * A key value (a bound or a cursor): its jsonb form as stored (a scalar for
- * one column, an array for several), and each column as text.
+ * one column, an array for several), and each column as text (key_form.c).
  */
 typedef struct IterjobKeyValue
 {
 	bool		present;		/* false: no such bound */
 	char	   *json;
 	char	   *text[ITERJOB_MAX_KEYS];
+	/* set when the stored form is not one non-null scalar per column: why */
+	const char *problem;
 } IterjobKeyValue;
 
 /* One key column's place in the walking order (key_order.c). */
@@ -126,7 +128,10 @@ extern void iterjob_check_retry_after(int64 job_id);
 extern void iterjob_check_health_check(const char *expr);
 
 /* validate.c */
+struct RelationData;
 extern void iterjob_check_relation(Oid relid);
+extern List *iterjob_unique_key_indexes(struct RelationData *rel,
+										const AttrNumber *attnums, int nkeys);
 extern void iterjob_resolve_key(const char *key, IterjobSpec *spec);
 extern void iterjob_check_query(IterjobSpec *spec, const char *key);
 extern void iterjob_check_expression_syntax(const char *expr, const char *what,
@@ -169,10 +174,17 @@ extern void iterjob_citus_coordinate(void);
 /* shard_keys.c */
 extern void iterjob_assign_shards(IterjobSpec *spec, IterjobShards *shards);
 
-/* bounds.c */
+/* key_form.c */
+extern const char *iterjob_key_type_problem(Oid type);
+extern const char *iterjob_key_form_texts(const IterjobSpec *spec, Datum json,
+										  char **texts);
 extern void iterjob_key_value_from_row(const IterjobSpec *spec, HeapTuple tup,
 									   TupleDesc desc, int col,
 									   IterjobKeyValue *value, MemoryContext cxt);
+extern void iterjob_check_key_form(const IterjobSpec *spec,
+								   const IterjobKeyValue *value, const char *what);
+
+/* bounds.c */
 extern void iterjob_find_upper_bound(IterjobSpec *spec);
 extern IterjobRange *iterjob_split_ranges(const IterjobSpec *spec);
 extern int64 iterjob_estimate_rows(const IterjobSpec *spec);

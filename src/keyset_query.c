@@ -76,6 +76,12 @@ iterjob_key_literals(const IterjobSpec *spec, const IterjobKeyValue *value,
 					 char **literals)
 {
 	Assert(value->present);
+	if (value->problem != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("a stored value of key (%s) is not one non-null scalar per key column",
+						iterjob_key_list(spec, "", false)),
+				 errdetail("It is %s, which %s.", value->json, value->problem)));
 	for (int i = 0; i < spec->nkeys; i++)
 		literals[i] = psprintf("%s::%s", quote_literal_cstr(value->text[i]),
 							   format_type_be_qualified(spec->key_types[i]));

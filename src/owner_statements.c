@@ -66,6 +66,51 @@ encode_sql(const IterjobSpec *spec)
 	return buf.data;
 }
 
+/* a key being converted by the owner's code, for key_conversion_context() */
+typedef struct KeyConversion
+{
+	IterjobTask *task;
+	bool		encoding;		/* a batch's last key into jsonb, else the
+								 * cursor read back */
+	int			column;
+} KeyConversion;
+
+/*
+ * A key that the key type's functions (input, a domain's check, a cast to
+ * json) cannot convert will not convert on a retry either: the job cannot
+ * go on from it (an enum label renamed under a cursor, a cast that fails).
+ * Only a cancel, a timeout, a lock wait or a deadlock may pass.
+ */
+static void
+key_conversion_context(void *arg)
+{
+	KeyConversion *ctx = (KeyConversion *) arg;
+	IterjobTask *task = ctx->task;
+	int			code = geterrcode();
+	int			category = ERRCODE_TO_CATEGORY(code);
+
+	if (category != ERRCODE_OPERATOR_INTERVENTION &&
+		category != ERRCODE_TRANSACTION_ROLLBACK &&
+		code != ERRCODE_LOCK_NOT_AVAILABLE)
+		task->broken = true;
+	if (ctx->encoding)
+		errcontext("computing the jsonb form of the last key of batch " INT64_FORMAT " of instance %d of iterjob job " INT64_FORMAT,
+				   task->batches_done + 1, task->instance, task->job_id);
+	else
+		errcontext("reading back the cursor %s of instance %d of iterjob job " INT64_FORMAT " (key column \"%s\")",
+				   task->stored_cursor.json, task->instance, task->job_id,
+				   task->spec.key_names[ctx->column]);
+}
+
+static void
+push_key_conversion(ErrorContextCallback *errcb, KeyConversion *ctx)
+{
+	errcb->callback = key_conversion_context;
+	errcb->arg = ctx;
+	errcb->previous = error_context_stack;
+	error_context_stack = errcb;
+}
+
 /*
  * The committed cursor, from its stored text into values of the key types:
  * their input functions (and a domain's checks) run as the owner.  The
@@ -76,12 +121,15 @@ static void
 decode_cursor(IterjobTask *task)
 {
 	IterjobSavedUser saved;
+	ErrorContextCallback errcb;
+	KeyConversion ctx = {task, false, 0};
 	int			nest;
 
 	task->has_cursor = task->stored_cursor.present;
 	if (!task->has_cursor)
 		return;
 	MemoryContextReset(task->cursor_cxt);
+	push_key_conversion(&errcb, &ctx);
 	nest = begin_owner(task, false, &saved);
 	for (int i = 0; i < task->spec.nkeys; i++)
 	{
@@ -89,12 +137,14 @@ decode_cursor(IterjobTask *task)
 		Oid			ioparam;
 		MemoryContext old = MemoryContextSwitchTo(task->cursor_cxt);
 
+		ctx.column = i;
 		getTypeInputInfo(task->spec.key_types[i], &input, &ioparam);
 		task->cursor[i] = OidInputFunctionCall(input, task->stored_cursor.text[i],
 											   ioparam, -1);
 		MemoryContextSwitchTo(old);
 	}
 	iterjob_end_owner_section(nest, &saved);
+	error_context_stack = errcb.previous;
 }
 
 /* the kept plans, in the order iterjob_prepare_owner_plans() makes them */
@@ -142,6 +192,8 @@ iterjob_prepare_owner_plans(IterjobTask *task, IterjobTaskPlans *plans, bool kee
 	next_types[spec->nkeys] = INT4OID;	/* the batch size */
 
 	decode_cursor(task);
+	if (OidIsValid(spec->relid))
+		task->source_name = MemoryContextStrdup(task->cxt, iterjob_source_sql(spec));
 
 	/*
 	 * Citus cannot plan a statement on a distributed table whose keys are
@@ -218,6 +270,7 @@ iterjob_fetch_keys(IterjobTask *task, IterjobTaskPlans *plans, const Datum *afte
 			args[k] = after[k];
 	args[nkeys] = Int32GetDatum(limit);
 	nest = begin_owner(task, true, &saved);
+	iterjob_guard_relation(task);
 	if (after != NULL)
 		ret = SPI_execute_plan(plans->next, args, NULL, false, limit);
 	else
@@ -225,6 +278,8 @@ iterjob_fetch_keys(IterjobTask *task, IterjobTaskPlans *plans, const Datum *afte
 	iterjob_end_owner_section(nest, &saved);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "keyset query failed: %s", SPI_result_code_string(ret));
+	/* a re-planned query may return other types than the keys' */
+	iterjob_guard_key_types(task, SPI_tuptable->tupdesc);
 	return SPI_processed;
 }
 
@@ -294,6 +349,8 @@ Datum
 iterjob_encode_key(IterjobTask *task, IterjobTaskPlans *plans, Datum *key)
 {
 	IterjobSavedUser saved;
+	ErrorContextCallback errcb;
+	KeyConversion ctx = {task, true, 0};
 	int			nest;
 	int			ret;
 	bool		isnull = true;
@@ -301,18 +358,24 @@ iterjob_encode_key(IterjobTask *task, IterjobTaskPlans *plans, Datum *key)
 
 	if (plans->encode == NULL)
 		return (Datum) 0;
+	push_key_conversion(&errcb, &ctx);
 	nest = begin_owner(task, false, &saved);
 	ret = SPI_execute_plan(plans->encode, key, NULL, false, 1);
 
 	if (ret == SPI_OK_SELECT && SPI_processed == 1)
 		json = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	iterjob_end_owner_section(nest, &saved);
+	error_context_stack = errcb.previous;
 	if (isnull)
+	{
+		task->broken = true;
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("the jsonb form of a key of iterjob job " INT64_FORMAT " is null",
 						task->job_id),
 				 errdetail("A cast of the key type to json or jsonb returned NULL.")));
+	}
+	iterjob_check_key_json(task, json);
 	return datumCopy(json, false, -1);
 }
 

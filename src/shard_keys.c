@@ -278,6 +278,7 @@ iterjob_fetch_shard_keys(IterjobTask *task, const Datum *after, int32 limit)
 	/* the rest as the owner: the key's output and input, the connection */
 	nest = iterjob_begin_owner_section(task->owner, task->search_path,
 									   spec->lock_timeout_ms, false, &saved);
+	iterjob_guard_relation(task);
 	if (after != NULL)
 	{
 		Oid			output;

@@ -46,6 +46,12 @@ typedef struct IterjobTask
 	bool		failed;			/* that death was its last attempt */
 	int64		retry_batch;	/* the batch that failed last, until it commits */
 	bool		yielded;		/* left running for a worker of another database */
+	/*
+	 * What its job was enqueued against changed, or a stored key is unusable
+	 * (schema_guard.c): the batch's error fails the whole job at once.
+	 */
+	bool		broken;
+	char	   *source_name;	/* the relation as its keyset query names it */
 	/* partition => 'shard': the shards it iterates, one after another */
 	int			nshards;
 	int64	   *shards;
@@ -112,6 +118,12 @@ extern Datum iterjob_encode_key(IterjobTask *task, IterjobTaskPlans *plans,
 								Datum *key);
 extern void iterjob_run_instance_hook(IterjobTask *task);
 extern void iterjob_free_plans(IterjobTaskPlans *plans);
+
+/* schema_guard.c: what a job was enqueued against, checked in its batches */
+extern void iterjob_check_task_keys(IterjobTask *task);
+extern void iterjob_guard_relation(IterjobTask *task);
+extern void iterjob_guard_key_types(IterjobTask *task, TupleDesc desc);
+extern void iterjob_check_key_json(IterjobTask *task, Datum json);
 
 /* shard_keys.c */
 extern uint64 iterjob_fetch_shard_keys(IterjobTask *task, const Datum *after,

@@ -38,7 +38,7 @@
 "       j.batch_size, j.owner, j.search_path, j.max_attempts,"\
 "       (pg_catalog.date_part('epoch', j.statement_timeout) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int4,"\
 "       (pg_catalog.date_part('epoch', j.lock_timeout) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int4,"\
-"       j.partition, j.follow, j.upper_bound, iterjob.key_texts(j.upper_bound),"\
+"       j.partition, j.follow, j.upper_bound,"\
 "       j.on_complete, j.on_instance_complete,"\
 "       (pg_catalog.date_part('epoch', j.batch_pause) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int4,"\
 "       COALESCE(j.max_rows_per_second, 0),"\
@@ -64,8 +64,8 @@ enum
 	JCOL_LOCK_TIMEOUT,
 	JCOL_PARTITION,
 	JCOL_FOLLOW,
-	JCOL_UPPER_BOUND,			/* and its texts */
-	JCOL_ON_COMPLETE = JCOL_UPPER_BOUND + 2,
+	JCOL_UPPER_BOUND,
+	JCOL_ON_COMPLETE,
 	JCOL_ON_INSTANCE_COMPLETE,
 	JCOL_BATCH_PAUSE,
 	JCOL_MAX_ROWS_PER_SECOND,
@@ -141,28 +141,29 @@ static const char *const more_running_sql =
 /* the claimed task with its job */
 static const char *const task_sql =
 "SELECT t.id, t.job_id, t.instance,"
-"       t.cursor OPERATOR(pg_catalog.->) 'inner_cursor',"
-"       iterjob.key_texts(t.cursor OPERATOR(pg_catalog.->) 'inner_cursor'),"
+"       NULLIF(t.cursor OPERATOR(pg_catalog.->) 'inner_cursor', 'null'::pg_catalog.jsonb),"
 "       t.batches_done,"
-"       t.range_start, iterjob.key_texts(t.range_start),"
-"       t.range_end, iterjob.key_texts(t.range_end), t.range_empty,"
+"       t.range_start, t.range_end, t.range_empty,"
 "       t.shards, pg_catalog.array_position(t.shards,"
 "                 (t.cursor OPERATOR(pg_catalog.->>) 'shard')::pg_catalog.int8),"
 JOB_COLUMNS_SQL
 "  FROM iterjob.task t JOIN iterjob.job j ON j.id OPERATOR(pg_catalog.=) t.job_id"
 " WHERE t.id OPERATOR(pg_catalog.=) $1";
 
-/* task_sql's columns */
+/*
+ * task_sql's columns.  A task's cursor holds "inner_cursor": null until its
+ * first batch commits: no cursor.
+ */
 enum
 {
 	COL_TASK_ID = 1,
 	COL_JOB_ID,
 	COL_INSTANCE,
-	COL_CURSOR,					/* and its texts */
-	COL_BATCHES_DONE = COL_CURSOR + 2,
-	COL_RANGE_START,			/* and its texts */
-	COL_RANGE_END = COL_RANGE_START + 2,	/* and its texts */
-	COL_RANGE_EMPTY = COL_RANGE_END + 2,
+	COL_CURSOR,
+	COL_BATCHES_DONE,
+	COL_RANGE_START,
+	COL_RANGE_END,
+	COL_RANGE_EMPTY,
 	COL_SHARDS,
 	COL_SHARD_POSITION,
 	COL_JOB						/* JOB_COLUMNS_SQL start here */
@@ -263,12 +264,14 @@ read_key_order(IterjobSpec *spec, HeapTuple tup, TupleDesc desc, int first)
 	read_order_array(tup, desc, first + JCOL_KEY_NULLS_FIRST, BOOLOID, spec->nkeys, v);
 	for (int i = 0; i < spec->nkeys; i++)
 		spec->key_nulls_first[i] = DatumGetBool(v[i]);
-	iterjob_resolve_key_order(spec);
 }
 
 /*
  * Read JOB_COLUMNS_SQL, starting at column first, into spec, *owner and
- * *search_path, allocating in the current memory context.
+ * *search_path, allocating in the current memory context.  The key's order
+ * is not resolved: that reads catalogs a schema change may have taken
+ * away, which a worker notices in a batch (schema_guard.c), not while it
+ * claims.
  */
 static void
 read_job_columns(HeapTuple tup, TupleDesc desc, int first, IterjobSpec *spec,
@@ -374,6 +377,7 @@ iterjob_load_job(int64 job_id, IterjobSpec *spec, Oid *owner, char **search_path
 	old = MemoryContextSwitchTo(cxt);
 	read_job_columns(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, spec, owner,
 					 search_path);
+	iterjob_resolve_key_order(spec);
 	MemoryContextSwitchTo(old);
 	return true;
 }

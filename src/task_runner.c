@@ -112,7 +112,10 @@ do_batch(IterjobTask *task, IterjobTaskPlans *plans, Datum *pending)
 
 	iterjob_check_owner(task->owner, task->job_id);
 	if (!plans->ready)
+	{
+		iterjob_check_task_keys(task);
 		iterjob_prepare_owner_plans(task, plans, true);
+	}
 
 	held = iterjob_health_check(&task->throttle, spec->relid);
 	if (held == NULL)
@@ -199,25 +202,29 @@ after_failure(IterjobTask *task, ErrorData *edata, long *retry_ms)
 	BatchOutcome outcome = BATCH_RETRY;
 	int32		attempts;
 	char	   *too_many = NULL;
+	char	   *job_error = NULL;	/* the whole job fails with it */
 	MemoryContext cxt = CurrentMemoryContext;
 
 	/* now(), for finished_at and updated_at, is when the failure is recorded */
 	iterjob_worker_begin(true);
 	if (!iterjob_record_failure(task, edata, &attempts))
 		outcome = BATCH_STOPPED;
-	else if (attempts >= task->spec.max_attempts ||
+	else if (attempts >= task->spec.max_attempts || task->broken ||
 			 ERRCODE_TO_CATEGORY(edata->sqlerrcode) ==
 			 ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION ||
 			 (too_many = iterjob_check_failure_ratio(task)) != NULL)
 	{
 		/*
 		 * Retrying cannot help a missing object or privilege, nor a job
-		 * whose batches keep failing (the failure-ratio stop).
+		 * whose batches keep failing (the failure-ratio stop), nor one whose
+		 * relation or keys changed under it (schema_guard.c).  The last two
+		 * end the whole job.
 		 */
+		job_error = task->broken ? edata->message : too_many;
 		/* (kept past this transaction's SPI memory, for the log) */
-		if (too_many != NULL)
-			too_many = MemoryContextStrdup(cxt, too_many);
-		(void) iterjob_finish_task(task, "failed", too_many ? too_many : edata->message);
+		if (job_error != NULL)
+			job_error = MemoryContextStrdup(cxt, job_error);
+		(void) iterjob_finish_task(task, "failed", job_error ? job_error : edata->message);
 		iterjob_settle_job(task->job_id);
 		outcome = BATCH_LAST;
 	}
@@ -233,12 +240,14 @@ after_failure(IterjobTask *task, ErrorData *edata, long *retry_ms)
 			 errdetail("Retrying in %ld ms.", *retry_ms) :
 			 outcome != BATCH_LAST ? 0 : too_many ?
 			 errdetail("The instance has failed: %s.", too_many) :
+			 task->broken ?
+			 errdetail("The job has failed: it cannot go on after that change.") :
 			 errdetail("The instance has failed.")));
-	if (too_many != NULL)
+	if (job_error != NULL)
 	{
 		/* and so does the job, with every other instance */
 		iterjob_worker_begin(true);
-		iterjob_fail_job(task->job_id, too_many);
+		iterjob_fail_job(task->job_id, job_error);
 		iterjob_worker_commit(true);
 	}
 	return outcome;
@@ -311,6 +320,7 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 
 	report_activity(task);
 	task->batch_keys = 0;
+	task->broken = false;
 	iterjob_slot_begin_batch(task->task_id, task->batches_done + 1);
 	iterjob_worker_begin(true);
 

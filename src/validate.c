@@ -127,47 +127,64 @@ record_index_order(Relation rel, HeapTuple tup, IterjobSpec *spec)
 }
 
 /*
- * Find a valid, non-partial btree index on plain columns whose key columns
- * are exactly the key's, in order, and which enforces uniqueness (the
- * primary key first), and record its order in spec.  False if none.
+ * The valid, non-partial btree indexes on plain columns of rel whose key
+ * columns are exactly attnums[0..nkeys-1], in order, and which enforce
+ * uniqueness: the primary key first.  Also used by schema_guard.c.
  */
-static bool
-find_unique_index(Relation rel, const AttrNumber *attnums, IterjobSpec *spec)
+List *
+iterjob_unique_key_indexes(Relation rel, const AttrNumber *attnums, int nkeys)
 {
 	List	   *indexes = RelationGetIndexList(rel);
 	Oid			pkoid = RelationGetPrimaryKeyIndex(rel, false);
+	List	   *found = NIL;
 	ListCell   *lc;
-	bool		found = false;
 
 	if (OidIsValid(pkoid))
-		indexes = lcons_oid(pkoid, indexes);
+		indexes = lcons_oid(pkoid, list_delete_oid(indexes, pkoid));
 	foreach(lc, indexes)
 	{
 		HeapTuple	tup = SearchSysCache1(INDEXRELID,
 										  ObjectIdGetDatum(lfirst_oid(lc)));
 		Form_pg_index idx;
+		bool		match;
 
 		if (!HeapTupleIsValid(tup))
 			continue;
 		idx = (Form_pg_index) GETSTRUCT(tup);
-		if (idx->indisunique && idx->indisvalid && idx->indnkeyatts == spec->nkeys &&
+		match = idx->indisunique && idx->indisvalid && idx->indnkeyatts == nkeys &&
 			heap_attisnull(tup, Anum_pg_index_indpred, NULL) &&
 			heap_attisnull(tup, Anum_pg_index_indexprs, NULL) &&
-			relation_am(idx->indexrelid) == BTREE_AM_OID)
-		{
-			found = true;
-			for (int i = 0; i < spec->nkeys; i++)
-				if (idx->indkey.values[i] != attnums[i])
-					found = false;
-			if (found)
-				record_index_order(rel, tup, spec);
-		}
+			relation_am(idx->indexrelid) == BTREE_AM_OID;
+		for (int i = 0; match && i < nkeys; i++)
+			if (idx->indkey.values[i] != attnums[i])
+				match = false;
+		if (match)
+			found = lappend_oid(found, idx->indexrelid);
 		ReleaseSysCache(tup);
-		if (found)
-			break;
 	}
 	list_free(indexes);
 	return found;
+}
+
+/*
+ * Find the unique index the key is walked by (iterjob_unique_key_indexes'
+ * first), and record its order in spec.  False if none.
+ */
+static bool
+find_unique_index(Relation rel, const AttrNumber *attnums, IterjobSpec *spec)
+{
+	List	   *indexes = iterjob_unique_key_indexes(rel, attnums, spec->nkeys);
+	HeapTuple	tup;
+
+	if (indexes == NIL)
+		return false;
+	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(linitial_oid(indexes)));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for index %u", linitial_oid(indexes));
+	record_index_order(rel, tup, spec);
+	ReleaseSysCache(tup);
+	list_free(indexes);
+	return true;
 }
 
 /* A query's key: the types' default order, under the output columns' collations. */
@@ -242,22 +259,24 @@ add_key_column(IterjobSpec *spec, const char *name, Oid type)
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("key column \"%s\" has type %s, which has no btree ordering",
 						name, format_type_be(type))));
-	if (type_is_array(type))
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("key column \"%s\" is an array", name),
-				 errdetail("Array-typed key columns are not supported.")));
-
 	/*
 	 * A cursor stores a key as its jsonb form (to_jsonb()); keys whose jsonb
 	 * form is itself an array or an object would not read back as one value.
+	 * Domains are looked through (key_form.c).
 	 */
-	if (get_typtype(getBaseType(type)) == TYPTYPE_COMPOSITE ||
-		getBaseType(type) == JSONBOID || getBaseType(type) == JSONOID)
+	if (type_is_array(getBaseType(type)))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("key column \"%s\" is an array", name),
+				 type_is_array(type) ?
+				 errdetail("Array-typed key columns are not supported.") :
+				 errdetail("Its type %s is a domain over an array; array-typed key columns are not supported.",
+						   format_type_be(type))));
+	if (iterjob_key_type_problem(type) != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("key column \"%s\" has type %s", name, format_type_be(type)),
-				 errdetail("Composite, json and jsonb key columns are not supported.")));
+				 errdetail("Composite, json and jsonb key columns are not supported, nor domains over them.")));
 	(void) iterjob_key_array_type(type);
 	spec->key_names[spec->nkeys] = pstrdup(name);
 	spec->key_types[spec->nkeys] = type;

@@ -18,6 +18,8 @@
 #                                that installation only
 #   ITERJOB_TAP_FILES=017_citus test/run-all.sh tap
 #                                those TAP files only (a glob, without .pl)
+#   ITERJOB_PGTAP_FILES=keys test/run-all.sh pgtap
+#                                those pgTAP files only (a glob, without .sql)
 #
 # A major that cannot be had here (18 without the tarball in ../shared/vendor
 # and without an installed /usr/lib/postgresql/18) is skipped with one line,
@@ -88,7 +90,7 @@ for suite in $suites; do
 		cluster_start "iterjob.max_workers = 4"
 		echo "== pgTAP"
 		prove -f --timer -e "$ITERJOB_ROOT/test/pgtap-exec.sh" \
-			"$ITERJOB_ROOT"/test/pgtap/*.sql || status=1
+			"$ITERJOB_ROOT"/test/pgtap/${ITERJOB_PGTAP_FILES:-*}.sql || status=1
 		cluster_stop
 		;;
 	isolation)

@@ -347,28 +347,29 @@ RESET lock_timeout;
 
 SELECT is(iterjob.wait(:drop_job, '30 s'), 'failed', 'dropped: the job fails');
 
-SELECT is((SELECT array_agg((state, attempts)::text ORDER BY instance) FROM iterjob.task_progress
+SELECT is((SELECT array_agg(state ORDER BY instance) || bool_and(attempts <= 1)::text FROM iterjob.task_progress
             WHERE job_id = :drop_job),
-          ARRAY['(failed,1)', '(failed,1)'],
-          'dropped: both tasks failed at once, after 1 attempt');
+          ARRAY['failed', 'failed', 'true'],
+          'dropped: both tasks failed at once, after 1 attempt at most (the first failure fails the job)');
 
 SELECT is((SELECT array_agg(DISTINCT sqlstate) FROM iterjob.errors WHERE job_id = :drop_job),
           ARRAY['42P01'],
           'dropped: the error is 42P01 undefined_table');
 
-SELECT is((SELECT count(*) FROM iterjob.errors
-            WHERE job_id = :drop_job AND message ~ '^relation .*drop_items.* does not exist$'),
-          2::bigint,
-          'dropped: one error row per instance: relation ... does not exist');
+SELECT ok((SELECT count(*) BETWEEN 1 AND 2
+                  AND bool_and(message ~ '^relation .*drop_items.* of iterjob job \d+ was dropped$')
+             FROM iterjob.errors WHERE job_id = :drop_job),
+          'dropped: an error row per instance at most: relation ... of iterjob job ... was dropped');
 
-SELECT ok((SELECT last_error ~ '^relation .*drop_items.* does not exist$'
+SELECT ok((SELECT last_error ~ '^relation .*drop_items.* of iterjob job \d+ was dropped$'
              FROM iterjob.job_progress WHERE job_id = :drop_job),
-          'dropped: job_progress.last_error says the relation does not exist');
+          'dropped: job_progress.last_error says the relation was dropped');
 
+SELECT count(*) AS drop_errors FROM iterjob.errors WHERE job_id = :drop_job \gset
 SELECT pg_sleep(2) AS slept \gset
 
-SELECT is((SELECT count(*) FROM iterjob.errors WHERE job_id = :drop_job), 2::bigint,
-          'dropped: 2 s later still 2 error rows: no worker loops on the missing relation');
+SELECT is((SELECT count(*) FROM iterjob.errors WHERE job_id = :drop_job), :drop_errors::bigint,
+          'dropped: 2 s later no more error rows: no worker loops on the missing relation');
 
 SELECT is(tap_active_workers(:drop_job), 0::bigint, 'dropped: no worker runs a batch of the job');
 
@@ -421,15 +422,15 @@ RESET lock_timeout;
 
 SELECT is(iterjob.wait(:rekey_job, '30 s'), 'failed', 'renamed key: the job fails');
 
-SELECT is((SELECT array_agg((state, attempts)::text ORDER BY instance) FROM iterjob.task_progress
+SELECT is((SELECT array_agg(state ORDER BY instance) || bool_and(attempts <= 1)::text FROM iterjob.task_progress
             WHERE job_id = :rekey_job),
-          ARRAY['(failed,1)', '(failed,1)'],
-          'renamed key: both tasks failed at once, after 1 attempt');
+          ARRAY['failed', 'failed', 'true'],
+          'renamed key: both tasks failed at once, after 1 attempt at most');
 
-SELECT is((SELECT array_agg(row(sqlstate, message)::text ORDER BY instance) FROM iterjob.errors
+SELECT is((SELECT array_agg(DISTINCT row(sqlstate, message)::text) FROM iterjob.errors
             WHERE job_id = :rekey_job),
-          ARRAY['(42703,"column ""id"" does not exist")', '(42703,"column ""id"" does not exist")'],
-          'renamed key: one error row per instance, 42703 column "id" does not exist');
+          ARRAY['(42703,"key column ""id"" of relation public.rekey_items no longer exists")'],
+          'renamed key: 42703, key column "id" no longer exists');
 
 -- 6. pg_cancel_backend() -----------------------------------------------------------
 
