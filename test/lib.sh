@@ -120,13 +120,36 @@ setup_iterjob() {
 
 cluster_stop() {
 	if [ -n "${CLUSTER_DIR:-}" ] && [ -d "$CLUSTER_DIR" ]; then
-		as_postgres "$PGBIN/pg_ctl" -D "$CLUSTER_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+		# under valgrind, a fast shutdown lets every process end and write
+		# its report
+		as_postgres "$PGBIN/pg_ctl" -D "$CLUSTER_DIR/data" -t 300 \
+			-m "$([ -n "${ITERJOB_VALGRIND:-}" ] && echo fast || echo immediate)" stop >/dev/null 2>&1 || true
 		if [ "${KEEP_CLUSTER_LOG:-}" != "" ]; then
 			cp "$CLUSTER_DIR/server.log" "$KEEP_CLUSTER_LOG" 2>/dev/null || true
 		fi
 		as_root rm -rf "$CLUSTER_DIR"
 	fi
 	CLUSTER_DIR=""
+}
+
+# With ITERJOB_VALGRIND=<directory> (test/valgrind.sh), the postmaster and
+# every process it forks run under valgrind with PostgreSQL's suppressions
+# ($ITERJOB_VALGRIND_SUPP), each process's report in <directory>/<pid>.log.
+valgrind_start() {
+	local i
+	as_postgres sh -c "cd '$CLUSTER_DIR' && exec valgrind --quiet --trace-children=yes \
+		--suppressions='$ITERJOB_VALGRIND_SUPP' --leak-check=no --num-callers=40 \
+		--read-inline-info=yes --fullpath-after= \
+		--error-markers=VALGRINDERROR-BEGIN,VALGRINDERROR-END \
+		--log-file='$ITERJOB_VALGRIND/%p.log' '$PGBIN/postgres' -D '$CLUSTER_DIR/data' \
+		>>'$CLUSTER_DIR/server.log' 2>&1 &"
+	for i in $(seq 1 600); do
+		"$PGBIN/pg_isready" -q -h "$CLUSTER_DIR" -p "$PGPORT" && return 0
+		sleep 1
+	done
+	echo "the server did not start under valgrind in 600 s; its log:" >&2
+	tail -20 "$CLUSTER_DIR/server.log" >&2
+	return 1
 }
 
 # cluster_start [extra postgresql.conf lines...]
@@ -148,7 +171,11 @@ cluster_start() {
 		echo "log_line_prefix = '%m [%p] %b '"
 		for line in "$@"; do echo "$line"; done
 	} | as_postgres tee -a "$CLUSTER_DIR/data/postgresql.conf" >/dev/null
-	as_postgres "$PGBIN/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -w start >/dev/null
+	if [ -n "${ITERJOB_VALGRIND:-}" ]; then
+		valgrind_start
+	else
+		as_postgres "$PGBIN/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -w start >/dev/null
+	fi
 	export PGHOST="$CLUSTER_DIR" PGPORT PGUSER=postgres PGDATABASE=postgres
 	echo "== throwaway cluster in $CLUSTER_DIR, port $PGPORT"
 }
