@@ -26,7 +26,9 @@
 # run's cases; each failure prints its case number and description, and
 # ITERJOB_FUZZ_CASES=<n>[,<n>...] runs only those of that seed).  The time
 # budget is ITERJOB_FUZZ_TIME seconds (default 150): no case starts after
-# it; ITERJOB_FUZZ_MAX_CASES caps the number of cases.
+# it; ITERJOB_FUZZ_MAX_CASES caps the number of cases; ITERJOB_FUZZ_FOCUS=change
+# makes every case that can have a schema change have one (=type: a change
+# of a key column's type where the key's type has one).
 
 use strict;
 use warnings;
@@ -43,6 +45,8 @@ my $budget = $ENV{ITERJOB_FUZZ_TIME} // 150;
 die "ITERJOB_FUZZ_TIME must be a number of seconds" unless $budget =~ /^\d+$/;
 my $max_cases = $ENV{ITERJOB_FUZZ_MAX_CASES} // 1_000_000;
 my @only = grep { /\d/ } split /[ ,]+/, ($ENV{ITERJOB_FUZZ_CASES} // '');
+# ITERJOB_FUZZ_FOCUS=change: a schema change in every case that can have one
+my $focus = $ENV{ITERJOB_FUZZ_FOCUS} // '';
 diag("fuzz seed $seed, budget ${budget}s (ITERJOB_FUZZ_SEED=$seed replays these cases)");
 
 my $db = 'postgres';
@@ -129,7 +133,8 @@ sub text_value
 	}
 	elsif ($r < 0.45 && (!defined $maxlen || $maxlen > 3000))
 	{
-		$v = "repeat('ab', " . rint(1200, 4000) . ") || '" . rint(0, 99999) . "'";
+		# the distinct part first: it survives a cut to 63 bytes (name)
+		$v = "'" . rint(0, 99999) . "' || repeat('ab', " . rint(1200, 4000) . ")";
 	}
 	else
 	{
@@ -223,8 +228,10 @@ sub inet_value
 
 # ---------------------------------------------------------------------------
 # Key types.  Each: the column's SQL type (with $S for the case's schema),
-# setup SQL (in $S, run as the tenant), a value generator, how many
-# distinct values it can have, and flags:
+# setup SQL (in $S, run as the tenant), a value generator (and a milder one,
+# "mild", for cases whose change converts the column to another type: values
+# every target type takes, so that the change lands), how many distinct
+# values it can have, and flags:
 #   refuse  the key must be refused at enqueue (not supported)
 #   hostile the type's cast to json may return what is not one scalar:
 #           refused, or the job fails with a clear error (or every row once)
@@ -237,10 +244,14 @@ my %TYPES = (
 	int2 => { sql => 'int2', gen => sub { int_value(16) }, changes => [qw(int4 text numeric)] },
 	int4 => { sql => 'int4', gen => sub { int_value(32) }, changes => [qw(int8 text numeric float8)],
 		int => 1, int4 => 1 },
-	int8 => { sql => 'int8', gen => sub { int_value(64) }, changes => [qw(numeric text int4)], int => 1 },
-	numeric => { sql => 'numeric', gen => \&numeric_value, changes => [qw(int8 float8 text)] },
-	float4 => { sql => 'float4', gen => sub { float_value('float4') }, changes => [qw(float8 numeric text)] },
-	float8 => { sql => 'float8', gen => sub { float_value('float8') }, changes => [qw(float4 numeric text)] },
+	int8 => { sql => 'int8', gen => sub { int_value(64) }, mild => sub { int_value(32) },
+		changes => [qw(numeric text int4)], int => 1 },
+	numeric => { sql => 'numeric', gen => \&numeric_value, mild => sub { int_value(64) },
+		changes => [qw(int8 float8 text)] },
+	float4 => { sql => 'float4', gen => sub { float_value('float4') },
+		mild => sub { lit(sprintf('%.3f', (rand() - 0.5) * 1e6)) }, changes => [qw(float8 numeric text)] },
+	float8 => { sql => 'float8', gen => sub { float_value('float8') },
+		mild => sub { lit(sprintf('%.3f', (rand() - 0.5) * 1e6)) }, changes => [qw(float4 numeric text)] },
 	text => { sql => 'text', gen => sub { text_value() }, text => 1,
 		changes => [qw(name varchar bytea int8)] },
 	varchar => { sql => 'varchar(40)', gen => sub { text_value(40) }, text => 1,
@@ -287,7 +298,7 @@ my %TYPES = (
 	dom_text => { sql => '$S.d_text',
 		setup => q{CREATE DOMAIN $S.d_text AS text CHECK (VALUE IS NULL OR VALUE <> 'forbidden')},
 		gen => sub { text_value() }, text => 1, changes => [qw(text name)] },
-	dom_dom => { sql => '$S.d_dom',
+	dom_dom => { sql => '$S.d_dom', mild => sub { my $v = int_value(64); $v =~ /^1[34]$/ ? 15 : $v },
 		setup => 'CREATE DOMAIN $S.d_base AS numeric CHECK (VALUE <> 13); '
 		  . 'CREATE DOMAIN $S.d_dom AS $S.d_base CHECK (VALUE <> 14)',
 		gen => sub { my $v = numeric_value(); $v =~ /'(13|14)'/ ? "'15'" : $v },
@@ -402,7 +413,8 @@ sub make_case
 		push @changes, 'drop key column' if $ncols == 2;
 		push @changes, 'attach partition', 'detach partition' if $c{partitioned};
 	}
-	$c{change} = @changes && chance(0.45) ? pick(@changes) : undef;
+	@changes = grep { /^type / } @changes if $focus eq 'type' && grep { /^type / } @changes;
+	$c{change} = @changes && (chance(0.45) || $focus =~ /^(change|type)$/) ? pick(@changes) : undef;
 	if ($c{change} && $c{rows} >= 8)
 	{
 		# several batches per instance, so that the change lands mid-run
@@ -519,7 +531,8 @@ sub setup_sql
 	my @rows;
 	for my $i (1 .. $c->{rows} * 2)
 	{
-		my @v = map { '(' . subst($c, $TYPES{ $_->{type} }{gen}->()) . ')::'
+		my $mild = $c->{change} && $c->{change} =~ /^type /;
+		my @v = map { '(' . subst($c, (($mild && $TYPES{ $_->{type} }{mild}) || $TYPES{ $_->{type} }{gen})->()) . ')::'
 			  . subst($c, $TYPES{ $_->{type} }{sql}) } @{ $c->{cols} };
 		push @rows, "($i, " . join(', ', @v) . ')';
 	}
@@ -558,7 +571,7 @@ sub enqueue_args
 	push @a, 'filter => ' . lit($c->{filter}) if $c->{filter};
 	if ($for eq 'enqueue')
 	{
-		push @a, 'max_attempts => 2', "name => 'fuzz case $c->{n}'",
+		push @a, 'max_attempts => 3', "name => 'fuzz case $c->{n}'",
 		  # a batch held by the test's row lock waits for it
 		  "lock_timeout => '0'", "statement_timeout => '60s'";
 		push @a, 'follow => true' if $c->{follow};
