@@ -136,16 +136,16 @@ cluster_stop() {
 # every process it forks run under valgrind with PostgreSQL's suppressions
 # ($ITERJOB_VALGRIND_SUPP), each process's report in <directory>/<pid>.log.
 valgrind_start() {
-	local i
+	local tries
 	as_postgres sh -c "cd '$CLUSTER_DIR' && exec valgrind --quiet --trace-children=yes \
 		--suppressions='$ITERJOB_VALGRIND_SUPP' --leak-check=no --num-callers=40 \
 		--read-inline-info=yes --fullpath-after= \
 		--error-markers=VALGRINDERROR-BEGIN,VALGRINDERROR-END \
 		--log-file='$ITERJOB_VALGRIND/%p.log' '$PGBIN/postgres' -D '$CLUSTER_DIR/data' \
 		>>'$CLUSTER_DIR/server.log' 2>&1 &"
-	for i in $(seq 1 600); do
+	for tries in $(seq 600 -1 1); do
 		"$PGBIN/pg_isready" -q -h "$CLUSTER_DIR" -p "$PGPORT" && return 0
-		sleep 1
+		[ "$tries" = 1 ] || sleep 1
 	done
 	echo "the server did not start under valgrind in 600 s; its log:" >&2
 	tail -20 "$CLUSTER_DIR/server.log" >&2

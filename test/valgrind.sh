@@ -96,5 +96,5 @@ counts=$(echo "$report" | tail -1)
 read -r _ ours theirs <<<"$counts"
 echo "$report" | sed '$d'
 echo "== suites under valgrind: $(IFS=';'; echo "${suites[*]}")"
-echo "== valgrind: $ours errors in iterjob's code, $theirs elsewhere (not suppressed), in $(ls "$work/logs" | wc -l) processes, $(($(date +%s) - start)) s"
+echo "== valgrind: $ours errors in iterjob's code, $theirs elsewhere (not suppressed), in $(find "$work/logs" -name '*.log' | wc -l) processes, $(($(date +%s) - start)) s"
 [ "$ours" = 0 ]
