@@ -33,3 +33,10 @@ lint:
 	clang-tidy --quiet --warnings-as-errors='*' src/*.c -- -I$(PG_INCLUDEDIR_SERVER) -Isrc
 
 .PHONY: lint
+
+# the core suites with the server under valgrind (test/valgrind.sh): fails
+# on invalid reads or writes in iterjob's code; slow, not part of CI
+valgrind:
+	$(if $(filter command line environment,$(origin PG_CONFIG)),PG_CONFIG=$(PG_CONFIG)) test/valgrind.sh
+
+.PHONY: valgrind

@@ -4,9 +4,14 @@
 # into a cache directory outside the tree, and prints the installation's
 # pg_config path on its last line of stdout.  Reused when already built: a
 # stamp written at the very end marks a complete build, so an interrupted one
-# is redone from scratch.
+# is redone from scratch.  Two flavours, each in its own prefix with its own
+# stamp: the plain build (for the benchmarks) and one with assertions
+# (--enable-cassert --enable-debug, for the test suites: PostgreSQL's own
+# checks of memory contexts, locks, SPI and buffers then run in iterjob's
+# code, and a failed one aborts the process with a TRAP line in the log).
 #
-#   test/build-pg18.sh            build when needed, print .../bin/pg_config
+#   test/build-pg18.sh            the plain build, when needed; print .../bin/pg_config
+#   test/build-pg18.sh cassert    the assertion-enabled build (postgresql-18.6-cassert)
 #
 #   ITERJOB_CACHE   the cache directory (default /var/cache/iterjob-test)
 #   ITERJOB_VENDOR  where the tarballs and SHA256SUMS are
@@ -17,8 +22,10 @@
 # the build failed (its logs are in $ITERJOB_CACHE/logs).
 #
 # The build: ./configure --prefix=$ITERJOB_CACHE/postgresql-18.6 --with-icu
-# --without-readline --enable-tap-tests && make -j2 world-bin && make
-# install-world-bin (about 4 minutes on 2 cores), then pgTAP's make install;
+# --without-readline --enable-tap-tests (cassert: into
+# $ITERJOB_CACHE/postgresql-18.6-cassert, adding --enable-cassert
+# --enable-debug) && make -j2 world-bin && make install-world-bin (about 4
+# minutes on 2 cores), then pgTAP's make install;
 # the Debian packages it needs (bison, flex, libicu-dev, libipc-run-perl, ...)
 # are installed when missing.
 
@@ -36,7 +43,21 @@ CONFIGURE_FLAGS="--with-icu --without-readline --enable-tap-tests"
 CACHE=${ITERJOB_CACHE:-/var/cache/iterjob-test}
 VENDOR=${ITERJOB_VENDOR:-$ITERJOB_ROOT/../shared/vendor}
 PREFIX=$CACHE/postgresql-$PG_VERSION
+case "${1:-plain}" in
+plain) ;;
+cassert)
+	CONFIGURE_FLAGS="$CONFIGURE_FLAGS --enable-cassert --enable-debug"
+	PREFIX=$PREFIX-cassert
+	;;
+*)
+	echo "usage: $0 [plain|cassert]" >&2
+	exit 2
+	;;
+esac
 STAMP=$PREFIX/.iterjob-build-complete
+# each flavour's sources and logs apart from the other's
+BUILD=$CACHE/src-$(basename "$PREFIX")
+LOGS=$CACHE/logs/$(basename "$PREFIX")
 
 say() { echo "$@" >&2; }
 
@@ -74,16 +95,16 @@ fi
 
 ensure_packages bison flex gcc make perl libipc-run-perl zlib1g-dev libicu-dev pkg-config bzip2 >&2
 
-say "== building PostgreSQL $PG_VERSION and pgTAP $PGTAP_VERSION into $PREFIX (a few minutes, once; logs in $CACHE/logs)"
+say "== building PostgreSQL $PG_VERSION and pgTAP $PGTAP_VERSION into $PREFIX (a few minutes, once; logs in $LOGS)"
 start=$(date +%s)
 umask 022
-rm -rf "$PREFIX" "$CACHE/src"
-mkdir -p "$CACHE/src" "$CACHE/logs"
+rm -rf "$PREFIX" "$BUILD"
+mkdir -p "$BUILD" "$LOGS"
 
 # step NAME COMMAND...: runs a build step with its output in logs/NAME.log,
 # shows the log's end when it fails
 step() {
-	local name=$1 log="$CACHE/logs/$1.log"
+	local name=$1 log="$LOGS/$1.log"
 	shift
 	if ! "$@" >"$log" 2>&1; then
 		say "build-pg18: step '$name' failed; the end of $log:"
@@ -92,20 +113,20 @@ step() {
 	fi
 }
 
-step extract tar -xjf "$VENDOR/$PG_TARBALL" -C "$CACHE/src"
-step extract-pgtap tar -xzf "$VENDOR/$PGTAP_TARBALL" -C "$CACHE/src"
-cd "$CACHE/src/postgresql-$PG_VERSION" || exit 1
+step extract tar -xjf "$VENDOR/$PG_TARBALL" -C "$BUILD"
+step extract-pgtap tar -xzf "$VENDOR/$PGTAP_TARBALL" -C "$BUILD"
+cd "$BUILD/postgresql-$PG_VERSION" || exit 1
 # shellcheck disable=SC2086
 step configure ./configure --prefix="$PREFIX" $CONFIGURE_FLAGS
 step make make -j2 world-bin
 step install make install-world-bin
-cd "$CACHE/src/pgtap-$PGTAP_VERSION" || exit 1
+cd "$BUILD/pgtap-$PGTAP_VERSION" || exit 1
 step pgtap make PG_CONFIG="$PREFIX/bin/pg_config"
 step pgtap-install make PG_CONFIG="$PREFIX/bin/pg_config" install
 
 # servers and TAP scripts run as the postgres user
 chmod -R a+rX "$PREFIX"
-rm -rf "$CACHE/src"
+rm -rf "$BUILD"
 stamp_text >"$STAMP"
 say "== PostgreSQL $PG_VERSION and pgTAP $PGTAP_VERSION built in $(($(date +%s) - start)) s"
 echo "$PREFIX/bin/pg_config"

@@ -3,8 +3,9 @@
 # setup_iterjob chooses the PostgreSQL installation (PG_CONFIG, or else the
 # major ITERJOB_PG_MAJOR, default 15: Debian 12's packages, installed when
 # missing: the server, its headers, pgTAP, and pg_cron for
-# test/t/014_pg_cron.pl; 18: built from ../shared/vendor by
-# test/build-pg18.sh), builds iterjob against it with -Werror and installs it there.  Every path to the
+# test/t/014_pg_cron.pl; 18: the plain build from ../shared/vendor by
+# test/build-pg18.sh, the one the benchmarks measure), builds iterjob
+# against it with -Werror and installs it there.  Every path to the
 # server's programs and test tools is derived from PG_CONFIG.  cluster_start
 # makes a throwaway cluster owned by the postgres user in a temp dir, on a
 # private port and socket directory, with iterjob preloaded; it is stopped
@@ -46,16 +47,18 @@ apt_has() {
 	[[ $policy == *"Candidate: "[0-9]* ]]
 }
 
-# pg_config_for MAJOR: prints the pg_config of a PostgreSQL installation of
-# that major, installing or building it first when needed.  18: the build of
-# ../shared/vendor's tarball (test/build-pg18.sh), or else an installed
-# /usr/lib/postgresql/18; other majors: Debian's packages.  Returns 3 when
+# pg_config_for MAJOR [FLAVOUR]: prints the pg_config of a PostgreSQL
+# installation of that major, installing or building it first when needed.
+# 18: the build of ../shared/vendor's tarball (test/build-pg18.sh; FLAVOUR
+# "cassert" is its assertion-enabled build, the test suites', the default
+# "plain" the benchmarks'), or else an installed /usr/lib/postgresql/18;
+# other majors: Debian's packages (FLAVOUR does not apply).  Returns 3 when
 # there is no way to have that major here (no tarball, no package), 1 when
 # installing or building it failed.
 pg_config_for() {
-	local major=$1 rc=0
+	local major=$1 flavour=${2:-plain} rc=0
 	if [ "$major" = 18 ]; then
-		ITERJOB_QUIET_MISSING=1 "$ITERJOB_ROOT/test/build-pg18.sh" | tail -1 || rc=$?
+		ITERJOB_QUIET_MISSING=1 "$ITERJOB_ROOT/test/build-pg18.sh" "$flavour" | tail -1 || rc=$?
 		[ "$rc" = 3 ] || return "$rc"
 		if [ -x /usr/lib/postgresql/18/bin/pg_config ]; then
 			echo /usr/lib/postgresql/18/bin/pg_config
@@ -70,6 +73,16 @@ pg_config_for() {
 	ensure_packages "postgresql-$major" "postgresql-server-dev-$major" "postgresql-$major-pgtap" \
 		"postgresql-$major-cron" || return 1
 	echo "/usr/lib/postgresql/$major/bin/pg_config"
+}
+
+# assertions PG_CONFIG: "assertions enabled" when that installation was
+# configured with --enable-cassert, else "no assertions"
+assertions() {
+	if "$1" --configure | grep -q -- "--enable-cassert"; then
+		echo "assertions enabled"
+	else
+		echo "no assertions"
+	fi
 }
 
 setup_iterjob() {
@@ -107,13 +120,36 @@ setup_iterjob() {
 
 cluster_stop() {
 	if [ -n "${CLUSTER_DIR:-}" ] && [ -d "$CLUSTER_DIR" ]; then
-		as_postgres "$PGBIN/pg_ctl" -D "$CLUSTER_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+		# under valgrind, a fast shutdown lets every process end and write
+		# its report
+		as_postgres "$PGBIN/pg_ctl" -D "$CLUSTER_DIR/data" -t 300 \
+			-m "$([ -n "${ITERJOB_VALGRIND:-}" ] && echo fast || echo immediate)" stop >/dev/null 2>&1 || true
 		if [ "${KEEP_CLUSTER_LOG:-}" != "" ]; then
 			cp "$CLUSTER_DIR/server.log" "$KEEP_CLUSTER_LOG" 2>/dev/null || true
 		fi
 		as_root rm -rf "$CLUSTER_DIR"
 	fi
 	CLUSTER_DIR=""
+}
+
+# With ITERJOB_VALGRIND=<directory> (test/valgrind.sh), the postmaster and
+# every process it forks run under valgrind with PostgreSQL's suppressions
+# ($ITERJOB_VALGRIND_SUPP), each process's report in <directory>/<pid>.log.
+valgrind_start() {
+	local tries
+	as_postgres sh -c "cd '$CLUSTER_DIR' && exec valgrind --quiet --trace-children=yes \
+		--suppressions='$ITERJOB_VALGRIND_SUPP' --leak-check=no --num-callers=40 \
+		--read-inline-info=yes --fullpath-after= \
+		--error-markers=VALGRINDERROR-BEGIN,VALGRINDERROR-END \
+		--log-file='$ITERJOB_VALGRIND/%p.log' '$PGBIN/postgres' -D '$CLUSTER_DIR/data' \
+		>>'$CLUSTER_DIR/server.log' 2>&1 &"
+	for tries in $(seq 600 -1 1); do
+		"$PGBIN/pg_isready" -q -h "$CLUSTER_DIR" -p "$PGPORT" && return 0
+		[ "$tries" = 1 ] || sleep 1
+	done
+	echo "the server did not start under valgrind in 600 s; its log:" >&2
+	tail -20 "$CLUSTER_DIR/server.log" >&2
+	return 1
 }
 
 # cluster_start [extra postgresql.conf lines...]
@@ -135,7 +171,11 @@ cluster_start() {
 		echo "log_line_prefix = '%m [%p] %b '"
 		for line in "$@"; do echo "$line"; done
 	} | as_postgres tee -a "$CLUSTER_DIR/data/postgresql.conf" >/dev/null
-	as_postgres "$PGBIN/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -w start >/dev/null
+	if [ -n "${ITERJOB_VALGRIND:-}" ]; then
+		valgrind_start
+	else
+		as_postgres "$PGBIN/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -w start >/dev/null
+	fi
 	export PGHOST="$CLUSTER_DIR" PGPORT PGUSER=postgres PGDATABASE=postgres
 	echo "== throwaway cluster in $CLUSTER_DIR, port $PGPORT"
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every iterjob test suite on every PostgreSQL major it can have: for
 # each, installs missing packages (or builds PostgreSQL 18 from
-# ../shared/vendor, once, see test/build-pg18.sh), builds iterjob with
+# ../shared/vendor with assertions enabled, once, see test/build-pg18.sh:
+# 15 is Debian's build, without them), builds iterjob with
 # -Werror, installs it, starts a throwaway cluster with iterjob preloaded,
 # runs the pg_regress suite, the pgTAP suites, the isolation suite (with a
 # pgbench check of concurrent enqueues) and the crash/restart TAP suite
@@ -31,7 +32,8 @@ if [ -z "${PG_CONFIG:-}" ]; then
 	nsuites=$(echo "${*:-regress pgtap isolation tap}" | wc -w)
 	for major in ${ITERJOB_PG_MAJORS:-15 18}; do
 		rc=0
-		pg_config=$(pg_config_for "$major") || rc=$?
+		# 18: the assertion-enabled build (the plain one is the benchmarks')
+		pg_config=$(pg_config_for "$major" cassert) || rc=$?
 		if [ "$rc" = 3 ]; then
 			why="not available here (no tarball in ../shared/vendor to build it from, no package, not installed)"
 			if [ "${ITERJOB_REQUIRE_MAJORS:-}" = 1 ]; then
@@ -48,7 +50,7 @@ if [ -z "${PG_CONFIG:-}" ]; then
 			failed=$((failed + nsuites))
 			continue
 		fi
-		echo "== PostgreSQL $major: $pg_config"
+		echo "== PostgreSQL $major: $pg_config ($(assertions "$pg_config"))"
 		# one run per major, in a process of its own (its own cluster traps)
 		PG_CONFIG=$pg_config "$ITERJOB_ROOT/test/run-all.sh" "$@" | tee "/tmp/iterjob-run-all.$$.log" || true
 		counts=$(tail -1 "/tmp/iterjob-run-all.$$.log")
