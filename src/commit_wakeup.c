@@ -7,9 +7,9 @@
  *	  transaction that ended a job commits, and the workers on a job that was
  *	  paused, cancelled or resumed, so no batch starts after that commit.
  *	  The batches in flight of a job that was paused or cancelled are
- *	  interrupted then: the worker's slot says why, and a SIGINT cancels
- *	  the batch, which the worker rolls back without counting a failed
- *	  attempt (task_runner.c).  A rolled-back transaction, or subtransaction,
+ *	  interrupted then: the worker's slot says why, and a SIGUSR2 (not the
+ *	  SIGINT of pg_cancel_backend()) cancels the batch, which the worker
+ *	  rolls back without counting a failed attempt (task_runner.c).  A rolled-back transaction, or subtransaction,
  *	  wakes and interrupts nobody.
  *
  *	  A transaction that is prepared (PREPARE TRANSACTION) instead is
@@ -110,7 +110,7 @@ signal_workers(void)
 	for (int i = 0; i < nlatches; i++)
 		SetLatch(latches[i]);
 	for (int i = 0; i < npids; i++)
-		(void) kill(pids[i], SIGINT);
+		(void) kill(pids[i], SIGUSR2);
 	/* the launcher ends a batch that ignores the interrupt */
 	if (npids > 0)
 		iterjob_wake_launcher();

@@ -176,6 +176,7 @@ extern void iterjob_preview_sample(const IterjobSpec *spec, int32 instance,
 
 /* task_runner.c */
 extern void iterjob_run_task(IterjobTask *task);
+extern void iterjob_steer_signal_handler(SIGNAL_ARGS);
 
 /* worker_xact.c: the worker's transactions */
 extern bool iterjob_worker_adopt_extension(void);

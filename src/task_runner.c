@@ -20,6 +20,8 @@
  */
 #include "postgres.h"
 
+#include <signal.h>
+
 #include "access/xact.h"
 #include "commands/trigger.h"
 #include "miscadmin.h"
@@ -51,6 +53,9 @@ typedef enum BatchOutcome
 /* how long a held instance waits before looking at the health gate again */
 #define HOLD_RECHECK_MS 1000
 
+/* a SIGUSR2 came: a pause or cancel of our job (see below) */
+static volatile sig_atomic_t steer_signalled = false;
+
 /*
  * pg_cancel_backend() and a statement timeout cancel a batch, never the
  * worker.  Outside a batch's statements a worker holds cancel interrupts
@@ -69,11 +74,33 @@ accept_cancel(bool accept)
 {
 	QueryCancelHoldoffCount = accept ? 0 : 1;
 	QueryCancelPending = false;
+	steer_signalled = false;
 	if (accept && iterjob_slot_interrupted())
 	{
+		steer_signalled = true;
 		QueryCancelPending = true;
 		InterruptPending = true;
 	}
+}
+
+/*
+ * SIGUSR2: a pause or cancel of the worker's job committed
+ * (commit_wakeup.c).  It cancels the batch in flight like a query cancel,
+ * and says that it was this, not a pg_cancel_backend() (SIGINT) nor a
+ * statement timeout.  A signal that comes late, when the worker has moved
+ * on to another batch, cancels that one: it is run again, and nothing
+ * failed.
+ */
+void
+iterjob_steer_signal_handler(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	steer_signalled = true;
+	QueryCancelPending = true;
+	InterruptPending = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
 }
 
 /*
@@ -327,6 +354,7 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 	ErrorData  *volatile edata = NULL;
 	MemoryContext worker_cxt = CurrentMemoryContext;
 	TimestampTz start;
+	bool		steered;
 
 	/* the job's own limit, within iterjob.max_statement_timeout as it is now */
 	int32		timeout_ms = iterjob_batch_timeout_ms(task->spec.statement_timeout_ms);
@@ -369,6 +397,7 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 	}
 	PG_END_TRY();
 	disable_timeout(STATEMENT_TIMEOUT, false);
+	steered = steer_signalled;
 	/* also drops a timeout that fired as the batch committed */
 	accept_cancel(false);
 
@@ -377,15 +406,17 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 		AbortCurrentTransaction();
 		iterjob_slot_end_batch();
 		MemoryContextSwitchTo(worker_cxt);
-		if (iterjob_slot_take_interrupt())
+		if (iterjob_slot_take_interrupt() || steered)
 		{
 			/*
 			 * A pause or cancel of the job interrupted it: nothing failed.
 			 * The loop looks at the job's state before anything else, and
-			 * leaves the task (from its last checkpoint, for a resume).
+			 * leaves the task (from its last checkpoint, for a resume), or
+			 * runs the batch again if the job still runs (the signal was
+			 * late, for a job this worker had left).
 			 */
 			ereport(LOG,
-					(errmsg("iterjob: job " INT64_FORMAT " instance %d: batch rolled back, the job was paused or cancelled",
+					(errmsg("iterjob: job " INT64_FORMAT " instance %d: batch interrupted by a pause or cancel, rolled back",
 							task->job_id, task->instance)));
 			outcome = BATCH_RETRY;
 			*retry_ms = 0;

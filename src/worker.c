@@ -251,6 +251,8 @@ iterjob_worker_main(Datum main_arg)
 	memcpy(&generation, MyBgworkerEntry->bgw_extra + sizeof(Oid), sizeof(uint32));
 	pqsignal(SIGTERM, die);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	/* a pause or cancel of its job interrupts its batch (task_runner.c) */
+	pqsignal(SIGUSR2, iterjob_steer_signal_handler);
 	BackgroundWorkerUnblockSignals();
 	/* a cancel cancels a batch, never the worker (task_runner.c) */
 	HOLD_CANCEL_INTERRUPTS();
