@@ -140,7 +140,6 @@ iterjob_key_form_texts(const IterjobSpec *spec, Datum json, char **texts)
 {
 	JsonbContainer *root = &DatumGetJsonbP(json)->root;
 	uint32		n = JsonContainerSize(root);
-	const char *problem;
 
 	if (JsonContainerIsScalar(root))
 	{
@@ -157,7 +156,9 @@ iterjob_key_form_texts(const IterjobSpec *spec, Datum json, char **texts)
 						n, spec->nkeys);
 	for (int i = 0; i < spec->nkeys; i++)
 	{
-		problem = scalar_text(getIthJsonbValueFromContainer(root, i), &texts[i]);
+		const char *problem = scalar_text(getIthJsonbValueFromContainer(root, i),
+										  &texts[i]);
+
 		if (problem != NULL)
 			return psprintf("%s (element %d)", problem, i + 1);
 	}

@@ -204,6 +204,8 @@ iterjob_assign_shards(IterjobSpec *spec, IterjobShards *shards)
 			}
 		}
 	}
+	if (total == 0)
+		elog(ERROR, "no instance could be given a shard of %s", get_rel_name(spec->relid));
 	for (int n = 1; n < nnodes; n++)
 		node_first[n] = node_first[n - 1] + node_instances[n - 1];
 
