@@ -37,6 +37,7 @@ int			iterjob_autovacuum_hold_max_ms = 600000;
 int			iterjob_test_replication_lag_ms = -1;
 bool		iterjob_synchronous_commit = false;
 bool		iterjob_trail_instances = true;
+int			iterjob_trail_max_wait_ms = 1000;
 int			iterjob_rescan_interval_ms = 10000;
 int			iterjob_time_slice_ms = 10000;
 int			iterjob_worker_nice = 0;
@@ -153,6 +154,14 @@ iterjob_define_gucs(void)
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
 
+	DefineCustomIntVariable("iterjob.trail_max_wait",
+							"Longest an instance waits behind the instance before it while that one does not advance.",
+							"After it, the instance goes on without trailing until the one before it commits again.",
+							&iterjob_trail_max_wait_ms,
+							1000, 1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("iterjob.rescan_interval",
 							"How often the launcher looks at one idle database with iterjob installed.",
 							"A safety net for wake-ups that cannot reach the launcher (a prepared transaction "
@@ -248,6 +257,7 @@ iterjob_sync_gucs(void)
 	read_int("iterjob.test_replication_lag", &iterjob_test_replication_lag_ms);
 	read_bool("iterjob.synchronous_commit", &iterjob_synchronous_commit);
 	read_bool("iterjob.trail_instances", &iterjob_trail_instances);
+	read_int("iterjob.trail_max_wait", &iterjob_trail_max_wait_ms);
 	read_int("iterjob.worker_nice", &iterjob_worker_nice);
 	read_int("iterjob.max_workers_per_node", &iterjob_max_workers_per_node);
 	read_int("iterjob.max_statement_timeout", &iterjob_max_statement_timeout_ms);

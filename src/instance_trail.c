@@ -12,8 +12,8 @@
  *	  will cover (estimated from the span of its own last batch).  Which
  *	  keys an instance iterates, and in what order, does not change; only
  *	  when.  An instance never waits for one that no worker runs, that backs
- *	  off or holds, or that has not advanced for TRAIL_STALL_MS: a slow or
- *	  stuck instance slows no other.  Applies to a single integer key walked
+ *	  off or holds, or that has not advanced for iterjob.trail_max_wait: a
+ *	  slow or stuck instance slows no other.  Applies to a single integer key walked
  *	  in ascending order under the modulo partition with more than one instance, while
  *	  iterjob.trail_instances is on.
  *
@@ -31,9 +31,6 @@
 #include "iterjob.h"
 #include "task.h"
 
-/* an instance that has not advanced for this long is not waited for */
-#define TRAIL_STALL_MS	1000
-
 static bool
 trail_applies(const IterjobTask *task)
 {
@@ -41,7 +38,7 @@ trail_applies(const IterjobTask *task)
 
 	return iterjob_trail_instances && iterjob_my_slot != NULL &&
 		spec->partition == ITERJOB_PARTITION_MODULO &&
-		spec->instances > 1 && iterjob_key_is_ascending_integer(spec);
+		spec->instances > 1 && task->trails;
 }
 
 static int64
@@ -120,7 +117,8 @@ must_wait(const IterjobTask *task, TimestampTz now, long *wait_ms)
 
 	if (pred == NULL || !pred->trail_active)
 		return false;
-	stalled_at = TimestampTzPlusMilliseconds(pred->trail_at, TRAIL_STALL_MS);
+	stalled_at = TimestampTzPlusMilliseconds(pred->trail_at,
+											 iterjob_trail_max_wait_ms);
 	if (now >= stalled_at)
 		return false;
 	*wait_ms = (long) ((stalled_at - now) / 1000) + 1;

@@ -153,6 +153,7 @@ extern int	iterjob_autovacuum_hold_max_ms;
 extern int	iterjob_test_replication_lag_ms;
 extern bool iterjob_synchronous_commit;
 extern bool iterjob_trail_instances;
+extern int	iterjob_trail_max_wait_ms;
 extern int	iterjob_rescan_interval_ms;
 extern int	iterjob_time_slice_ms;
 extern int	iterjob_worker_nice;

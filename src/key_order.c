@@ -25,6 +25,7 @@
 #include "access/stratnum.h"
 #include "catalog/pg_am.h"
 #include "catalog/pg_collation.h"
+#include "catalog/pg_opclass.h"
 #include "catalog/pg_operator.h"
 #include "catalog/pg_opfamily.h"
 #include "catalog/pg_type.h"
@@ -261,15 +262,29 @@ iterjob_key_types_user_defined(const IterjobSpec *spec)
 
 /*
  * Is the key a single integer column walked in its natural ascending
- * order?  (Instances can then trail one another by key value.)
+ * order?  (Instances can then trail one another by key value.)  Read from
+ * the job's stored definition, before its key order is resolved; in a
+ * transaction.  An operator class dropped since the enqueue says no (the
+ * job's first batch fails it).
  */
 bool
 iterjob_key_is_ascending_integer(const IterjobSpec *spec)
 {
 	Oid			type = spec->key_types[0];
+	Oid			opclass = spec->key_opclasses[0];
+	HeapTuple	tup;
+	bool		result;
 
-	return spec->nkeys == 1 &&
-		(type == INT2OID || type == INT4OID || type == INT8OID) &&
-		spec->order.columns[0].opfamily == INTEGER_BTREE_FAM_OID &&
-		!spec->order.columns[0].descending;
+	if (spec->nkeys != 1 || spec->key_descending[0] ||
+		(type != INT2OID && type != INT4OID && type != INT8OID))
+		return false;
+	/* the integer types' default btree classes are integer_ops' */
+	if (!OidIsValid(opclass))
+		return true;
+	tup = SearchSysCache1(CLAOID, ObjectIdGetDatum(opclass));
+	if (!HeapTupleIsValid(tup))
+		return false;
+	result = ((Form_pg_opclass) GETSTRUCT(tup))->opcfamily == INTEGER_BTREE_FAM_OID;
+	ReleaseSysCache(tup);
+	return result;
 }

@@ -38,6 +38,7 @@ typedef struct IterjobTask
 	uint64		last_batch_rows;	/* keys in the last committed batch */
 	uint64		batch_keys;		/* keys fetched by the batch running */
 	IterjobThrottle throttle;
+	bool		trails;			/* a single ascending integer key (instance_trail.c) */
 	int64		trail_span;		/* keys its last batch spanned; 0: unknown */
 	/* its worker died in a batch (worker_slot.c): counted at the claim */
 	bool		died;

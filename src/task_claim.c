@@ -322,6 +322,7 @@ task_from_row(HeapTuple tup, TupleDesc desc, MemoryContext parent)
 	iterjob_key_value_from_row(&task->spec, tup, desc, COL_CURSOR, &task->stored_cursor, cxt);
 	read_shards(task, tup, desc);
 	task->owner_is_superuser = superuser_arg(task->owner);
+	task->trails = iterjob_key_is_ascending_integer(&task->spec);
 	iterjob_throttle_init(&task->throttle, &task->spec);
 	MemoryContextSwitchTo(old);
 	return task;
