@@ -163,10 +163,10 @@ iterjob_define_gucs(void)
 							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("iterjob.rescan_interval",
-							"How often the launcher looks at one idle database with iterjob installed.",
+							"How often the launcher looks at one database with iterjob installed.",
 							"A safety net for wake-ups that cannot reach the launcher (a prepared transaction "
-							"committed after a restart): each interval, the idle database looked at longest ago "
-							"gets a worker that checks for runnable jobs.",
+							"committed after a restart, a request for another worker lost in a race): each "
+							"interval, the database looked at longest ago gets a worker that checks for runnable jobs.",
 							&iterjob_rescan_interval_ms,
 							10000, 1000, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS,

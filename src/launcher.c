@@ -21,10 +21,11 @@
  *	  first worker started after each iterjob.rescan_interval), and a
  *	  database marked pending has iterjob too.  At its start, or when marks were lost, the
  *	  launcher looks at all of them.  Every iterjob.rescan_interval, the one
- *	  of them looked at longest ago gets a worker that checks for runnable
- *	  work: a safety net for a wake-up that cannot reach the launcher (a
- *	  prepared transaction committed after a restart), one connection per
- *	  interval however many databases there are.
+ *	  of them looked at longest ago (idle or not) gets a worker that checks
+ *	  for runnable work: a safety net for a wake-up that cannot reach the
+ *	  launcher (a prepared transaction committed after a restart, a request
+ *	  for another worker lost in a race), one connection per interval
+ *	  however many databases there are.
  *
  *	  What the launcher knows of databases lives in its own memory, bounded
  *	  by the databases with iterjob installed and those marked pending
@@ -543,7 +544,10 @@ launch_pending(MemoryContext ctx)
 	}
 	else if (TimestampDifferenceExceeds(last_rescan, now_ts, iterjob_rescan_interval_ms))
 	{
-		/* the periodic look: the idle database looked at longest ago */
+		/*
+		 * The periodic look: the database looked at longest ago, idle or not
+		 * (a lost request for another worker there costs one interval).
+		 */
 		LauncherDatabase *idlest = NULL;
 
 		refresh_databases(ctx);
@@ -551,7 +555,7 @@ launch_pending(MemoryContext ctx)
 		last_rescan = now_ts;
 		hash_seq_init(&seq, databases);
 		while ((db = hash_seq_search(&seq)) != NULL)
-			if (db->installed && !db->pending && db->nworkers == 0 &&
+			if (db->installed && !db->pending &&
 				(idlest == NULL || compare_turns(&db, &idlest) < 0))
 				idlest = db;
 		if (idlest != NULL)

@@ -31,8 +31,6 @@
 #include "iterjob.h"
 #include "task.h"
 
-#define CLAIM_FETCH_SIZE 8
-
 /* A job's definition, as columns read by read_job_columns() */
 #define JOB_COLUMNS_SQL \
 "       j.relation::pg_catalog.oid, j.query, j.key_columns,"\
@@ -86,7 +84,9 @@ static const char *const lock_orphan_sql =
 
 /*
  * The queued tasks of job $1 we can lock, in instance order (fairness.c
- * chose the job).
+ * chose the job).  Fetched one at a time: a claim locks only the row it
+ * takes (and those whose previous worker still holds them), never a
+ * sibling that another worker, started for it, is about to claim.
  */
 static const char *const queued_sql =
 "SELECT t.id FROM iterjob.task t"
@@ -382,7 +382,10 @@ claim_orphan(const IterjobJobTasks *tasks)
 /*
  * The first queued task of job_id we can lock, held, or 0.  Sets *busy
  * when a queued task was still held: its previous worker is leaving it
- * (the task was paused and resumed, or failed and retried, meanwhile).
+ * (the task was paused and resumed, or failed and retried, meanwhile); or
+ * when none could be locked, although the job had queued tasks when the
+ * claim began (the caller saw one): another worker's claim in flight has
+ * them, and may leave one.
  */
 static int64
 claim_queued(int64 job_id, bool *busy)
@@ -392,40 +395,41 @@ claim_queued(int64 job_id, bool *busy)
 	Portal		portal = SPI_cursor_open_with_args(NULL, queued_sql, 1, &type, &arg,
 												   NULL, false, 0);
 	int64		claimed = 0;
+	bool		locked_any = false;
 
 	while (claimed == 0)
 	{
+		int64		task_id;
+
 		CHECK_FOR_INTERRUPTS();
-		SPI_cursor_fetch(portal, true, CLAIM_FETCH_SIZE);
+		SPI_cursor_fetch(portal, true, 1);
 		if (SPI_processed == 0)
 			break;
-		for (uint64 i = 0; i < SPI_processed; i++)
-		{
-			int64		task_id = int8_column(SPI_tuptable->vals[i],
-											  SPI_tuptable->tupdesc, 1);
-
-			if (iterjob_hold_task(task_id))
-			{
-				claimed = task_id;
-				break;
-			}
+		locked_any = true;
+		task_id = int8_column(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		if (iterjob_hold_task(task_id))
+			claimed = task_id;
+		else
 			*busy = true;
-		}
 	}
 	SPI_cursor_close(portal);
+	if (!locked_any)
+		*busy = true;
 	return claimed;
 }
 
 /*
  * Does sql (with one parameter) list a runnable task: queued, or running
- * with no worker holding it?
+ * with no worker holding it?  On a fresh snapshot, taken after the claim
+ * locked its row: a job committed while the claim began is seen, and gets
+ * its worker.
  */
 static bool
 lists_runnable(const char *sql, Datum arg)
 {
 	Oid			type = INT8OID;
 
-	if (SPI_execute_with_args(sql, 1, &type, &arg, NULL, true, 0) != SPI_OK_SELECT)
+	if (SPI_execute_with_args(sql, 1, &type, &arg, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not look for runnable iterjob tasks");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
