@@ -35,6 +35,9 @@
 #include "iterjob.h"
 
 static bool wake_pending = false;
+/* whose work the transaction made runnable: an owner, or InvalidOid */
+static Oid	wake_owner = InvalidOid;
+static bool wake_owners_mixed = false;
 static bool wake_at_end = false;
 static bool notify_pending = false;
 
@@ -132,11 +135,18 @@ commit_wakeup_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (wake_pending || wake_at_end)
 			{
+				/* an idle worker of the owner takes it, or a new one */
+				if (!wake_pending || wake_at_end || wake_owners_mixed ||
+					!iterjob_wake_idle_worker(MyDatabaseId, wake_owner))
+				{
+					iterjob_mark_database_pending(MyDatabaseId);
+					iterjob_wake_launcher();
+				}
 				wake_pending = false;
 				wake_at_end = false;
-				iterjob_mark_database_pending(MyDatabaseId);
-				iterjob_wake_launcher();
 			}
+			wake_owner = InvalidOid;
+			wake_owners_mixed = false;
 			if (notify_pending)
 			{
 				notify_pending = false;
@@ -152,6 +162,8 @@ commit_wakeup_callback(XactEvent event, void *arg)
 				iterjob_remember_prepared(MyDatabaseId, preparing_gid);
 			wake_pending = false;
 			wake_at_end = false;
+			wake_owner = InvalidOid;
+			wake_owners_mixed = false;
 			notify_pending = false;
 			forget_signalled_jobs();
 			break;
@@ -164,6 +176,8 @@ commit_wakeup_callback(XactEvent event, void *arg)
 			}
 			wake_at_end = false;
 			wake_pending = false;
+			wake_owner = InvalidOid;
+			wake_owners_mixed = false;
 			notify_pending = false;
 			forget_signalled_jobs();
 			break;
@@ -262,9 +276,17 @@ iterjob_register_commit_wakeup(void)
 	ProcessUtility_hook = wakeup_process_utility;
 }
 
+/*
+ * Work of owner (InvalidOid: of an owner not known here) is runnable once
+ * this transaction commits.
+ */
 void
-iterjob_wake_at_commit(void)
+iterjob_wake_at_commit(Oid owner)
 {
+	if (!wake_pending)
+		wake_owner = owner;
+	else if (wake_owner != owner)
+		wake_owners_mixed = true;
 	wake_pending = true;
 }
 
@@ -284,7 +306,7 @@ PG_FUNCTION_INFO_V1(iterjob_wake_workers);
 Datum
 iterjob_wake_workers(PG_FUNCTION_ARGS)
 {
-	iterjob_wake_at_commit();
+	iterjob_wake_at_commit(InvalidOid);
 	PG_RETURN_VOID();
 }
 

@@ -200,6 +200,8 @@ iterjob_check_retry_after(int64 job_id)
 void
 iterjob_end_dependents(int64 job_id, const char *state)
 {
+	static SPIPlanPtr has_waiting_plan = NULL;
+	static SPIPlanPtr end_dependents_plan = NULL;
 	Oid			types[2] = {INT8OID, TEXTOID};
 	Datum		args[2];
 	IterjobSavedUser saved;
@@ -209,17 +211,17 @@ iterjob_end_dependents(int64 job_id, const char *state)
 	args[1] = CStringGetTextDatum(state);
 	if (strcmp(state, "succeeded") == 0)
 	{
-		if (SPI_execute_with_args(has_waiting_sql, 1, types, args, NULL,
-								  true, 1) != SPI_OK_SELECT)
+		if (SPI_execute_plan(iterjob_kept_plan(&has_waiting_plan, has_waiting_sql, 1, types),
+							 args, NULL, true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not look for the jobs waiting for iterjob job " INT64_FORMAT,
 				 job_id);
 		if (SPI_processed > 0)
-			iterjob_wake_at_commit();
+			iterjob_wake_at_commit(InvalidOid);
 	}
 	else
 	{
-		if (SPI_execute_with_args(end_dependents_sql, 2, types, args, NULL,
-								  false, 0) != SPI_OK_UPDATE_RETURNING)
+		if (SPI_execute_plan(iterjob_kept_plan(&end_dependents_plan, end_dependents_sql, 2, types),
+							 args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not end the jobs waiting for iterjob job " INT64_FORMAT,
 				 job_id);
 		for (uint64 i = 0; i < SPI_processed; i++)

@@ -63,6 +63,10 @@ static const char *const job_tasks_sql =
 "   AND t.state OPERATOR(pg_catalog.=) ANY ('{queued,running}'::pg_catalog.text[])"
 " ORDER BY t.instance";
 
+/* their kept plans (kept_plans.c) */
+static SPIPlanPtr active_jobs_plan = NULL;
+static SPIPlanPtr job_tasks_plan = NULL;
+
 /*
  * How many workers of this database are on tasks of job's job and owner,
  * and when a worker last left the job for another (state_lock held).
@@ -105,7 +109,8 @@ iterjob_active_jobs(IterjobActiveJob **jobs)
 	IterjobActiveJob *result;
 	uint64		n;
 
-	if (SPI_execute(active_jobs_sql, true, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(iterjob_kept_plan(&active_jobs_plan, active_jobs_sql, 0, NULL),
+						 NULL, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not look for runnable iterjob jobs");
 	n = SPI_processed;
 	result = palloc0(sizeof(IterjobActiveJob) * (n + 1));
@@ -139,7 +144,8 @@ iterjob_job_tasks(int64 job_id, IterjobJobTasks *tasks)
 	Datum		arg = Int64GetDatum(job_id);
 
 	memset(tasks, 0, sizeof(*tasks));
-	if (SPI_execute_with_args(job_tasks_sql, 1, &type, &arg, NULL, true, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(iterjob_kept_plan(&job_tasks_plan, job_tasks_sql, 1, &type),
+						 &arg, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the tasks of iterjob job " INT64_FORMAT, job_id);
 	tasks->orphans = palloc(sizeof(int64) * (SPI_processed + 1));
 	for (uint64 i = 0; i < SPI_processed; i++)

@@ -13,6 +13,7 @@
 
 #include "compat.h"
 #include "datatype/timestamp.h"
+#include "executor/spi.h"
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -40,6 +41,9 @@ typedef struct IterjobWorkerSlot
 	bool		yield;			/* another job waits: leave the task */
 	bool		yield_exit;		/* ... for another database: and exit */
 	bool		report_installed;	/* report the databases with iterjob */
+	bool		idle;			/* waits for work (iterjob.worker_idle_time) */
+	bool		woken;			/* work came while it waited */
+	bool		dismissed;		/* the launcher needs its slot: exit */
 	uint32		generation;		/* of this use of the slot (launcher.c) */
 	TimestampTz registered_at;	/* when the launcher registered the worker */
 	Latch	   *latch;			/* the worker's latch, to wake it */
@@ -154,6 +158,7 @@ extern int	iterjob_test_replication_lag_ms;
 extern bool iterjob_synchronous_commit;
 extern bool iterjob_trail_instances;
 extern int	iterjob_trail_max_wait_ms;
+extern int	iterjob_worker_idle_time_ms;
 extern int	iterjob_rescan_interval_ms;
 extern int	iterjob_time_slice_ms;
 extern int	iterjob_worker_nice;
@@ -203,6 +208,15 @@ extern bool iterjob_task_is_held(Oid dboid, int64 task_id);
 extern void iterjob_clear_held_task(int slotno);
 extern void iterjob_slot_begin_batch(int64 task_id, int64 batch_no, int32 timeout_ms);
 extern void iterjob_slot_end_batch(void);
+
+/* kept_plans.c */
+extern SPIPlanPtr iterjob_kept_plan(SPIPlanPtr *plan, const char *sql, int nargs,
+									 Oid *argtypes);
+
+/* idle_workers.c */
+extern bool iterjob_slot_wait_for_work(long idle_ms);
+extern bool iterjob_wake_idle_worker(Oid dboid, Oid owner);
+extern int	iterjob_dismiss_idle_workers(void);
 extern bool iterjob_take_death(int64 task_id, IterjobDeath *death);
 pg_noreturn extern void iterjob_worker_exit_clean(void);
 
@@ -224,13 +238,14 @@ typedef enum IterjobWaitEvent
 	ITERJOB_WAIT_JOB_END,		/* iterjob.wait() */
 	ITERJOB_WAIT_TASK_HANDOVER, /* a queued task's last worker lets go */
 	ITERJOB_WAIT_RECOUNT,		/* iterjob.recount() waits for its worker */
+	ITERJOB_WAIT_IDLE,			/* a worker waits for work before it exits */
 	ITERJOB_WAIT_EVENTS
 } IterjobWaitEvent;
 extern uint32 iterjob_wait_event(IterjobWaitEvent event);
 
 /* commit_wakeup.c */
 extern void iterjob_register_commit_wakeup(void);
-extern void iterjob_wake_at_commit(void);
+extern void iterjob_wake_at_commit(Oid owner);
 extern void iterjob_wake_at_end(void);
 extern void iterjob_notify_waiters_at_commit(void);
 extern void iterjob_signal_workers_at_commit(int64 job_id);

@@ -11,8 +11,11 @@
  *	  COMMIT PREPARED), when one of its workers claims a task while more
  *	  wait, when a worker leaves runnable tasks behind (it died, or left
  *	  its task for another database's turn), and at the launcher's start.
- *	  A worker that finds no runnable task exits, so an idle database keeps
- *	  no iterjob process connected to it.
+ *	  A worker that finds no runnable task waits for work for
+ *	  iterjob.worker_idle_time, then exits, so an idle database keeps no
+ *	  iterjob process connected to it; while it waits, an enqueue of its
+ *	  owner there wakes it instead of the launcher (idle_workers.c), and
+ *	  the launcher dismisses it when it needs its slot.
  *
  *	  The databases with iterjob installed are those where the extension
  *	  granted objects to the cluster-wide role iterjob_user, in pg_shdepend;
@@ -594,6 +597,9 @@ launch_pending(MemoryContext ctx)
 			LauncherDatabase *neediest = db;
 			long		ms;
 
+			/* idle workers leave first: their exits wake us */
+			if (iterjob_dismiss_idle_workers() > 0)
+				break;
 			for (int j = i + 1; j < nturns; j++)
 				if (turns[j]->nworkers < neediest->nworkers)
 					neediest = turns[j];

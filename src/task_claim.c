@@ -153,6 +153,14 @@ static const char *const mark_running_sql =
 "   AND j.state OPERATOR(pg_catalog.=) 'queued'"
 " RETURNING j.instances, COALESCE(j.relation::pg_catalog.text, 'a query')";
 
+/* their kept plans (kept_plans.c) */
+static SPIPlanPtr lock_orphan_plan = NULL;
+static SPIPlanPtr queued_plan = NULL;
+static SPIPlanPtr more_queued_plan = NULL;
+static SPIPlanPtr more_running_plan = NULL;
+static SPIPlanPtr task_plan = NULL;
+static SPIPlanPtr mark_running_plan = NULL;
+
 static Datum
 column(HeapTuple tup, TupleDesc desc, int col, bool *isnull)
 {
@@ -371,8 +379,8 @@ claim_orphan(const IterjobJobTasks *tasks)
 		CHECK_FOR_INTERRUPTS();
 		if (!iterjob_hold_task(tasks->orphans[i]))
 			continue;			/* a live worker holds it */
-		if (SPI_execute_with_args(lock_orphan_sql, 1, &type, &arg, NULL,
-								  false, 1) == SPI_OK_SELECT && SPI_processed == 1)
+		if (SPI_execute_plan(iterjob_kept_plan(&lock_orphan_plan, lock_orphan_sql, 1, &type),
+							 &arg, NULL, false, 1) == SPI_OK_SELECT && SPI_processed == 1)
 			return tasks->orphans[i];
 		iterjob_release_task();
 	}
@@ -392,8 +400,8 @@ claim_queued(int64 job_id, bool *busy)
 {
 	Oid			type = INT8OID;
 	Datum		arg = Int64GetDatum(job_id);
-	Portal		portal = SPI_cursor_open_with_args(NULL, queued_sql, 1, &type, &arg,
-												   NULL, false, 0);
+	Portal		portal = SPI_cursor_open(NULL, iterjob_kept_plan(&queued_plan, queued_sql, 1, &type),
+										 &arg, NULL, false);
 	int64		claimed = 0;
 	bool		locked_any = false;
 
@@ -425,11 +433,12 @@ claim_queued(int64 job_id, bool *busy)
  * its worker.
  */
 static bool
-lists_runnable(const char *sql, Datum arg)
+lists_runnable(SPIPlanPtr *plan, const char *sql, Datum arg)
 {
 	Oid			type = INT8OID;
 
-	if (SPI_execute_with_args(sql, 1, &type, &arg, NULL, false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(iterjob_kept_plan(plan, sql, 1, &type), &arg, NULL,
+						 false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not look for runnable iterjob tasks");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -496,12 +505,13 @@ iterjob_claim_task(MemoryContext parent, Oid owner, bool *busy, bool *others,
 	}
 	if (claimed == 0)
 		return NULL;
-	*more = lists_runnable(more_queued_sql, Int64GetDatum(claimed)) ||
-		lists_runnable(more_running_sql, Int64GetDatum(claimed));
+	*more = lists_runnable(&more_queued_plan, more_queued_sql, Int64GetDatum(claimed)) ||
+		lists_runnable(&more_running_plan, more_running_sql, Int64GetDatum(claimed));
 
 	args[0] = Int64GetDatum(claimed);
 	/* a fresh snapshot: the row as it is now that it is locked */
-	if (SPI_execute_with_args(task_sql, 1, argtypes, args, NULL, false, 1) != SPI_OK_SELECT ||
+	if (SPI_execute_plan(iterjob_kept_plan(&task_plan, task_sql, 1, argtypes),
+						 args, NULL, false, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "could not read iterjob task " INT64_FORMAT, claimed);
 	task = task_from_row(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, parent);
@@ -511,8 +521,8 @@ iterjob_claim_task(MemoryContext parent, Oid owner, bool *busy, bool *others,
 
 	args[0] = Int64GetDatum(task->task_id);
 	args[1] = Int32GetDatum(MyProcPid);
-	if (SPI_execute_with_args(mark_running_sql, 2, argtypes, args, NULL,
-							  false, 0) != SPI_OK_UPDATE_RETURNING)
+	if (SPI_execute_plan(iterjob_kept_plan(&mark_running_plan, mark_running_sql, 2, argtypes),
+						 args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not mark iterjob task " INT64_FORMAT " running",
 			 task->task_id);
 	if (SPI_processed == 1)

@@ -527,6 +527,11 @@ static const char *const end_job_sql =
 "           j.on_complete, j.owner, j.search_path,"
 "           (pg_catalog.date_part('epoch', j.lock_timeout) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int4";
 
+/* their kept plans (kept_plans.c) */
+static SPIPlanPtr finish_task_plan = NULL;
+static SPIPlanPtr lock_job_plan = NULL;
+static SPIPlanPtr end_job_plan = NULL;
+
 /*
  * Run a job's on_complete statement as its owner, in the transaction that
  * ends the job.
@@ -562,8 +567,8 @@ iterjob_settle_job(int64 job_id)
 	IterjobSavedUser saved;
 	int			nest = iterjob_begin_internal(&saved);
 
-	if (SPI_execute_with_args(end_job_sql, 1, &type, &arg, NULL,
-							  false, 0) != SPI_OK_UPDATE_RETURNING)
+	if (SPI_execute_plan(iterjob_kept_plan(&end_job_plan, end_job_sql, 1, &type),
+						 &arg, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not end iterjob job " INT64_FORMAT, job_id);
 	if (SPI_processed == 1)
 	{
@@ -613,16 +618,16 @@ iterjob_finish_task(IterjobTask *task, const char *state, const char *error)
 	args[0] = Int64GetDatum(task->task_id);
 	args[1] = CStringGetTextDatum(state);
 	args[2] = error ? CStringGetTextDatum(error) : (Datum) 0;
-	if (SPI_execute_with_args(finish_task_sql, 3, types, args, nulls,
-							  false, 0) != SPI_OK_UPDATE)
+	if (SPI_execute_plan(iterjob_kept_plan(&finish_task_plan, finish_task_sql, 3, types),
+						 args, nulls, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not end iterjob task " INT64_FORMAT, task->task_id);
 	ended = SPI_processed == 1;
 
 	args[0] = Int64GetDatum(task->job_id);
 	args[1] = args[2];
 	nulls[1] = nulls[2];
-	if (SPI_execute_with_args(lock_job_sql, 2, types, args, nulls,
-							  false, 0) != SPI_OK_UPDATE)
+	if (SPI_execute_plan(iterjob_kept_plan(&lock_job_plan, lock_job_sql, 2, types),
+						 args, nulls, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not lock iterjob job " INT64_FORMAT, task->job_id);
 	iterjob_end_internal(nest, &saved);
 	return ended;

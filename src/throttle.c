@@ -11,7 +11,9 @@
  *	  or lock timeout) is retried at half its size, down to one key, with or
  *	  without a target; without one, the size then doubles per committed
  *	  batch back to the job's batch_size.  The
- *	  health gate is looked at before a batch, at most once a second: while
+ *	  health gate is looked at before a batch, at most once a second per
+ *	  worker (across its tasks, for one relation) while it lets batches
+ *	  run, and before every attempt while it holds: while
  *	  a standby's replay lag exceeds iterjob.max_replication_lag (time) or
  *	  iterjob.max_replication_lag_bytes (WAL not yet replayed, or kept by
  *	  the inactive physical slot of a standby that disconnected), or
@@ -36,6 +38,26 @@
 #include "throttle.h"
 
 #define HEALTH_CHECK_INTERVAL_MS 1000
+
+/*
+ * The health gate's last answer that let batches run is the worker's, not
+ * the task's, so that a stream of small jobs looks at most once a second:
+ * until when it holds, and for which relation (the autovacuum part of the
+ * answer is that relation's).  The statement is planned once per worker.
+ */
+typedef struct GateQuestion
+{
+	Oid			relid;
+	int32		max_lag_ms;
+	int32		test_lag_ms;
+	int32		max_lag_kb;
+	int32		archive_backlog;
+	bool		hold_for_autovacuum;
+} GateQuestion;
+
+static TimestampTz gate_open_until = 0;
+static GateQuestion gate_open_for;
+static SPIPlanPtr health_plan = NULL;
 
 void
 iterjob_throttle_init(IterjobThrottle *throttle, const IterjobSpec *spec)
@@ -218,6 +240,7 @@ iterjob_health_check(IterjobThrottle *throttle, Oid relid, char **summary)
 	IterjobSavedUser saved;
 	int			nest;
 	int32		archive_backlog;
+	GateQuestion question;
 
 	*summary = NULL;
 	/* the switch: no statement, and at every batch boundary */
@@ -236,9 +259,17 @@ iterjob_health_check(IterjobThrottle *throttle, Oid relid, char **summary)
 		throttle->held = false;
 		return NULL;
 	}
-	if (!throttle->held && now < throttle->next_health_check)
+	/* the same question as the last open answer, within a second */
+	memset(&question, 0, sizeof(question));
+	question.relid = relid;
+	question.max_lag_ms = iterjob_max_replication_lag_ms;
+	question.test_lag_ms = iterjob_test_replication_lag_ms;
+	question.max_lag_kb = iterjob_max_replication_lag_kb;
+	question.archive_backlog = archive_backlog;
+	question.hold_for_autovacuum = iterjob_hold_for_autovacuum;
+	if (!throttle->held && now < gate_open_until &&
+		memcmp(&question, &gate_open_for, sizeof(question)) == 0)
 		return NULL;
-	throttle->next_health_check = TimestampTzPlusMilliseconds(now, HEALTH_CHECK_INTERVAL_MS);
 
 	args[0] = Int32GetDatum(iterjob_max_replication_lag_ms);
 	args[1] = BoolGetDatum(iterjob_hold_for_autovacuum);
@@ -249,7 +280,16 @@ iterjob_health_check(IterjobThrottle *throttle, Oid relid, char **summary)
 	args[5] = Int32GetDatum(archive_backlog);
 	/* as iterjob: the statistics views hide other roles' processes */
 	nest = iterjob_begin_internal(&saved);
-	if (SPI_execute_with_args(health_sql, 6, types, args, NULL, false, 1) != SPI_OK_SELECT)
+	if (health_plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(health_sql, 6, types);
+
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "could not plan iterjob's health gate: %s",
+				 SPI_result_code_string(SPI_result));
+		health_plan = plan;
+	}
+	if (SPI_execute_plan(health_plan, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not check iterjob's health gate");
 	if (SPI_processed == 1)
 	{
@@ -271,6 +311,9 @@ iterjob_health_check(IterjobThrottle *throttle, Oid relid, char **summary)
 	else
 		throttle->vacuum_hold_since = 0;
 	throttle->held = (reason != NULL);
+	memcpy(&gate_open_for, &question, sizeof(question));
+	gate_open_until = reason == NULL ?
+		TimestampTzPlusMilliseconds(now, HEALTH_CHECK_INTERVAL_MS) : 0;
 	if (reason == NULL)
 		*summary = NULL;
 	return reason;

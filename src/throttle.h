@@ -29,7 +29,6 @@ typedef struct IterjobThrottle
 {
 	IterjobPacing pacing;
 	int32		batch_size;		/* this instance's current batch size */
-	TimestampTz next_health_check;
 	bool		held;			/* the last health check said hold */
 	TimestampTz vacuum_hold_since;	/* held for autovacuum since; 0: not */
 	TimestampTz next_user_check;	/* of the user's health checks */

@@ -27,6 +27,7 @@ iterjob_wait_event(IterjobWaitEvent event)
 		[ITERJOB_WAIT_JOB_END] = "IterjobWaitJobEnd",
 		[ITERJOB_WAIT_TASK_HANDOVER] = "IterjobTaskHandover",
 		[ITERJOB_WAIT_RECOUNT] = "IterjobRecount",
+		[ITERJOB_WAIT_IDLE] = "IterjobIdle",
 	};
 	static uint32 ids[ITERJOB_WAIT_EVENTS];
 

@@ -2,7 +2,8 @@
  *
  * worker.c
  *	  An iteration worker: connected to one database, it claims runnable
- *	  tasks one after another and runs them, and exits when none is left.
+ *	  tasks one after another and runs them, and exits when none is left
+ *	  for iterjob.worker_idle_time (idle_workers.c).
  *
  *	  A worker serves one owner.  Its first claim takes the oldest runnable
  *	  task of any owner and binds the process to that task's owner
@@ -296,6 +297,13 @@ iterjob_worker_main(Datum main_arg)
 			ResetLatch(MyLatch);
 			continue;
 		}
+		/* nothing to do: wait a while for work of this owner, then exit */
+		if (task == NULL && !others && iterjob_worker_idle_time_ms > 0 &&
+			iterjob_slot_wait_for_work(iterjob_worker_idle_time_ms))
+		{
+			busy_waits = 0;
+			continue;
+		}
 		if (task == NULL)
 			break;
 		busy_waits = 0;
@@ -307,8 +315,8 @@ iterjob_worker_main(Datum main_arg)
 			iterjob_bind_to_owner(owner, task->owner_is_superuser);
 		}
 
-		/* more runnable tasks wait: let the launcher add a worker */
-		if (more)
+		/* more runnable tasks wait: wake an idle worker, or ask the launcher */
+		if (more && !iterjob_wake_idle_worker(MyDatabaseId, owner))
 		{
 			iterjob_mark_database_pending(MyDatabaseId);
 			iterjob_wake_launcher();
