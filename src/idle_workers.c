@@ -12,7 +12,8 @@
  *	  Whether a worker is idle, and whether it was woken, is decided under
  *	  the state lock: a worker that gives up waiting is no longer idle, so
  *	  no wake-up is lost in between.  When every worker slot is taken and
- *	  a database waits for a worker, the launcher dismisses idle workers.
+ *	  a database waits for a worker, the launcher dismisses idle workers,
+ *	  and a worker does not wait at all.
  *
  *-------------------------------------------------------------------------
  */
@@ -50,7 +51,8 @@ iterjob_slot_wait_for_work(long idle_ms)
 		CHECK_FOR_INTERRUPTS();
 		LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 		woken = iterjob_my_slot->woken;
-		done = woken || iterjob_my_slot->dismissed || left <= 0;
+		done = woken || iterjob_my_slot->dismissed || iterjob_shared->slot_wanted ||
+			left <= 0;
 		if (done)
 		{
 			iterjob_my_slot->idle = false;

@@ -118,6 +118,7 @@ typedef struct IterjobShared
 	LWLock	   *state_lock;		/* protects everything below but the CV */
 	Latch	   *launcher_latch; /* NULL while no launcher runs */
 	bool		rescan_all;		/* every database must be looked at */
+	bool		slot_wanted;	/* the launcher waits for a worker slot */
 	int			npending;		/* databases marked pending, for the launcher */
 	Oid			pending[ITERJOB_MAX_DATABASES];
 	IterjobPreparedWake prepared[ITERJOB_MAX_PREPARED];

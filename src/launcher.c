@@ -503,6 +503,15 @@ make_room_for(LauncherDatabase *waiting, TimestampTz now_ts)
 	return ms > 0 ? ms : -1;
 }
 
+/* Say whether the launcher waits for a worker slot (idle workers leave). */
+static void
+set_slot_wanted(bool wanted)
+{
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
+	iterjob_shared->slot_wanted = wanted;
+	LWLockRelease(iterjob_shared->state_lock);
+}
+
 /*
  * Start workers for pending databases, in turn, while the cap allows.
  * Returns how long to sleep, in milliseconds, before looking again.
@@ -519,6 +528,7 @@ launch_pending(MemoryContext ctx)
 	LauncherDatabase *db;
 	LauncherDatabase **turns;
 	int			nturns = 0;
+	int			turn;
 	bool		refreshed = false;
 
 	nmarked = iterjob_take_pending_databases(marked, &rescan_all);
@@ -589,18 +599,19 @@ launch_pending(MemoryContext ctx)
 	}
 	qsort(turns, nturns, sizeof(LauncherDatabase *), compare_turns);
 
-	for (int i = 0; i < nturns; i++)
+	for (turn = 0; turn < nturns; turn++)
 	{
-		db = turns[i];
+		db = turns[turn];
 		if (running_workers() >= Min(iterjob_max_workers, ITERJOB_MAX_WORKER_SLOTS))
 		{
 			LauncherDatabase *neediest = db;
 			long		ms;
 
-			/* idle workers leave first: their exits wake us */
+			/* idle workers leave first (none waits meanwhile): their exits wake us */
+			set_slot_wanted(true);
 			if (iterjob_dismiss_idle_workers() > 0)
 				break;
-			for (int j = i + 1; j < nturns; j++)
+			for (int j = turn + 1; j < nturns; j++)
 				if (turns[j]->nworkers < neediest->nworkers)
 					neediest = turns[j];
 			/* a worker's exit wakes us; a time slice may end first */
@@ -625,6 +636,8 @@ launch_pending(MemoryContext ctx)
 		db->last_start = now_ts;
 		db->nworkers++;
 	}
+	if (turn == nturns)
+		set_slot_wanted(false);
 	pfree(turns);
 	return sleep_ms;
 }

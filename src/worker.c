@@ -258,6 +258,13 @@ iterjob_worker_main(Datum main_arg)
 	/* a cancel cancels a batch, never the worker (task_runner.c) */
 	HOLD_CANCEL_INTERRUPTS();
 
+	/*
+	 * The settings as they are now: this process started with the
+	 * postmaster's settings as they were at the fork, and a reload's SIGHUP
+	 * that came before its handler was installed is lost.
+	 */
+	iterjob_reload_config();
+
 	iterjob_slot_attach(slotno, generation);
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
