@@ -1,5 +1,5 @@
-/* iterjob--0.8--0.9.sql: indexes that make a worker's claim cost the same
- * however many jobs are queued or were ever run */
+/* iterjob--0.8--0.9.sql: a claim finds the runnable tasks of the job it
+ * chose through an index, however many tasks are queued */
 
 \echo Use "ALTER EXTENSION iterjob UPDATE TO '0.9'" to load this file. \quit
 
@@ -9,9 +9,4 @@
 -- queue)
 DROP INDEX iterjob.task_runnable_idx;
 CREATE INDEX task_runnable_idx ON iterjob.task (job_id, instance)
-    WHERE state IN ('queued', 'running');
-
--- the jobs a claim ranks: the queued and running ones, not the finished
--- ones kept for iterjob.retention
-CREATE INDEX job_active_idx ON iterjob.job (id)
     WHERE state IN ('queued', 'running');
