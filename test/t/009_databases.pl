@@ -1,4 +1,4 @@
-# The launcher across many databases: 300 databases created and dropped
+# The launcher across many databases: 150 databases created and dropped
 # (some with jobs, some dropped while their jobs wait) strand no job, and
 # the launcher's bookkeeping and the connections it opens stay bounded by
 # the databases with iterjob; it never connects to a template or a
@@ -49,7 +49,7 @@ sub launcher_knows
 	return @m ? $m[-1] : undef;
 }
 
-# --- 1. 300 databases created and dropped --------------------------------
+# --- 1. 150 databases created and dropped --------------------------------
 
 # a template with iterjob and a table: every copy has iterjob installed
 $node->safe_psql('postgres', 'CREATE DATABASE tpl');
@@ -63,7 +63,7 @@ ok(wait_for($node, 'postgres', "SELECT count(*) FROM pg_stat_activity WHERE datn
 my $off = log_offset($node);
 my (%kept, %plain, %dropped_with_job);
 my $t0 = time;
-for my $i (1 .. 300)
+for my $i (1 .. 150)
 {
 	my $db = "db$i";
 	if ($i % 10 == 0)
@@ -97,7 +97,7 @@ COMMIT;});
 		else { $plain{$db} = oid_of($db) }
 	}
 }
-note(sprintf('300 databases created and dropped in %.1f s', time - $t0));
+note(sprintf('150 databases created and dropped in %.1f s', time - $t0));
 
 my $all_ran = 1;
 for my $db (sort keys %kept)
@@ -111,7 +111,7 @@ for my $db (sort keys %kept)
 		$all_ran = 0;
 	}
 }
-ok($all_ran, scalar(keys %kept) . ' jobs in databases created among 300: all succeeded, every row once');
+ok($all_ran, scalar(keys %kept) . ' jobs in databases created among 150: all succeeded, every row once');
 
 # the launcher never started a worker in a database without iterjob, nor
 # in a template
@@ -139,7 +139,7 @@ ok($looks >= 2 && $looks <= 7,
 $node->safe_psql('postgres', 'CREATE DATABASE late TEMPLATE tpl');
 my $late = enqueue_job($node, 'late', 'items', instances => 1, batch_size => 100);
 is(poll_value($node, 'late', "SELECT iterjob.wait($late, '30s')"), 'succeeded',
-	'a job in a database created after 300 creations and drops succeeds');
+	'a job in a database created after 150 creations and drops succeeds');
 
 # a restart: the launcher looks at the databases with iterjob (and one
 # any, to read pg_shdepend), never at the others

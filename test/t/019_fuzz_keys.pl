@@ -27,7 +27,7 @@
 # Replay: the seed is printed first (ITERJOB_FUZZ_SEED=<seed> replays the
 # run's cases; each failure prints its case number and description, and
 # ITERJOB_FUZZ_CASES=<n>[,<n>...] runs only those of that seed).  The time
-# budget is ITERJOB_FUZZ_TIME seconds (default 150): no case starts after
+# budget is ITERJOB_FUZZ_TIME seconds (default 100): no case starts after
 # it; ITERJOB_FUZZ_MAX_CASES caps the number of cases; ITERJOB_FUZZ_FOCUS=change
 # makes every case that can have a schema change have one (=type: a change
 # of a key column's type where the key's type has one).
@@ -44,7 +44,7 @@ use FuzzKeyTypes;
 
 my $seed = $ENV{ITERJOB_FUZZ_SEED} // (int(time * 1000) ^ ($$ << 8)) % 1_000_000_000;
 die "ITERJOB_FUZZ_SEED must be a number" unless $seed =~ /^\d+$/;
-my $budget = $ENV{ITERJOB_FUZZ_TIME} // 150;
+my $budget = $ENV{ITERJOB_FUZZ_TIME} // 100;
 die "ITERJOB_FUZZ_TIME must be a number of seconds" unless $budget =~ /^\d+$/;
 my $max_cases = $ENV{ITERJOB_FUZZ_MAX_CASES} // 1_000_000;
 my @only = grep { /\d/ } split /[ ,]+/, ($ENV{ITERJOB_FUZZ_CASES} // '');
