@@ -55,6 +55,15 @@ typedef struct GateQuestion
 	bool		hold_for_autovacuum;
 } GateQuestion;
 
+static bool
+same_question(const GateQuestion *a, const GateQuestion *b)
+{
+	return a->relid == b->relid && a->max_lag_ms == b->max_lag_ms &&
+		a->test_lag_ms == b->test_lag_ms && a->max_lag_kb == b->max_lag_kb &&
+		a->archive_backlog == b->archive_backlog &&
+		a->hold_for_autovacuum == b->hold_for_autovacuum;
+}
+
 static TimestampTz gate_open_until = 0;
 static GateQuestion gate_open_for;
 static SPIPlanPtr health_plan = NULL;
@@ -234,7 +243,6 @@ char *
 iterjob_health_check(IterjobThrottle *throttle, Oid relid, char **summary)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	Oid			types[6] = {INT4OID, BOOLOID, OIDOID, INT4OID, INT8OID, INT4OID};
 	Datum		args[6];
 	char	   *reason = NULL;
 	IterjobSavedUser saved;
@@ -260,7 +268,6 @@ iterjob_health_check(IterjobThrottle *throttle, Oid relid, char **summary)
 		return NULL;
 	}
 	/* the same question as the last open answer, within a second */
-	memset(&question, 0, sizeof(question));
 	question.relid = relid;
 	question.max_lag_ms = iterjob_max_replication_lag_ms;
 	question.test_lag_ms = iterjob_test_replication_lag_ms;
@@ -268,7 +275,7 @@ iterjob_health_check(IterjobThrottle *throttle, Oid relid, char **summary)
 	question.archive_backlog = archive_backlog;
 	question.hold_for_autovacuum = iterjob_hold_for_autovacuum;
 	if (!throttle->held && now < gate_open_until &&
-		memcmp(&question, &gate_open_for, sizeof(question)) == 0)
+		same_question(&question, &gate_open_for))
 		return NULL;
 
 	args[0] = Int32GetDatum(iterjob_max_replication_lag_ms);
@@ -282,6 +289,7 @@ iterjob_health_check(IterjobThrottle *throttle, Oid relid, char **summary)
 	nest = iterjob_begin_internal(&saved);
 	if (health_plan == NULL)
 	{
+		Oid			types[6] = {INT4OID, BOOLOID, OIDOID, INT4OID, INT8OID, INT4OID};
 		SPIPlanPtr	plan = SPI_prepare(health_sql, 6, types);
 
 		if (plan == NULL || SPI_keepplan(plan) != 0)
@@ -311,7 +319,7 @@ iterjob_health_check(IterjobThrottle *throttle, Oid relid, char **summary)
 	else
 		throttle->vacuum_hold_since = 0;
 	throttle->held = (reason != NULL);
-	memcpy(&gate_open_for, &question, sizeof(question));
+	gate_open_for = question;
 	gate_open_until = reason == NULL ?
 		TimestampTzPlusMilliseconds(now, HEALTH_CHECK_INTERVAL_MS) : 0;
 	if (reason == NULL)
