@@ -5,8 +5,9 @@
 -- worker for another owner's job.
 --
 --   1. the setting: 1 s by default, changed by a reload, at most 4 s
---   2. 20 one-row jobs, each enqueued when the one before has ended: one
---      worker process runs them all; it is idle afterwards, then exits
+--   2. 20 one-row jobs, each enqueued when the one before has ended and
+--      its worker waits for work: one worker process runs them all (each
+--      enqueue wakes it); it waits afterwards, then exits
 --   3. iterjob.max_workers = 1: another owner's job, enqueued while the one
 --      worker waits idle for 4 s, gets a worker of its own at once
 --
@@ -27,7 +28,9 @@ SELECT is((SELECT setting || ' ' || unit || ' ' || context || ' ' || max_val
 
 -- 2. a stream of small jobs ---------------------------------------------------
 
+-- no periodic look starts another worker here meanwhile
 ALTER SYSTEM SET iterjob.worker_idle_time = '4s';
+ALTER SYSTEM SET iterjob.rescan_interval = '1h';
 SELECT pg_reload_conf() AS reloaded \gset
 SELECT pg_sleep(0.3) AS slept \gset
 
@@ -35,11 +38,23 @@ CREATE TABLE one (id int PRIMARY KEY);
 INSERT INTO one VALUES (1);
 CREATE TABLE ran (job int, pid int);
 
+-- A worker waits for work: idle, no job, in its idle wait (phase 'idle'
+-- is also a worker's between two tasks)
+CREATE FUNCTION waiting_workers() RETURNS bigint LANGUAGE sql AS $$
+    SELECT count(*) FROM iterjob.workers
+     WHERE phase = 'idle' AND job_id IS NULL AND wait_event_type = 'Extension'
+$$;
+
+-- jobs one-row jobs, each enqueued once the one before has ended and its
+-- worker waits for work
 CREATE PROCEDURE stream(jobs int) LANGUAGE plpgsql AS $p$
 DECLARE
     j bigint;
 BEGIN
     FOR i IN 1..jobs LOOP
+        IF i > 1 THEN
+            PERFORM tap_wait_until('waiting_workers() = 1');
+        END IF;
         j := iterjob.enqueue('one', format('INSERT INTO ran SELECT %s, pg_backend_pid() FROM unnest($1)', i));
         COMMIT;
         PERFORM tap_wait_until(format($c$(SELECT state FROM iterjob.job WHERE id = %s) = 'succeeded'$c$, j));
@@ -52,7 +67,7 @@ CALL stream(20);
 SELECT is((SELECT count(*) FROM ran), 20::bigint, 'stream: 20 one-row jobs ran, one after another');
 SELECT is((SELECT count(DISTINCT pid) FROM ran), 1::bigint,
           'stream: one worker process ran them all (woken by each enqueue)');
-SELECT ok(tap_wait_until($$(SELECT phase FROM iterjob.workers) = 'idle'$$),
+SELECT ok(tap_wait_until('waiting_workers() = 1'),
           'stream: its worker waits, idle, once the last job ended');
 SELECT ok(tap_wait_until($$NOT EXISTS (SELECT FROM pg_stat_activity
                                         WHERE backend_type = 'iterjob worker'
@@ -76,7 +91,7 @@ ALTER TABLE other_ran OWNER TO warm_other;
 
 TRUNCATE ran;
 CALL stream(1);
-SELECT ok(tap_wait_until($$(SELECT phase FROM iterjob.workers) = 'idle'$$),
+SELECT ok(tap_wait_until('waiting_workers() = 1'),
           'max_workers 1: the one worker waits, idle, after its job');
 
 SET ROLE warm_other;
@@ -90,6 +105,7 @@ SELECT is((SELECT count(*) FROM other_ran), 1::bigint, 'max_workers 1: ... once'
 
 ALTER SYSTEM RESET iterjob.max_workers;
 ALTER SYSTEM RESET iterjob.worker_idle_time;
+ALTER SYSTEM RESET iterjob.rescan_interval;
 SELECT pg_reload_conf() AS reloaded \gset
 
 SELECT * FROM finish();
