@@ -13,7 +13,10 @@ use Test::More;
 use IterjobTest;
 
 my $db = 'postgres';
-my $node = iterjob_node('worker_nice', 'iterjob.worker_nice = 7');
+# every job here has a worker started for it, or the one running worker
+# (no warm worker of an earlier job takes it: a worker's nice value can go
+# higher, not lower)
+my $node = iterjob_node('worker_nice', 'iterjob.worker_nice = 7', 'iterjob.worker_idle_time = 0');
 $node->safe_psql($db, 'CREATE EXTENSION iterjob');
 make_table($node, $db, 'items', 2000);
 
