@@ -107,13 +107,17 @@ BEGIN
     RETURN true;
 END
 $$;
--- the job fails at its first batch: the jobs after it never start
+-- the job fails at its first batch: the jobs after it never start (all
+-- three enqueued in one transaction: the first could fail before the
+-- others' enqueue, which then refuses to wait for a failed job)
+BEGIN;
 SELECT iterjob.enqueue('fragile', 'UPDATE fragile SET n = n + 1 WHERE id = ANY($1) AND break_on($1)',
                        max_attempts => 1, batch_pause => '1s') AS broken \gset
 SELECT iterjob.enqueue('fragile', 'UPDATE fragile SET n = n + 10 WHERE id = ANY($1)',
                        after => ARRAY[:broken]) AS next1 \gset
 SELECT iterjob.enqueue('fragile', 'UPDATE fragile SET n = n + 100 WHERE id = ANY($1)',
                        after => ARRAY[:next1]) AS next2 \gset
+COMMIT;
 
 SELECT is(iterjob.wait(:broken, '60 s'), 'failed', 'failed predecessor: the first job fails');
 SELECT is(iterjob.wait(:next1, '30 s'), 'failed', 'failed predecessor: the job after it fails too');
