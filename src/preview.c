@@ -147,13 +147,20 @@ iterjob_preview(PG_FUNCTION_ARGS)
 			iterjob_preview_sample(&spec, i, range, sample_batches, &sample);
 
 			/*
-			 * The instance's batches at the sample's mean time each; a
-			 * sample that ran the instance to its end took all of it.
+			 * A sample that ran the instance to its end took all of it.
+			 * Otherwise the first batch, which also warms the session's
+			 * caches, counts once, and the instance's other batches at the
+			 * mean time of the sample's others (the first batch's, when it
+			 * is the whole sample).
 			 */
 			if (sample.ended)
 				estimate = sample.ms;
+			else if (sample.batches == 1)
+				estimate = sample.ms * Max(batches, 1);
 			else
-				estimate = sample.ms / sample.batches * Max(batches, sample.batches);
+				estimate = sample.first_ms +
+					(sample.ms - sample.first_ms) / (sample.batches - 1) *
+					(Max(batches, sample.batches) - 1);
 			values[8] = Int32GetDatum(sample.batches);
 			values[9] = Int64GetDatum(sample.rows);
 			values[10] = interval_ms(sample.ms);

@@ -131,6 +131,8 @@ run_batches(IterjobTask *task, IterjobTaskPlans *plans, int32 limit,
 			sample->ended = true;
 			break;
 		}
+		if (sample->batches == 0)
+			sample->first_ms = INSTR_TIME_GET_MILLISEC(took);
 		sample->batches++;
 		sample->rows += (int64) n;
 		sample->ms += INSTR_TIME_GET_MILLISEC(took);

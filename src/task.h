@@ -167,6 +167,7 @@ typedef struct IterjobSample
 	int32		batches;		/* batches run */
 	int64		rows;			/* keys they fetched */
 	double		ms;				/* time they took */
+	double		first_ms;		/* the first batch's share of it */
 	bool		ended;			/* the instance ran out of keys */
 	Datum		touched;		/* jsonb: rows changed per table */
 } IterjobSample;
