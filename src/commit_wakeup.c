@@ -38,6 +38,8 @@ static bool wake_pending = false;
 /* whose work the transaction made runnable: an owner, or InvalidOid */
 static Oid	wake_owner = InvalidOid;
 static bool wake_owners_mixed = false;
+/* the lowest job it made runnable (0: not known) */
+static int64 wake_job_id = 0;
 static bool wake_at_end = false;
 static bool notify_pending = false;
 
@@ -133,6 +135,8 @@ commit_wakeup_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
+			if (wake_pending)
+				iterjob_note_activation(MyDatabaseId, wake_job_id);
 			if (wake_pending || wake_at_end)
 			{
 				/* an idle worker of the owner takes it, or a new one */
@@ -147,6 +151,7 @@ commit_wakeup_callback(XactEvent event, void *arg)
 			}
 			wake_owner = InvalidOid;
 			wake_owners_mixed = false;
+			wake_job_id = 0;
 			if (notify_pending)
 			{
 				notify_pending = false;
@@ -164,6 +169,7 @@ commit_wakeup_callback(XactEvent event, void *arg)
 			wake_at_end = false;
 			wake_owner = InvalidOid;
 			wake_owners_mixed = false;
+			wake_job_id = 0;
 			notify_pending = false;
 			forget_signalled_jobs();
 			break;
@@ -178,6 +184,7 @@ commit_wakeup_callback(XactEvent event, void *arg)
 			wake_pending = false;
 			wake_owner = InvalidOid;
 			wake_owners_mixed = false;
+			wake_job_id = 0;
 			notify_pending = false;
 			forget_signalled_jobs();
 			break;
@@ -223,6 +230,7 @@ prepared_ended(const char *gid)
 {
 	if (iterjob_shared == NULL || !iterjob_forget_prepared(MyDatabaseId, gid))
 		return;
+	iterjob_note_activation(MyDatabaseId, 0);
 	iterjob_mark_database_pending(MyDatabaseId);
 	iterjob_wake_launcher();
 	iterjob_notify_job_state();
@@ -278,15 +286,23 @@ iterjob_register_commit_wakeup(void)
 
 /*
  * Work of owner (InvalidOid: of an owner not known here) is runnable once
- * this transaction commits.
+ * this transaction commits: job job_id's (0: of jobs not known here).
  */
 void
-iterjob_wake_at_commit(Oid owner)
+iterjob_wake_at_commit(Oid owner, int64 job_id)
 {
 	if (!wake_pending)
+	{
 		wake_owner = owner;
-	else if (wake_owner != owner)
-		wake_owners_mixed = true;
+		wake_job_id = job_id;
+	}
+	else
+	{
+		if (wake_owner != owner)
+			wake_owners_mixed = true;
+		if (wake_job_id != 0)
+			wake_job_id = job_id == 0 ? 0 : Min(wake_job_id, job_id);
+	}
 	wake_pending = true;
 }
 
@@ -306,7 +322,7 @@ PG_FUNCTION_INFO_V1(iterjob_wake_workers);
 Datum
 iterjob_wake_workers(PG_FUNCTION_ARGS)
 {
-	iterjob_wake_at_commit(InvalidOid);
+	iterjob_wake_at_commit(InvalidOid, 0);
 	PG_RETURN_VOID();
 }
 

@@ -206,7 +206,7 @@ control_job(FunctionCallInfo fcinfo, ControlAction action)
 				 * on_complete, in a process bound to the job's owner.  (A
 				 * caller's session never runs the owner's SQL.)
 				 */
-				iterjob_wake_at_commit(InvalidOid);
+				iterjob_wake_at_commit(InvalidOid, job_id);
 			}
 			break;
 		case CONTROL_CANCEL:
@@ -228,7 +228,7 @@ control_job(FunctionCallInfo fcinfo, ControlAction action)
 				refuse(job_id, action, state);
 			iterjob_check_retry_after(job_id);
 			run_sql(retry_sql, job_id);
-			iterjob_wake_at_commit(InvalidOid);
+			iterjob_wake_at_commit(InvalidOid, job_id);
 			break;
 		case CONTROL_SET:
 			elog(ERROR, "iterjob.set() is not a state change");

@@ -216,7 +216,7 @@ iterjob_end_dependents(int64 job_id, const char *state)
 			elog(ERROR, "could not look for the jobs waiting for iterjob job " INT64_FORMAT,
 				 job_id);
 		if (SPI_processed > 0)
-			iterjob_wake_at_commit(InvalidOid);
+			iterjob_wake_at_commit(InvalidOid, 0);
 	}
 	else
 	{

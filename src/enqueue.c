@@ -505,7 +505,7 @@ iterjob_enqueue(PG_FUNCTION_ARGS)
 				(errmsg("iterjob is not loaded through shared_preload_libraries; job " INT64_FORMAT " will not run until it is", job_id),
 				 errhint("Add iterjob to shared_preload_libraries in postgresql.conf and restart the server.")));
 	else
-		iterjob_wake_at_commit(GetUserId());
+		iterjob_wake_at_commit(GetUserId(), job_id);
 
 	PG_RETURN_INT64(job_id);
 }

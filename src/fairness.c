@@ -34,6 +34,8 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/guc.h"
 #include "utils/timestamp.h"
 
 #include "iterjob.h"
@@ -47,14 +49,73 @@
 #define MAX_CHECK_MS	1000
 
 /*
- * The jobs that may have runnable tasks: queued (and waiting for no other
- * job) or running.  A job table holds few rows beside the task table.
+ * Active jobs: queued (and waiting for no other job) or running, found
+ * through job_active_owner_idx.  Its predicate also asks for an owner
+ * (every job has one), which only these statements say: iterjob's other
+ * statements on active jobs, by id, never take that index for the primary
+ * key while the statistics are stale.
  */
-static const char *const active_jobs_sql =
-"SELECT j.id, j.owner FROM iterjob.job j"
-" WHERE j.state OPERATOR(pg_catalog.=) ANY ('{queued,running}'::pg_catalog.text[])"
-"   AND NOT EXISTS (SELECT FROM iterjob.job p WHERE p.id OPERATOR(pg_catalog.=) ANY (j.after)"
-"                      AND p.state OPERATOR(pg_catalog.<>) 'succeeded')";
+#define ACTIVE_JOB_SQL(j) \
+" " j ".state OPERATOR(pg_catalog.=) ANY ('{queued,running}'::pg_catalog.text[])"\
+" AND " j ".owner IS NOT NULL"
+#define WAITS_FOR_NONE_SQL(j) \
+" NOT EXISTS (SELECT FROM iterjob.job p WHERE p.id OPERATOR(pg_catalog.=) ANY (" j ".after)"\
+"                AND p.state OPERATOR(pg_catalog.<>) 'succeeded')"
+
+/*
+ * The jobs a claim chooses from, without reading every active job: each
+ * owner's first active job (in id order) that no worker is on and that
+ * had no turn lately ($1 lists those that are on or had one: all of them
+ * rank the same, so the first stands for the others), then the jobs of $1
+ * (the fourth column says whether one is active); the third column says
+ * which jobs stand for their owner's later ones.
+ *
+ * All of it is probes of job_active_owner_idx, which alone gives the order
+ * by owner and id: a skip scan over the owners from the newest job down
+ * (where the index holds live entries), then per owner one probe from the
+ * job where this worker last saw its first ($2 and $3: owners and ids,
+ * hints below).  The entries of jobs that ended stay in the index until
+ * they are vacuumed or a scan that could use them dead marks them; a
+ * claim never walks the ones before the hint, so a burst of jobs costs
+ * each claim the same.  The probes read the index only (it includes the
+ * jobs each waits for).
+ */
+#define OWNER_HINT_SQL \
+"COALESCE((SELECT h.first FROM ROWS FROM (pg_catalog.unnest($2), pg_catalog.unnest($3)) h(owner, first)"\
+"           WHERE h.owner OPERATOR(pg_catalog.=) o.owner), 0)"
+
+static const char *const candidate_jobs_sql =
+"WITH RECURSIVE o(owner) AS ("
+"  (SELECT n.owner FROM iterjob.job n WHERE" ACTIVE_JOB_SQL("n")
+"    ORDER BY n.owner DESC, n.id DESC LIMIT 1)"
+"  UNION ALL"
+"  SELECT (SELECT n.owner FROM iterjob.job n WHERE" ACTIVE_JOB_SQL("n")
+"            AND n.owner OPERATOR(pg_catalog.<) o.owner"
+"          ORDER BY n.owner DESC, n.id DESC LIMIT 1)"
+"    FROM o WHERE o.owner IS NOT NULL)"
+"SELECT f.id, o.owner, true, true FROM o, LATERAL ("
+"  SELECT n.id, n.owner FROM iterjob.job n"
+"   WHERE" ACTIVE_JOB_SQL("n")
+"     AND (n.owner, n.id) OPERATOR(pg_catalog.>=) (o.owner, " OWNER_HINT_SQL ")"
+"     AND n.owner OPERATOR(pg_catalog.<=) o.owner"
+"     AND n.id OPERATOR(pg_catalog.<>) ALL ($1) AND" WAITS_FOR_NONE_SQL("n")
+"   ORDER BY n.owner, n.id LIMIT 1) f"
+" WHERE o.owner IS NOT NULL"
+" UNION ALL "
+"SELECT j.id, j.owner, false," ACTIVE_JOB_SQL("j") " FROM iterjob.job j"
+" WHERE j.id OPERATOR(pg_catalog.=) ANY ($1) AND" WAITS_FOR_NONE_SQL("j");
+
+/*
+ * The next such job after owner $2's job $3, if it is $2's (a probe of the
+ * same index: no equality on the owner, which would let the primary key
+ * serve the order)
+ */
+static const char *const next_job_sql =
+"SELECT n.id, n.owner OPERATOR(pg_catalog.=) $2 FROM iterjob.job n"
+" WHERE" ACTIVE_JOB_SQL("n")
+"   AND (n.owner, n.id) OPERATOR(pg_catalog.>) ($2, $3)"
+"   AND n.id OPERATOR(pg_catalog.<>) ALL ($1) AND" WAITS_FOR_NONE_SQL("n")
+" ORDER BY n.owner, n.id LIMIT 1";
 
 /* A job's open tasks, in instance order (through its unique index). */
 static const char *const job_tasks_sql =
@@ -64,8 +125,28 @@ static const char *const job_tasks_sql =
 " ORDER BY t.instance";
 
 /* their kept plans (kept_plans.c) */
-static SPIPlanPtr active_jobs_plan = NULL;
+static SPIPlanPtr candidate_jobs_plan = NULL;
+static SPIPlanPtr next_job_plan = NULL;
 static SPIPlanPtr job_tasks_plan = NULL;
+
+/*
+ * This worker's hints: per owner, the first job of the owner's that may be
+ * runnable, as the last claim saw them; a claim's probe starts there.  A
+ * job before it may become runnable again only through a transaction that
+ * says so when it commits (iterjob_note_activation(): enqueued, resumed,
+ * retried, let run by the job it waited for), which lowers the hints; and
+ * they are dropped after a second whatever happens.  A job that workers
+ * are on counts as seen, wherever it is: it is runnable again for others
+ * once they leave it.
+ */
+#define MAX_HINTS		32
+#define HINTS_VALID_MS	1000
+
+static int	nhints = 0;
+static Oid	hint_owners[MAX_HINTS];
+static int64 hint_firsts[MAX_HINTS];
+static uint64 hints_activations = 0;	/* activations accounted for */
+static TimestampTz hints_at = 0;
 
 /*
  * How many workers of this database are on tasks of job's job and owner,
@@ -98,37 +179,261 @@ count_workers(IterjobActiveJob *job)
 }
 
 /*
- * The jobs of this database that may have runnable tasks, into *jobs
- * (allocated in the current memory context), with the workers on each and
- * on its owner (not counting this worker between two tasks).  SPI
- * connected, in an internal section.  Returns how many.
+ * Run a kept plan of the job lookups above.  Its generic plan is made on
+ * the first run (and again after an invalidation) from the statistics of
+ * that moment, which a burst of jobs makes stale at once: without seq
+ * scans and sorts, the planner keeps to probes of the indexes in their
+ * order, which cost the same however many jobs are queued.
  */
-int
-iterjob_active_jobs(IterjobActiveJob **jobs)
+static void
+execute_index_probes(SPIPlanPtr plan, Datum *args)
 {
-	IterjobActiveJob *result;
+	int			nest = NewGUCNestLevel();
+	int			ret;
+
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	ret = SPI_execute_plan(plan, args, NULL, true, 0);
+	AtEOXact_GUC(true, nest);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not look for runnable iterjob jobs");
+}
+
+/*
+ * The jobs of this database that workers are on or that had a turn lately
+ * (state_lock held), as an int8[] in the current memory context.
+ */
+static Datum
+jobs_with_workers_or_turns(void)
+{
+	Datum		ids[ITERJOB_MAX_WORKER_SLOTS + ITERJOB_MAX_TURNS];
+	int			n = 0;
+
+	for (int i = 0; i < ITERJOB_MAX_WORKER_SLOTS; i++)
+	{
+		IterjobWorkerSlot *slot = &iterjob_shared->workers[i];
+
+		if (slot->in_use && slot->dboid == MyDatabaseId && slot->job_id != 0)
+			ids[n++] = Int64GetDatum(slot->job_id);
+	}
+	for (int i = 0; i < ITERJOB_MAX_TURNS; i++)
+	{
+		IterjobTurn *turn = &iterjob_shared->turns[i];
+
+		if (turn->dboid == MyDatabaseId && turn->job_id != 0)
+			ids[n++] = Int64GetDatum(turn->job_id);
+	}
+	return PointerGetDatum(construct_array(ids, n, INT8OID, sizeof(int64),
+										   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/*
+ * Account for the activations since the hints were made (state_lock
+ * held): lower the hints to the jobs made runnable in this database, or
+ * drop them.  Returns the lowest job made runnable (0: not known, and the
+ * hints are dropped; PG_INT64_MAX: none), to lower the next hints too: the
+ * claim's snapshot may have been taken before some of them committed.
+ */
+static int64
+account_activations(TimestampTz now)
+{
+	uint64		latest = iterjob_shared->nactivations;
+	int64		lowest = PG_INT64_MAX;
+
+	if (latest - hints_activations > ITERJOB_MAX_ACTIVATIONS)
+		lowest = 0;
+	else
+	{
+		for (uint64 i = hints_activations; i < latest; i++)
+		{
+			IterjobActivation *entry = &iterjob_shared->activations[i % ITERJOB_MAX_ACTIVATIONS];
+
+			if (entry->dboid == MyDatabaseId)
+				lowest = Min(lowest, entry->job_id);
+		}
+	}
+	hints_activations = latest;
+	if (lowest == 0 || TimestampDifferenceExceeds(hints_at, now, HINTS_VALID_MS))
+		nhints = 0;
+	for (int i = 0; i < nhints; i++)
+		hint_firsts[i] = Min(hint_firsts[i], lowest);
+	return lowest;
+}
+
+/* owner's hint, or -1 */
+static int
+find_hint(Oid owner)
+{
+	for (int i = 0; i < nhints; i++)
+		if (hint_owners[i] == owner)
+			return i;
+	return -1;
+}
+
+/*
+ * Make the hints from the jobs a claim read: per owner, the lowest of its
+ * first job and those that workers are on, and no higher than lowest.  An
+ * owner the claim read nothing of keeps its hint (it had no runnable job
+ * from there on).
+ */
+static void
+update_hints(const IterjobActiveJob *jobs, int n, int64 lowest, TimestampTz now)
+{
+	bool		fresh[MAX_HINTS] = {false};
+
+	if (lowest == 0)
+		return;
+	for (int i = 0; i < n; i++)
+	{
+		int			h = find_hint(jobs[i].owner);
+
+		if (h < 0)
+		{
+			if (nhints == MAX_HINTS)
+				continue;		/* no hint: its probes start at its first */
+			h = nhints++;
+			hint_owners[h] = jobs[i].owner;
+		}
+		if (!fresh[h])
+			hint_firsts[h] = jobs[i].job_id;
+		else
+			hint_firsts[h] = Min(hint_firsts[h], jobs[i].job_id);
+		fresh[h] = true;
+	}
+	for (int i = 0; i < nhints; i++)
+		hint_firsts[i] = Min(hint_firsts[i], lowest);
+	hints_at = now;
+}
+
+/*
+ * Begin ranking the jobs of this database that may have runnable tasks, as
+ * a worker bound to owner (InvalidOid: not bound yet) should claim from
+ * them (iterjob_rank_jobs' order).  Only the jobs that can come first are
+ * read: per owner, the first job that no worker is on and that had no
+ * turn lately, and the jobs that workers are on or that had a turn;
+ * iterjob_next_ranked_job() reads an owner's next job when the one that
+ * stood for it is passed.  So a claim costs the same with ten or ten
+ * thousand jobs queued.  SPI connected, in an internal section; allocates
+ * in the current memory context.
+ */
+void
+iterjob_rank_begin(IterjobRanking *ranking, Oid owner)
+{
+	Oid			types[3] = {INT8ARRAYOID, OIDARRAYOID, INT8ARRAYOID};
+	Datum		args[3];
+	TimestampTz now = GetCurrentTimestamp();
+	int64		lowest;
+	IterjobActiveJob *jobs;
 	uint64		n;
 
-	if (SPI_execute_plan(iterjob_kept_plan(&active_jobs_plan, active_jobs_sql, 0, NULL),
-						 NULL, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not look for runnable iterjob jobs");
-	n = SPI_processed;
-	result = palloc0(sizeof(IterjobActiveJob) * (n + 1));
-	for (uint64 i = 0; i < n; i++)
+	memset(ranking, 0, sizeof(*ranking));
+	ranking->owner = owner;
+	LWLockAcquire(iterjob_shared->state_lock, LW_SHARED);
+	ranking->excluded = jobs_with_workers_or_turns();
+	lowest = account_activations(now);
+	LWLockRelease(iterjob_shared->state_lock);
+
 	{
+		Datum		owners[MAX_HINTS];
+		Datum		firsts[MAX_HINTS];
+
+		for (int i = 0; i < nhints; i++)
+		{
+			owners[i] = ObjectIdGetDatum(hint_owners[i]);
+			firsts[i] = Int64GetDatum(hint_firsts[i]);
+		}
+		args[0] = ranking->excluded;
+		args[1] = PointerGetDatum(construct_array(owners, nhints, OIDOID, sizeof(Oid),
+												  true, TYPALIGN_INT));
+		args[2] = PointerGetDatum(construct_array(firsts, nhints, INT8OID, sizeof(int64),
+												  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	}
+	execute_index_probes(iterjob_kept_plan(&candidate_jobs_plan, candidate_jobs_sql, 3, types),
+						 args);
+	jobs = palloc0(sizeof(IterjobActiveJob) * (SPI_processed + 1));
+	n = 0;
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
 
-		result[i].job_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-													   SPI_tuptable->tupdesc, 1, &isnull));
-		result[i].owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
-														 SPI_tuptable->tupdesc, 2, &isnull));
+		if (!DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull)))
+			continue;			/* not active */
+		jobs[n].job_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		jobs[n].owner = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+		jobs[n].stands_for_owner = DatumGetBool(SPI_getbinval(tup, desc, 3, &isnull));
+		n++;
 	}
 	LWLockAcquire(iterjob_shared->state_lock, LW_SHARED);
 	for (uint64 i = 0; i < n; i++)
-		count_workers(&result[i]);
+		count_workers(&jobs[i]);
 	LWLockRelease(iterjob_shared->state_lock);
-	*jobs = result;
-	return (int) n;
+	update_hints(jobs, (int) n, lowest, now);
+	iterjob_rank_jobs(jobs, (int) n, owner);
+	ranking->jobs = jobs;
+	ranking->n = (int) n;
+}
+
+/*
+ * Pass the current job.  When it stood for its owner's later jobs, and
+ * unless whole_owner asks to pass them all, its owner's next job takes its
+ * place: with no worker and no turn, it ranks where it did, or after
+ * another owner's job that it now ties with.
+ */
+static void
+pass_job(IterjobRanking *ranking, bool whole_owner)
+{
+	IterjobActiveJob *job = &ranking->jobs[ranking->next];
+
+	if (job->stands_for_owner && !whole_owner)
+	{
+		Oid			types[3] = {INT8ARRAYOID, OIDOID, INT8OID};
+		Datum		args[3];
+		bool		isnull;
+
+		args[0] = ranking->excluded;
+		args[1] = ObjectIdGetDatum(job->owner);
+		args[2] = Int64GetDatum(job->job_id);
+		execute_index_probes(iterjob_kept_plan(&next_job_plan, next_job_sql, 3, types),
+							 args);
+		if (SPI_processed == 1 &&
+			DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									   2, &isnull)))
+		{
+			job->job_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+													  SPI_tuptable->tupdesc, 1, &isnull));
+			iterjob_rank_jobs(job, ranking->n - ranking->next, ranking->owner);
+			return;
+		}
+	}
+	ranking->next++;
+}
+
+/*
+ * The next job in the ranking that has runnable tasks (*tasks), or NULL.
+ * whole_owner: pass every job of the previous job's owner, not just that
+ * one.
+ */
+IterjobActiveJob *
+iterjob_next_ranked_job(IterjobRanking *ranking, bool whole_owner,
+						IterjobJobTasks *tasks)
+{
+	if (ranking->started && ranking->next < ranking->n)
+		pass_job(ranking, whole_owner);
+	ranking->started = true;
+	while (ranking->next < ranking->n)
+	{
+		IterjobActiveJob *job = &ranking->jobs[ranking->next];
+
+		CHECK_FOR_INTERRUPTS();
+		if (iterjob_job_tasks(job->job_id, tasks))
+			return job;
+		pass_job(ranking, false);
+	}
+	return NULL;
 }
 
 /*
@@ -282,11 +587,12 @@ iterjob_fairness_check(void)
 {
 	static TimestampTz next_check = 0;
 	TimestampTz now = GetCurrentTimestamp();
-	IterjobActiveJob *jobs;
+	IterjobRanking ranking;
+	IterjobActiveJob *job;
+	IterjobJobTasks tasks;
 	IterjobSavedUser saved;
 	int			nest;
-	int			n;
-	int			neediest = -1;
+	bool		neediest = false;
 	Oid			owner = InvalidOid;
 	long		interval_ms = Max(MIN_CHECK_MS, Min(MAX_CHECK_MS, iterjob_time_slice_ms / 4));
 
@@ -298,23 +604,21 @@ iterjob_fairness_check(void)
 
 	iterjob_worker_begin(true);
 	nest = iterjob_begin_internal(&saved);
-	n = iterjob_active_jobs(&jobs);
 	/* the neediest: in the order a claim takes jobs, the first without a worker */
-	iterjob_rank_jobs(jobs, n, InvalidOid);
-	for (int i = 0; i < n && neediest < 0; i++)
+	iterjob_rank_begin(&ranking, InvalidOid);
+	while ((job = iterjob_next_ranked_job(&ranking, false, &tasks)) != NULL)
 	{
-		IterjobJobTasks tasks;
-
-		if (jobs[i].job_workers == 0 && iterjob_job_tasks(jobs[i].job_id, &tasks))
+		if (job->job_workers == 0)
 		{
-			neediest = i;
-			owner = jobs[i].owner;
+			neediest = true;
+			owner = job->owner;
+			break;
 		}
 	}
 	iterjob_end_internal(nest, &saved);
 	iterjob_worker_commit(true);
 
-	if (neediest >= 0)
+	if (neediest)
 		(void) iterjob_request_yield(MyDatabaseId, owner, false, now);
 }
 

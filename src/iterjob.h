@@ -96,6 +96,18 @@ typedef struct IterjobTurn
 	TimestampTz at;
 } IterjobTurn;
 
+/*
+ * Jobs that a committed transaction made runnable (enqueued, resumed,
+ * retried, let run by the job they waited for) in dboid, the lowest first
+ * (0: not known), for fairness.c's hints.
+ */
+#define ITERJOB_MAX_ACTIVATIONS		64
+typedef struct IterjobActivation
+{
+	Oid			dboid;
+	int64		job_id;
+} IterjobActivation;
+
 /* A worker that died in the middle of a batch of task_id. */
 typedef struct IterjobDeath
 {
@@ -129,6 +141,8 @@ typedef struct IterjobShared
 	IterjobWorkerSlot workers[ITERJOB_MAX_WORKER_SLOTS];
 	IterjobTurn turns[ITERJOB_MAX_TURNS];	/* the latest, for fairness.c */
 	int			next_turn;		/* the entry to use next when all are taken */
+	uint64		nactivations;	/* counts activations, the latest in: */
+	IterjobActivation activations[ITERJOB_MAX_ACTIVATIONS];
 	ConditionVariable job_state_cv; /* broadcast when a job may have ended */
 } IterjobShared;
 
@@ -143,6 +157,7 @@ extern void iterjob_remember_prepared(Oid dboid, const char *gid);
 extern bool iterjob_forget_prepared(Oid dboid, const char *gid);
 extern void iterjob_wake_launcher(void);
 extern void iterjob_notify_job_state(void);
+extern void iterjob_note_activation(Oid dboid, int64 job_id);
 
 /* gucs.c */
 extern int	iterjob_max_workers;
@@ -216,6 +231,7 @@ extern SPIPlanPtr iterjob_kept_plan(SPIPlanPtr *plan, const char *sql, int nargs
 
 /* idle_workers.c */
 extern bool iterjob_slot_wait_for_work(long idle_ms);
+extern bool iterjob_slot_between_tasks(bool between);
 extern bool iterjob_wake_idle_worker(Oid dboid, Oid owner);
 extern int	iterjob_dismiss_idle_workers(void);
 extern bool iterjob_take_death(int64 task_id, IterjobDeath *death);
@@ -246,7 +262,7 @@ extern uint32 iterjob_wait_event(IterjobWaitEvent event);
 
 /* commit_wakeup.c */
 extern void iterjob_register_commit_wakeup(void);
-extern void iterjob_wake_at_commit(Oid owner);
+extern void iterjob_wake_at_commit(Oid owner, int64 job_id);
 extern void iterjob_wake_at_end(void);
 extern void iterjob_notify_waiters_at_commit(void);
 extern void iterjob_signal_workers_at_commit(int64 job_id);

@@ -221,3 +221,22 @@ iterjob_notify_job_state(void)
 	if (iterjob_shared != NULL)
 		ConditionVariableBroadcast(&iterjob_shared->job_state_cv);
 }
+
+/*
+ * A committed transaction made jobs of dboid runnable, job_id the lowest
+ * (0: not known).  Called before the workers are woken for them.
+ */
+void
+iterjob_note_activation(Oid dboid, int64 job_id)
+{
+	IterjobActivation *entry;
+
+	if (iterjob_shared == NULL)
+		return;
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
+	entry = &iterjob_shared->activations[iterjob_shared->nactivations % ITERJOB_MAX_ACTIVATIONS];
+	entry->dboid = dboid;
+	entry->job_id = job_id;
+	iterjob_shared->nactivations++;
+	LWLockRelease(iterjob_shared->state_lock);
+}

@@ -95,7 +95,20 @@ typedef struct IterjobActiveJob
 								 * 0: none did lately */
 	int			owner_workers;	/* workers on tasks of its owner here */
 	int			job_workers;	/* workers on its tasks */
+	bool		stands_for_owner;	/* the first of its owner's jobs with no
+									 * worker and no turn: the later ones are
+									 * read when it is passed */
 } IterjobActiveJob;
+
+typedef struct IterjobRanking
+{
+	IterjobActiveJob *jobs;		/* in rank order from next on */
+	int			n;
+	int			next;			/* the current job */
+	bool		started;
+	Oid			owner;			/* ranked for a worker bound to it */
+	Datum		excluded;		/* int8[]: jobs with workers or turns */
+} IterjobRanking;
 
 typedef struct IterjobJobTasks
 {
@@ -104,7 +117,10 @@ typedef struct IterjobJobTasks
 	int64	   *orphans;
 } IterjobJobTasks;
 
-extern int	iterjob_active_jobs(IterjobActiveJob **jobs);
+extern void iterjob_rank_begin(IterjobRanking *ranking, Oid owner);
+extern IterjobActiveJob *iterjob_next_ranked_job(IterjobRanking *ranking,
+												 bool whole_owner,
+												 IterjobJobTasks *tasks);
 extern void iterjob_rank_jobs(IterjobActiveJob *jobs, int n, Oid owner);
 extern bool iterjob_job_tasks(int64 job_id, IterjobJobTasks *tasks);
 extern void iterjob_note_turn(int64 job_id);

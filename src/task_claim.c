@@ -472,25 +472,24 @@ iterjob_claim_task(MemoryContext parent, Oid owner, bool *busy, bool *others,
 				   bool *more)
 {
 	IterjobTask *task;
-	IterjobActiveJob *jobs;
+	IterjobRanking ranking;
+	IterjobActiveJob *job;
+	IterjobJobTasks tasks;
 	int64		claimed = 0;
 	bool		first = true;
-	int			n;
+	bool		other_owner = false;
 	Datum		args[2];
 	Oid			argtypes[2] = {INT8OID, INT4OID};
 
 	*busy = false;
 	*others = false;
 	*more = false;
-	n = iterjob_active_jobs(&jobs);
-	iterjob_rank_jobs(jobs, n, owner);
-	for (int i = 0; i < n && claimed == 0; i++)
+	iterjob_rank_begin(&ranking, owner);
+	while (claimed == 0 &&
+		   (job = iterjob_next_ranked_job(&ranking, other_owner, &tasks)) != NULL)
 	{
-		IterjobJobTasks tasks;
-
-		if (!iterjob_job_tasks(jobs[i].job_id, &tasks))
-			continue;
-		if (OidIsValid(owner) && jobs[i].owner != owner)
+		other_owner = OidIsValid(owner) && job->owner != owner;
+		if (other_owner)
 		{
 			*others = true;
 			/* it should have the next worker: leave it to a fresh one */
@@ -501,7 +500,7 @@ iterjob_claim_task(MemoryContext parent, Oid owner, bool *busy, bool *others,
 		first = false;
 		claimed = claim_orphan(&tasks);
 		if (claimed == 0 && tasks.queued != 0)
-			claimed = claim_queued(jobs[i].job_id, busy);
+			claimed = claim_queued(job->job_id, busy);
 	}
 	if (claimed == 0)
 		return NULL;
