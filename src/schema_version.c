@@ -12,7 +12,10 @@
 #include "catalog/pg_extension.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
+#include "catalog/namespace.h"
 #include "storage/lmgr.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
 #include "utils/snapmgr.h"
 
 #include "iterjob.h"
@@ -22,13 +25,17 @@
  * If so, keep it so until this transaction ends: DROP EXTENSION, which locks the extension before its
  * tables, waits for us (and we never wait halfway through our work for a
  * drop that would leave our tables gone).  A drop that committed while we
- * waited for the lock is seen by looking again.  The oid is remembered, so
- * a batch looks the extension up once, after taking the lock.
+ * waited for the lock is seen by looking again.  The oid is remembered,
+ * and so is the oid of the extension's job table: taking the lock takes in
+ * the invalidations of a drop that committed, and the table is gone with
+ * the extension, so while the table is there (a cached lookup) the
+ * extension is the one remembered, and the catalog is not read again.
  */
 Oid
 iterjob_lock_extension(void)
 {
 	static Oid	extoid = InvalidOid;
+	static Oid	job_relid = InvalidOid;
 
 	for (;;)
 	{
@@ -39,12 +46,19 @@ iterjob_lock_extension(void)
 		if (!OidIsValid(extoid))
 			return InvalidOid;
 		LockDatabaseObject(ExtensionRelationId, extoid, 0, AccessShareLock);
+		if (OidIsValid(job_relid) &&
+			SearchSysCacheExists1(RELOID, ObjectIdGetDatum(job_relid)))
+			return extoid;
 		InvalidateCatalogSnapshot();
 		current = get_extension_oid("iterjob", true);
 		if (current == extoid)
+		{
+			job_relid = get_relname_relid("job", get_namespace_oid("iterjob", true));
 			return extoid;
+		}
 		/* dropped, or dropped and created again: look again */
 		extoid = current;
+		job_relid = InvalidOid;
 	}
 }
 
