@@ -9,6 +9,8 @@
  *	  commits, an idle worker of that owner in its database (or one not
  *	  yet bound to an owner) instead of asking the launcher for a new
  *	  one; a worker whose claim leaves more runnable tasks does the same.
+ *	  A worker that has just ended a task counts as idle until its next
+ *	  claim is done: woken then, it claims once more.
  *	  Whether a worker is idle, and whether it was woken, is decided under
  *	  the state lock: a worker that gives up waiting is no longer idle, so
  *	  no wake-up is lost in between.  When every worker slot is taken and
@@ -37,6 +39,9 @@ iterjob_slot_wait_for_work(long idle_ms)
 	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), idle_ms);
 	bool		woken = false;
 
+	/* woken between two tasks: the claim may have missed that work */
+	if (iterjob_slot_between_tasks(false))
+		return true;
 	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 	iterjob_my_slot->idle = true;
 	iterjob_my_slot->woken = false;
@@ -55,7 +60,8 @@ iterjob_slot_wait_for_work(long idle_ms)
 			left <= 0;
 		if (done)
 		{
-			iterjob_my_slot->idle = false;
+			/* woken, it stays available until its claim is done */
+			iterjob_my_slot->idle = woken;
 			iterjob_my_slot->woken = false;
 		}
 		LWLockRelease(iterjob_shared->state_lock);
@@ -67,6 +73,27 @@ iterjob_slot_wait_for_work(long idle_ms)
 		if (ConfigReloadPending)
 			iterjob_reload_config();
 	}
+	return woken;
+}
+
+/*
+ * A worker that has ended a task and claims again is available (between
+ * true) until its claim took a task, or found none (false): work that
+ * becomes runnable meanwhile may be after its claim's snapshot, so it may
+ * be woken for it like an idle worker, and then claims once more instead
+ * of leaving the work to a new process.  Returns whether it was woken
+ * since it became available.
+ */
+bool
+iterjob_slot_between_tasks(bool between)
+{
+	bool		woken;
+
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
+	woken = iterjob_my_slot->idle && iterjob_my_slot->woken;
+	iterjob_my_slot->idle = between;
+	iterjob_my_slot->woken = false;
+	LWLockRelease(iterjob_shared->state_lock);
 	return woken;
 }
 

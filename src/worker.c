@@ -314,6 +314,9 @@ iterjob_worker_main(Datum main_arg)
 		if (task == NULL)
 			break;
 		busy_waits = 0;
+		/* woken between tasks for work its claim may not have seen */
+		if (iterjob_slot_between_tasks(false))
+			more = true;
 
 		if (!OidIsValid(owner))
 		{
@@ -352,7 +355,12 @@ iterjob_worker_main(Datum main_arg)
 			break;
 		}
 		yielded = false;
+		iterjob_slot_between_tasks(true);
 	}
+
+	/* woken while between tasks, for work this worker leaves */
+	if (iterjob_slot_between_tasks(false))
+		others = true;
 
 	/*
 	 * Another owner's tasks wait, or this worker left its task for another
