@@ -131,6 +131,38 @@ iterjob_wake_idle_worker(Oid dboid, Oid owner)
 }
 
 /*
+ * For the launcher, when every slot is taken while database dboid waits:
+ * wake an idle worker of dboid, whatever its owner.  It claims the work
+ * if it is its owner's; if not, its claim finds another owner's job first
+ * and it exits, which frees its slot for a fresh worker.  Returns false
+ * when there is none.
+ */
+bool
+iterjob_wake_idle_worker_of_database(Oid dboid)
+{
+	Latch	   *latch = NULL;
+
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
+	for (int i = 0; i < ITERJOB_MAX_WORKER_SLOTS; i++)
+	{
+		IterjobWorkerSlot *slot = &iterjob_shared->workers[i];
+
+		if (slot->in_use && !slot->exited && slot->idle && !slot->woken &&
+			!slot->dismissed && slot->latch != NULL && slot->dboid == dboid)
+		{
+			slot->woken = true;
+			latch = slot->latch;
+			break;
+		}
+	}
+	LWLockRelease(iterjob_shared->state_lock);
+	if (latch == NULL)
+		return false;
+	SetLatch(latch);
+	return true;
+}
+
+/*
  * For the launcher, when every slot is taken while a database waits: ask
  * the idle workers to exit.  Returns how many were asked (their exits
  * wake the launcher).

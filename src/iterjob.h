@@ -233,6 +233,7 @@ extern SPIPlanPtr iterjob_kept_plan(SPIPlanPtr *plan, const char *sql, int nargs
 extern bool iterjob_slot_wait_for_work(long idle_ms);
 extern bool iterjob_slot_between_tasks(bool between);
 extern bool iterjob_wake_idle_worker(Oid dboid, Oid owner);
+extern bool iterjob_wake_idle_worker_of_database(Oid dboid);
 extern int	iterjob_dismiss_idle_workers(void);
 extern bool iterjob_take_death(int64 task_id, IterjobDeath *death);
 pg_noreturn extern void iterjob_worker_exit_clean(void);

@@ -607,6 +607,17 @@ launch_pending(MemoryContext ctx)
 			LauncherDatabase *neediest = db;
 			long		ms;
 
+			/*
+			 * An idle worker of the database takes the work (or leaves it to
+			 * a fresh worker); a worker that ends its task and claims again
+			 * counts as idle, so a stream of jobs does not dismiss the
+			 * workers that would serve it.
+			 */
+			if (iterjob_wake_idle_worker_of_database(db->dboid))
+			{
+				db->pending = false;
+				continue;
+			}
 			/* idle workers leave first (none waits meanwhile): their exits wake us */
 			set_slot_wanted(true);
 			if (iterjob_dismiss_idle_workers() > 0)
