@@ -56,6 +56,14 @@ iterjob_slot_wait_for_work(long idle_ms)
 		CHECK_FOR_INTERRUPTS();
 		LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 		woken = iterjob_my_slot->woken;
+		if (!woken && !iterjob_my_slot->dismissed && iterjob_shared->slot_wanted &&
+			iterjob_shared->slot_wanted_for == MyDatabaseId)
+		{
+			/* a slot is wanted for this database's work: claim it here */
+			iterjob_shared->slot_wanted = false;
+			iterjob_shared->slot_wanted_for = InvalidOid;
+			woken = true;
+		}
 		done = woken || iterjob_my_slot->dismissed || iterjob_shared->slot_wanted ||
 			left <= 0;
 		if (done)
@@ -98,17 +106,15 @@ iterjob_slot_between_tasks(bool between)
 }
 
 /*
- * Wake an idle worker of database dboid that serves owner (or is bound to
- * no owner yet).  Returns false when there is none: the caller asks the
- * launcher.
+ * Wake an idle worker of database dboid: one that serves owner (or is
+ * bound to no owner yet), or any when any_owner.  Returns false when there
+ * is none.
  */
-bool
-iterjob_wake_idle_worker(Oid dboid, Oid owner)
+static bool
+wake_idle(Oid dboid, Oid owner, bool any_owner)
 {
 	Latch	   *latch = NULL;
 
-	if (iterjob_shared == NULL || !OidIsValid(owner))
-		return false;
 	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 	for (int i = 0; i < ITERJOB_MAX_WORKER_SLOTS; i++)
 	{
@@ -116,7 +122,7 @@ iterjob_wake_idle_worker(Oid dboid, Oid owner)
 
 		if (slot->in_use && !slot->exited && slot->idle && !slot->woken &&
 			!slot->dismissed && slot->latch != NULL && slot->dboid == dboid &&
-			(slot->owner == owner || !OidIsValid(slot->owner)))
+			(any_owner || slot->owner == owner || !OidIsValid(slot->owner)))
 		{
 			slot->woken = true;
 			latch = slot->latch;
@@ -131,6 +137,19 @@ iterjob_wake_idle_worker(Oid dboid, Oid owner)
 }
 
 /*
+ * Wake an idle worker of database dboid that serves owner (or is bound to
+ * no owner yet).  Returns false when there is none: the caller asks the
+ * launcher.
+ */
+bool
+iterjob_wake_idle_worker(Oid dboid, Oid owner)
+{
+	if (iterjob_shared == NULL || !OidIsValid(owner))
+		return false;
+	return wake_idle(dboid, owner, false);
+}
+
+/*
  * For the launcher, when every slot is taken while database dboid waits:
  * wake an idle worker of dboid, whatever its owner.  It claims the work
  * if it is its owner's; if not, its claim finds another owner's job first
@@ -140,26 +159,7 @@ iterjob_wake_idle_worker(Oid dboid, Oid owner)
 bool
 iterjob_wake_idle_worker_of_database(Oid dboid)
 {
-	Latch	   *latch = NULL;
-
-	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
-	for (int i = 0; i < ITERJOB_MAX_WORKER_SLOTS; i++)
-	{
-		IterjobWorkerSlot *slot = &iterjob_shared->workers[i];
-
-		if (slot->in_use && !slot->exited && slot->idle && !slot->woken &&
-			!slot->dismissed && slot->latch != NULL && slot->dboid == dboid)
-		{
-			slot->woken = true;
-			latch = slot->latch;
-			break;
-		}
-	}
-	LWLockRelease(iterjob_shared->state_lock);
-	if (latch == NULL)
-		return false;
-	SetLatch(latch);
-	return true;
+	return wake_idle(dboid, InvalidOid, true);
 }
 
 /*

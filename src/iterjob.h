@@ -131,6 +131,7 @@ typedef struct IterjobShared
 	Latch	   *launcher_latch; /* NULL while no launcher runs */
 	bool		rescan_all;		/* every database must be looked at */
 	bool		slot_wanted;	/* the launcher waits for a worker slot */
+	Oid			slot_wanted_for;	/* for this database's work */
 	int			npending;		/* databases marked pending, for the launcher */
 	Oid			pending[ITERJOB_MAX_DATABASES];
 	IterjobPreparedWake prepared[ITERJOB_MAX_PREPARED];

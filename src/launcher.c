@@ -503,12 +503,16 @@ make_room_for(LauncherDatabase *waiting, TimestampTz now_ts)
 	return ms > 0 ? ms : -1;
 }
 
-/* Say whether the launcher waits for a worker slot (idle workers leave). */
+/*
+ * Say whether the launcher waits for a worker slot for database dboid's
+ * work (idle workers of other databases leave; those of dboid claim it).
+ */
 static void
-set_slot_wanted(bool wanted)
+set_slot_wanted(bool wanted, Oid dboid)
 {
 	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 	iterjob_shared->slot_wanted = wanted;
+	iterjob_shared->slot_wanted_for = wanted ? dboid : InvalidOid;
 	LWLockRelease(iterjob_shared->state_lock);
 }
 
@@ -619,7 +623,7 @@ launch_pending(MemoryContext ctx)
 				continue;
 			}
 			/* idle workers leave first (none waits meanwhile): their exits wake us */
-			set_slot_wanted(true);
+			set_slot_wanted(true, db->dboid);
 			if (iterjob_dismiss_idle_workers() > 0)
 				break;
 			for (int j = turn + 1; j < nturns; j++)
@@ -648,7 +652,7 @@ launch_pending(MemoryContext ctx)
 		db->nworkers++;
 	}
 	if (turn == nturns)
-		set_slot_wanted(false);
+		set_slot_wanted(false, InvalidOid);
 	pfree(turns);
 	return sleep_ms;
 }
