@@ -12,8 +12,8 @@ CREATE INDEX task_runnable_job_idx ON iterjob.task (job_id, instance)
 -- the active jobs by owner: a claim reads each owner's first job that no
 -- worker is on, through a skip scan over the owners, not every active job;
 -- with the jobs each waits for, so that the scan reads the index only.
--- Only the claim's statements say "owner IS NOT NULL" (every job has one):
+-- Only the claim's statements say "owner <> 0" (every job has an owner):
 -- other statements on active jobs keep to the primary key whatever the
 -- statistics say.
 CREATE INDEX job_active_owner_idx ON iterjob.job (owner, id) INCLUDE (after)
-    WHERE state IN ('queued', 'running') AND owner IS NOT NULL;
+    WHERE state IN ('queued', 'running') AND owner OPERATOR(pg_catalog.<>) 0::pg_catalog.oid;

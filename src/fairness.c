@@ -51,13 +51,15 @@
 /*
  * Active jobs: queued (and waiting for no other job) or running, found
  * through job_active_owner_idx.  Its predicate also asks for an owner
- * (every job has one), which only these statements say: iterjob's other
- * statements on active jobs, by id, never take that index for the primary
- * key while the statistics are stale.
+ * other than 0 (every job has one), which only these statements say:
+ * iterjob's other statements on active jobs, by id, never take that index
+ * for the primary key while the statistics are stale.  (Not "owner IS NOT
+ * NULL": PostgreSQL 17 and later drop that condition from a query on a NOT
+ * NULL column, and the index's predicate would no longer be implied.)
  */
 #define ACTIVE_JOB_SQL(j) \
 " " j ".state OPERATOR(pg_catalog.=) ANY ('{queued,running}'::pg_catalog.text[])"\
-" AND " j ".owner IS NOT NULL"
+" AND " j ".owner OPERATOR(pg_catalog.<>) 0::pg_catalog.oid"
 #define WAITS_FOR_NONE_SQL(j) \
 " NOT EXISTS (SELECT FROM iterjob.job p WHERE p.id OPERATOR(pg_catalog.=) ANY (" j ".after)"\
 "                AND p.state OPERATOR(pg_catalog.<>) 'succeeded')"
