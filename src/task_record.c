@@ -489,23 +489,18 @@ iterjob_task_still_running(IterjobTask *task)
 	return running;
 }
 
-/*
- * End task $1 in state $2 (with error $3) unless it was cancelled, and lock
- * its job's row (job $4), in one statement: concurrent finishers of one
- * job serialize on the job row.  Returns whether the task ended.
- */
 static const char *const finish_task_sql =
-"WITH t AS ("
-"  UPDATE iterjob.task"
-"     SET state = $2, last_error = COALESCE($3, last_error),"
-"         worker_pid = NULL, held_reason = NULL, finished_at = pg_catalog.now(),"
-"         updated_at = pg_catalog.now()"
-"   WHERE id OPERATOR(pg_catalog.=) $1"
-"     AND state OPERATOR(pg_catalog.=) ANY ('{running,paused,queued}'::pg_catalog.text[])"
-"  RETURNING id)"
-"UPDATE iterjob.job SET last_error = COALESCE($3, last_error)"
-" WHERE id OPERATOR(pg_catalog.=) $4"
-" RETURNING EXISTS (SELECT FROM t)";
+"UPDATE iterjob.task"
+"   SET state = $2, last_error = COALESCE($3, last_error),"
+"       worker_pid = NULL, held_reason = NULL, finished_at = pg_catalog.now(),"
+"       updated_at = pg_catalog.now()"
+" WHERE id OPERATOR(pg_catalog.=) $1"
+"   AND state OPERATOR(pg_catalog.=) ANY ('{running,paused,queued}'::pg_catalog.text[])";
+
+/* Also locks the job row: concurrent finishers of one job serialize here. */
+static const char *const lock_job_sql =
+"UPDATE iterjob.job SET last_error = COALESCE($2, last_error)"
+" WHERE id OPERATOR(pg_catalog.=) $1";
 
 /*
  * A job ends when none of its tasks is queued, running or paused: cancelled
@@ -534,6 +529,7 @@ static const char *const end_job_sql =
 
 /* their kept plans (kept_plans.c) */
 static SPIPlanPtr finish_task_plan = NULL;
+static SPIPlanPtr lock_job_plan = NULL;
 static SPIPlanPtr end_job_plan = NULL;
 
 /*
@@ -610,27 +606,29 @@ iterjob_settle_job(int64 job_id)
 bool
 iterjob_finish_task(IterjobTask *task, const char *state, const char *error)
 {
-	Oid			types[4] = {INT8OID, TEXTOID, TEXTOID, INT8OID};
-	Datum		args[4];
-	char		nulls[4] = {' ', ' ', error ? ' ' : 'n', ' '};
+	Oid			types[3] = {INT8OID, TEXTOID, TEXTOID};
+	Datum		args[3];
+	char		nulls[3] = {' ', ' ', error ? ' ' : 'n'};
 	IterjobSavedUser saved;
 	int			nest;
 	bool		ended;
-	bool		isnull;
 
 	iterjob_commit_durably();
 	nest = iterjob_begin_internal(&saved);
 	args[0] = Int64GetDatum(task->task_id);
 	args[1] = CStringGetTextDatum(state);
 	args[2] = error ? CStringGetTextDatum(error) : (Datum) 0;
-	args[3] = Int64GetDatum(task->job_id);
-	if (SPI_execute_plan(iterjob_kept_plan(&finish_task_plan, finish_task_sql, 4, types),
-						 args, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
+	if (SPI_execute_plan(iterjob_kept_plan(&finish_task_plan, finish_task_sql, 3, types),
+						 args, nulls, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not end iterjob task " INT64_FORMAT, task->task_id);
-	/* no job row: its job is gone with the task */
-	ended = SPI_processed == 1 &&
-		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-								   1, &isnull));
+	ended = SPI_processed == 1;
+
+	args[0] = Int64GetDatum(task->job_id);
+	args[1] = args[2];
+	nulls[1] = nulls[2];
+	if (SPI_execute_plan(iterjob_kept_plan(&lock_job_plan, lock_job_sql, 2, types),
+						 args, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not lock iterjob job " INT64_FORMAT, task->job_id);
 	iterjob_end_internal(nest, &saved);
 	return ended;
 }
