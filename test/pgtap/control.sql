@@ -502,7 +502,11 @@ SELECT pg_reload_conf() AS reloaded \gset
 
 -- 100 jobs of 4 instances x 2 one-key batches, each paused (then resumed)
 -- or cancelled a random 0-30 ms after its enqueue committed: the calls
--- land while instances start, run, end and end their job.  A worker ending
+-- land while instances start, run, end and end their job.  Each batch
+-- pauses 5 ms, so that no job can end within 10 ms of its enqueue: the
+-- calls made before that (38 of the 100 delays, which come from a fixed
+-- seed) catch their job however fast the workers are, and the later ones
+-- land around the ends of instances and jobs.  A worker ending
 -- an instance (or its job) and a pause or cancel lock the same task and
 -- job rows; neither may deadlock the other.
 CREATE TABLE race_items (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0);
@@ -519,7 +523,8 @@ DECLARE
 BEGIN
     PERFORM setseed(0.5);
     FOR n IN 1..100 LOOP
-        j := iterjob.enqueue('race_items', 'UPDATE race_items SET n = n + 1 WHERE id = ANY($1)',
+        j := iterjob.enqueue('race_items',
+                             'UPDATE race_items SET n = n + 1 FROM (SELECT pg_sleep(0.005)) pause WHERE id = ANY($1)',
                              instances => 4, batch_size => 1);
         COMMIT;
         PERFORM pg_sleep(random() * 0.03);
