@@ -20,6 +20,8 @@
 #                                those TAP files only (a glob, without .pl)
 #   ITERJOB_PGTAP_FILES=keys test/run-all.sh pgtap
 #                                those pgTAP files only (a glob, without .sql)
+#   ITERJOB_ISOLATION_SPECS=sibling_claim test/run-all.sh isolation
+#                                those isolation specs only (a glob)
 #
 # A major that cannot be had here (18 without the tarball in ../shared/vendor
 # and without an installed /usr/lib/postgresql/18) is skipped with one line,
@@ -28,7 +30,7 @@
 source "$(dirname "$0")/lib.sh"
 
 if [ -z "${PG_CONFIG:-}" ]; then
-	passed=0 failed=0 skipped=0
+	passed=0 failed=0 skipped=0 failed_suites=
 	nsuites=$(echo "${*:-regress pgtap isolation tap}" | wc -w)
 	for major in ${ITERJOB_PG_MAJORS:-15 18}; do
 		rc=0
@@ -54,6 +56,8 @@ if [ -z "${PG_CONFIG:-}" ]; then
 		# one run per major, in a process of its own (its own cluster traps)
 		PG_CONFIG=$pg_config "$ITERJOB_ROOT/test/run-all.sh" "$@" | tee "/tmp/iterjob-run-all.$$.log" || true
 		counts=$(tail -1 "/tmp/iterjob-run-all.$$.log")
+		failed_suites+=$(grep -o "^== [a-z]* FAILED on PostgreSQL [0-9]*" "/tmp/iterjob-run-all.$$.log" |
+			sed 's/^== \([a-z]*\) FAILED on PostgreSQL \([0-9]*\)/ \1 (\2)/' | tr -d '\n')
 		rm -f "/tmp/iterjob-run-all.$$.log"
 		if [[ $counts =~ ^suites:\ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
 			passed=$((passed + BASH_REMATCH[1]))
@@ -63,6 +67,7 @@ if [ -z "${PG_CONFIG:-}" ]; then
 		fi
 	done
 	echo "== every major: ${ITERJOB_PG_MAJORS:-15 18}"
+	[ -z "$failed_suites" ] || echo "== failed:$failed_suites"
 	echo "suites: $passed passed, $failed failed$([ $skipped = 0 ] || echo ", $skipped skipped")"
 	[ "$failed" = 0 ] && [ "$passed" -gt 0 ]
 	exit
@@ -98,7 +103,8 @@ for suite in $suites; do
 		cluster_start "iterjob.max_workers = 4"
 		echo "== isolation"
 		isodir=$(mktemp -d /tmp/iterjob-isolation.XXXXXX)
-		specs=$(cd "$ITERJOB_ROOT/test/isolation/specs" && ls *.spec | sed 's/\.spec$//')
+		# shellcheck disable=SC2086
+		specs=$(cd "$ITERJOB_ROOT/test/isolation/specs" && ls ${ITERJOB_ISOLATION_SPECS:-*}.spec | sed 's/\.spec$//')
 		# pg_isolation_regress (re)creates the database isolation_regression,
 		# with iterjob, on the throwaway cluster
 		# shellcheck disable=SC2086
@@ -107,6 +113,8 @@ for suite in $suites; do
 			--inputdir="$ITERJOB_ROOT/test/isolation" --outputdir="$isodir" \
 			--load-extension=iterjob $specs; then
 			cat "$isodir/regression.diffs" 2>/dev/null | head -300
+			echo "== the server log's last lines"
+			tail -60 "$CLUSTER_DIR/server.log" 2>/dev/null
 			status=1
 		fi
 		rm -rf "$isodir"
