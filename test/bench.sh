@@ -223,7 +223,8 @@ fi
 # What a worker process costs, for the latency and tiny-job cases: CPU ticks
 # (1/100 s) from /proc.  bench_worker_ticks() is the postmaster's reaped
 # children (every iterjob worker that exited: the measuring session stays, so
-# nothing else ends during a run) plus the live iterjob workers.
+# nothing else ends during a run) plus the live iterjob workers.  A case
+# starts with no worker and is counted once its (warm) workers have exited.
 if part latency || part tiny; then
 	q <<'SQL'
 CREATE TABLE tiny (id int PRIMARY KEY);
@@ -257,6 +258,22 @@ DECLARE
 BEGIN
     RETURN bench_ticks('iterjob worker') + f[14]::bigint + f[15]::bigint;  -- cutime, cstime
 END $$;
+-- wait until no iterjob worker is connected, and the postmaster has reaped
+-- them: a worker that exits while it is counted is counted once
+CREATE PROCEDURE bench_no_workers() LANGUAGE plpgsql AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + interval '60 s';
+BEGIN
+    LOOP
+        PERFORM pg_stat_clear_snapshot();
+        EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'iterjob worker');
+        IF clock_timestamp() > deadline THEN
+            RAISE EXCEPTION 'iterjob workers still running after 60 s';
+        END IF;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+    PERFORM pg_sleep(0.2);
+END $$;
 -- 1000 one-batch jobs, enqueued in one transaction or one per transaction
 CREATE PROCEDURE bench_tiny(label text, rep int, per_txn bool) LANGUAGE plpgsql AS $$
 DECLARE
@@ -287,6 +304,9 @@ BEGIN
         PERFORM pg_sleep(0.02);
     END LOOP;
     SELECT max(finished_at) INTO last_end FROM iterjob.job;
+    COMMIT;
+    -- every worker's CPU, idle ones included, once they have exited
+    CALL bench_no_workers();
     INSERT INTO tiny_results
     VALUES (label, rep,
             1000 / extract(epoch FROM last_end - CASE WHEN per_txn THEN t0 ELSE t1 END),
@@ -328,7 +348,8 @@ SQL
 	reset_queue() {
 		q -c "DELETE FROM iterjob.job" -c "DELETE FROM first_batch" -c "UPDATE tiny_many SET n = 0" \
 			-c "VACUUM iterjob.job, iterjob.task, iterjob.error_log, tiny_many, first_batch" \
-			-c "CHECKPOINT" -c "DO \$\$BEGIN RAISE LOG 'bench: case %', '$1'; END\$\$"
+			-c "CHECKPOINT" -c "CALL bench_no_workers()" \
+			-c "DO \$\$BEGIN RAISE LOG 'bench: case %', '$1'; END\$\$"
 	}
 	# workers started since the marker of case $1 (the server log names their pids)
 	workers_started() {
