@@ -129,7 +129,8 @@ extern void iterjob_fairness_check(void);
 /* task_record.c: a task's bookkeeping, as iterjob */
 extern SPIPlanPtr iterjob_prepare_checkpoint(const IterjobSpec *spec);
 extern bool iterjob_record_checkpoint(IterjobTask *task, SPIPlanPtr plan,
-									  uint64 rows, Datum cursor, const Datum *key);
+									  uint64 rows, Datum cursor, const Datum *key,
+									  bool last);
 extern bool iterjob_record_hold(IterjobTask *task, const char *reason,
 								const char *summary);
 extern bool iterjob_record_next_shard(IterjobTask *task);
@@ -141,6 +142,7 @@ extern long iterjob_retry_backoff_ms(int32 attempts);
 extern bool iterjob_task_still_running(IterjobTask *task);
 extern bool iterjob_finish_task(IterjobTask *task, const char *state,
 								const char *error);
+extern void iterjob_lock_job(int64 job_id, const char *error);
 extern void iterjob_settle_job(int64 job_id);
 extern void iterjob_fail_job(int64 job_id, const char *why);
 

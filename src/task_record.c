@@ -47,7 +47,10 @@ static const char *const pacing_sql =
  * failed by the failure-ratio stop of another instance, or paused and
  * resumed (queued again) while its batch ran still commits
  * that batch (work and cursor agree); the worker then leaves it, and a
- * resumed task is claimed again from that cursor.
+ * resumed task is claimed again from that cursor.  When $5 says the batch
+ * was the instance's last (nothing follows it), the same update ends a
+ * task still running, as iterjob_finish_task() would: one write of the
+ * task row, not two, in the batch's transaction.
  */
 static const char *const checkpoint_sql =
 "UPDATE iterjob.task"
@@ -73,13 +76,19 @@ static const char *const checkpoint_sql =
 "       END,"
 "       attempts = CASE WHEN batches_done OPERATOR(pg_catalog.+) 1 OPERATOR(pg_catalog.>=) $4"
 "                       THEN 0 ELSE attempts END,"
-"       held_reason = NULL, updated_at = pg_catalog.clock_timestamp()"
+"       held_reason = NULL, updated_at = pg_catalog.clock_timestamp(),"
+"       state = CASE WHEN $5 AND state OPERATOR(pg_catalog.=) 'running'"
+"                    THEN 'succeeded' ELSE state END,"
+"       worker_pid = CASE WHEN $5 AND state OPERATOR(pg_catalog.=) 'running'"
+"                         THEN NULL ELSE worker_pid END,"
+"       finished_at = CASE WHEN $5 AND state OPERATOR(pg_catalog.=) 'running'"
+"                          THEN pg_catalog.now() ELSE finished_at END"
 " WHERE id OPERATOR(pg_catalog.=) $1"
 "   AND state OPERATOR(pg_catalog.=) ANY ('{running,paused,queued,cancelled,failed}'::pg_catalog.text[])"
-" RETURNING state OPERATOR(pg_catalog.=) 'running', %s";
+" RETURNING state OPERATOR(pg_catalog.=) ANY ('{running,succeeded}'::pg_catalog.text[]), %s";
 
-/* $4 is the failed batch, then $5.. the key's columns */
-#define CHECKPOINT_KEY_PARAM 5
+/* $4 is the failed batch, $5 whether it was the last, then $6.. the key's columns */
+#define CHECKPOINT_KEY_PARAM 6
 
 static const char *const hold_sql =
 "UPDATE iterjob.task SET held_reason = $2, held_summary = $3"
@@ -121,7 +130,7 @@ static const char *const log_error_sql =
 SPIPlanPtr
 iterjob_prepare_checkpoint(const IterjobSpec *spec)
 {
-	Oid			types[CHECKPOINT_KEY_PARAM - 1 + ITERJOB_MAX_KEYS] = {INT8OID, INT8OID, JSONBOID, INT8OID};
+	Oid			types[CHECKPOINT_KEY_PARAM - 1 + ITERJOB_MAX_KEYS] = {INT8OID, INT8OID, JSONBOID, INT8OID, BOOLOID};
 	StringInfoData cursor;
 	IterjobSavedUser saved;
 	int			nargs = CHECKPOINT_KEY_PARAM - 1;
@@ -189,14 +198,18 @@ read_state_and_pacing(IterjobTask *task)
 
 /*
  * Checkpoint a batch of rows keys whose last key's jsonb form is cursor.
- * Returns whether the task is still running.
+ * Returns whether the task is still running; for the instance's last
+ * batch, whether this ended the task (it succeeded: the caller runs the
+ * instance's hook, locks the job and settles it, and the transaction
+ * commits durably; a task paused meanwhile ends when it is resumed, with
+ * an empty batch).
  */
 bool
 iterjob_record_checkpoint(IterjobTask *task, SPIPlanPtr plan, uint64 rows,
-						  Datum cursor, const Datum *key)
+						  Datum cursor, const Datum *key, bool last)
 {
 	Datum		args[CHECKPOINT_KEY_PARAM - 1 + ITERJOB_MAX_KEYS] = {Int64GetDatum(task->task_id),
-		Int64GetDatum((int64) rows), cursor, Int64GetDatum(task->retry_batch)};
+		Int64GetDatum((int64) rows), cursor, Int64GetDatum(task->retry_batch), BoolGetDatum(last)};
 	char		nulls[CHECKPOINT_KEY_PARAM - 1 + ITERJOB_MAX_KEYS];
 	IterjobSavedUser saved;
 	int			nest;
@@ -622,13 +635,29 @@ iterjob_finish_task(IterjobTask *task, const char *state, const char *error)
 						 args, nulls, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not end iterjob task " INT64_FORMAT, task->task_id);
 	ended = SPI_processed == 1;
+	iterjob_end_internal(nest, &saved);
+	iterjob_lock_job(task->job_id, error);
+	return ended;
+}
 
-	args[0] = Int64GetDatum(task->job_id);
-	args[1] = args[2];
-	nulls[1] = nulls[2];
+/*
+ * Lock the row of a job whose task has just ended (noting error, if any,
+ * as the job's last): concurrent finishers of one job serialize here, so
+ * that the last one settles it.
+ */
+void
+iterjob_lock_job(int64 job_id, const char *error)
+{
+	Oid			types[2] = {INT8OID, TEXTOID};
+	Datum		args[2];
+	char		nulls[2] = {' ', error ? ' ' : 'n'};
+	IterjobSavedUser saved;
+	int			nest = iterjob_begin_internal(&saved);
+
+	args[0] = Int64GetDatum(job_id);
+	args[1] = error ? CStringGetTextDatum(error) : (Datum) 0;
 	if (SPI_execute_plan(iterjob_kept_plan(&lock_job_plan, lock_job_sql, 2, types),
 						 args, nulls, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not lock iterjob job " INT64_FORMAT, task->job_id);
+		elog(ERROR, "could not lock iterjob job " INT64_FORMAT, job_id);
 	iterjob_end_internal(nest, &saved);
-	return ended;
 }

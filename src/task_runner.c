@@ -146,7 +146,9 @@ do_batch(IterjobTask *task, IterjobTaskPlans *plans, Datum *pending)
 	Datum		arrays[ITERJOB_MAX_KEYS];
 	char	   *held;
 	char	   *held_summary;
-	BatchOutcome outcome;
+	Datum		cursor;
+	bool		last;
+	bool		ended;			/* or, unless last, still running */
 	uint64		n;
 
 	iterjob_check_owner(task->owner, task->job_id);
@@ -187,21 +189,32 @@ do_batch(IterjobTask *task, IterjobTaskPlans *plans, Datum *pending)
 
 	iterjob_set_phase("checkpoint");
 	task->last_batch_rows = n;
-	outcome = iterjob_record_checkpoint(task, plans->checkpoint, n,
-										iterjob_encode_key(task, plans, pending),
-										pending) ?
-		BATCH_MORE : BATCH_STOPPED;
+	cursor = iterjob_encode_key(task, plans, pending);
 
 	/*
 	 * A short batch was probably the last: look for the next one in this
-	 * transaction, and if it is empty, end the instance here, saving a
-	 * transaction (and a WAL flush) per instance.
+	 * transaction, and if it is empty, the checkpoint ends the instance too,
+	 * saving a transaction (and a WAL flush) per instance, and a write of
+	 * the task row.
 	 */
-	if (outcome == BATCH_MORE && n < (uint64) task->throttle.batch_size &&
+	last = n < (uint64) task->throttle.batch_size &&
 		spec->partition != ITERJOB_PARTITION_SHARD &&
-		iterjob_fetch_keys(task, plans, pending, 1) == 0)
-		return finish_instance(task);
-	return outcome;
+		iterjob_fetch_keys(task, plans, pending, 1) == 0;
+	if (last)
+	{
+		/* the end of an instance must survive a crash */
+		iterjob_commit_durably();
+		iterjob_set_phase("finishing");
+	}
+	ended = iterjob_record_checkpoint(task, plans->checkpoint, n, cursor, pending, last);
+	if (!ended)
+		return BATCH_STOPPED;
+	if (!last)
+		return BATCH_MORE;
+	iterjob_run_instance_hook(task);
+	iterjob_lock_job(task->job_id, NULL);
+	iterjob_settle_job(task->job_id);
+	return BATCH_LAST;
 }
 
 /* After a commit: the batch's last key becomes the task's cursor. */
