@@ -130,7 +130,7 @@ decode_cursor(IterjobTask *task)
 }
 
 /* the kept plans, in the order iterjob_prepare_owner_plans() makes them */
-#define NPLANS 5
+#define NPLANS 4
 
 /* Free the plans in made[] (kept or not), and clear the array. */
 static void
@@ -160,6 +160,7 @@ iterjob_prepare_owner_plans(IterjobTask *task, IterjobTaskPlans *plans, bool kee
 	Oid			arraytypes[ITERJOB_MAX_KEYS];
 	Oid			next_types[ITERJOB_MAX_KEYS + 1];
 	SPIPlanPtr	made[NPLANS] = {0};
+	SPIPlanPtr	checkpoint;
 	int			keyset_options;
 	int			nest;
 
@@ -202,8 +203,8 @@ iterjob_prepare_owner_plans(IterjobTask *task, IterjobTaskPlans *plans, bool kee
 		made[3] = prepare(psprintf("SELECT %s", iterjob_key_jsonb_sql(spec, true)), spec->nkeys, next_types, 0);
 	iterjob_end_owner_section(nest, &saved);
 
-	if (keep)
-		made[4] = iterjob_prepare_checkpoint(spec);
+	/* iterjob's, kept already (a failure here leaves the others unkept) */
+	checkpoint = keep ? iterjob_checkpoint_plan(spec) : NULL;
 
 	for (int i = 0; keep && i < NPLANS; i++)
 	{
@@ -217,7 +218,7 @@ iterjob_prepare_owner_plans(IterjobTask *task, IterjobTaskPlans *plans, bool kee
 	plans->next = made[1];
 	plans->action = made[2];
 	plans->encode = made[3];
-	plans->checkpoint = made[4];
+	plans->checkpoint = checkpoint;
 	plans->pending_cxt = AllocSetContextCreate(task->cxt, "iterjob pending cursor",
 											   ALLOCSET_SMALL_SIZES);
 	plans->ready = true;
@@ -227,7 +228,7 @@ void
 iterjob_free_plans(IterjobTaskPlans *plans)
 {
 	SPIPlanPtr	kept[NPLANS] = {plans->first, plans->next, plans->action,
-	plans->encode, plans->checkpoint};
+	plans->encode};
 
 	free_plan_array(kept);
 	memset(plans, 0, sizeof(*plans));

@@ -73,7 +73,7 @@ typedef struct IterjobTaskPlans
 	SPIPlanPtr	next;			/* keyset query after $1.. */
 	SPIPlanPtr	action;
 	SPIPlanPtr	encode;			/* a key's jsonb form, computed as the owner */
-	SPIPlanPtr	checkpoint;		/* iterjob's */
+	SPIPlanPtr	checkpoint;		/* iterjob's, shared with other tasks */
 	int16		keylen[ITERJOB_MAX_KEYS];
 	bool		keybyval[ITERJOB_MAX_KEYS];
 	char		keyalign[ITERJOB_MAX_KEYS];
@@ -127,7 +127,7 @@ extern void iterjob_note_turn(int64 job_id);
 extern void iterjob_fairness_check(void);
 
 /* task_record.c: a task's bookkeeping, as iterjob */
-extern SPIPlanPtr iterjob_prepare_checkpoint(const IterjobSpec *spec);
+extern SPIPlanPtr iterjob_checkpoint_plan(const IterjobSpec *spec);
 extern bool iterjob_record_checkpoint(IterjobTask *task, SPIPlanPtr plan,
 									  uint64 rows, Datum cursor, const Datum *key,
 									  bool last);

@@ -121,24 +121,51 @@ static const char *const log_error_sql =
 "SELECT attempts, state OPERATOR(pg_catalog.=) 'running' FROM t";
 
 /*
- * The checkpoint's plan, not kept yet (SPI connected): the caller keeps it
- * with the task's other plans.  The cursor arrives as jsonb computed as
- * the owner ($3) when the key's types could carry the owner's code into
- * it; otherwise as the key's values ($5..), made jsonb here by built-in
- * functions only (saving a statement per batch).
+ * The checkpoint's plan for a key of these types, kept.  It depends only
+ * on the key's types, so a worker keeps the plans of the last few kinds of
+ * key it met: a stream of jobs over one table plans its checkpoint once.
+ * The cursor arrives as jsonb computed as the owner ($3) when the key's
+ * types could carry the owner's code into it; otherwise as the key's
+ * values ($6..), made jsonb here by built-in functions only (saving a
+ * statement per batch).  SPI connected.
  */
-SPIPlanPtr
-iterjob_prepare_checkpoint(const IterjobSpec *spec)
+#define KEPT_CHECKPOINTS 8
+
+typedef struct KeptCheckpoint
 {
+	SPIPlanPtr	plan;
+	int			nkeys;
+	bool		user_defined;
+	Oid			key_types[ITERJOB_MAX_KEYS];
+} KeptCheckpoint;
+
+SPIPlanPtr
+iterjob_checkpoint_plan(const IterjobSpec *spec)
+{
+	static KeptCheckpoint kept[KEPT_CHECKPOINTS];
+	static int	next_slot = 0;
 	Oid			types[CHECKPOINT_KEY_PARAM - 1 + ITERJOB_MAX_KEYS] = {INT8OID, INT8OID, JSONBOID, INT8OID, BOOLOID};
+	bool		user_defined = iterjob_key_types_user_defined(spec);
+	KeptCheckpoint *slot;
 	StringInfoData cursor;
 	IterjobSavedUser saved;
 	int			nargs = CHECKPOINT_KEY_PARAM - 1;
 	int			nest;
 	SPIPlanPtr	plan;
 
+	for (int i = 0; i < KEPT_CHECKPOINTS; i++)
+	{
+		slot = &kept[i];
+		/* with the cursor as jsonb, the key's types do not matter */
+		if (slot->plan != NULL && slot->user_defined == user_defined &&
+			(user_defined ||
+			 (slot->nkeys == spec->nkeys &&
+			  memcmp(slot->key_types, spec->key_types, sizeof(Oid) * spec->nkeys) == 0)))
+			return slot->plan;
+	}
+
 	initStringInfo(&cursor);
-	if (iterjob_key_types_user_defined(spec))
+	if (user_defined)
 		appendStringInfoString(&cursor, "$3");
 	else
 	{
@@ -152,11 +179,23 @@ iterjob_prepare_checkpoint(const IterjobSpec *spec)
 		appendStringInfoChar(&cursor, ')');
 	}
 	nest = iterjob_begin_internal(&saved);
-	plan = SPI_prepare(psprintf(checkpoint_sql, cursor.data, pacing_sql), nargs, types);
-
+	plan = SPI_prepare_cursor(psprintf(checkpoint_sql, cursor.data, pacing_sql), nargs, types,
+							  CURSOR_OPT_GENERIC_PLAN);
 	if (plan == NULL)
 		elog(ERROR, "could not prepare the checkpoint of an iterjob task");
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "could not keep the checkpoint plan of an iterjob task");
 	iterjob_end_internal(nest, &saved);
+
+	slot = &kept[next_slot];
+	next_slot = (next_slot + 1) % KEPT_CHECKPOINTS;
+	if (slot->plan != NULL)
+		SPI_freeplan(slot->plan);
+	slot->plan = plan;
+	slot->nkeys = spec->nkeys;
+	slot->user_defined = user_defined;
+	memset(slot->key_types, 0, sizeof(slot->key_types));
+	memcpy(slot->key_types, spec->key_types, sizeof(Oid) * spec->nkeys);
 	return plan;
 }
 
@@ -510,10 +549,17 @@ static const char *const finish_task_sql =
 " WHERE id OPERATOR(pg_catalog.=) $1"
 "   AND state OPERATOR(pg_catalog.=) ANY ('{running,paused,queued}'::pg_catalog.text[])";
 
-/* Also locks the job row: concurrent finishers of one job serialize here. */
-static const char *const lock_job_sql =
-"UPDATE iterjob.job SET last_error = COALESCE($2, last_error)"
+/*
+ * Lock the job row: concurrent finishers of one job serialize here.  With
+ * an error to note, by updating it; without, by a row lock of the same
+ * strength, which writes no new version of the row (nor checks its
+ * constraints).
+ */
+static const char *const note_job_error_sql =
+"UPDATE iterjob.job SET last_error = $2"
 " WHERE id OPERATOR(pg_catalog.=) $1";
+static const char *const lock_job_sql =
+"SELECT FROM iterjob.job WHERE id OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE";
 
 /*
  * A job ends when none of its tasks is queued, running or paused: cancelled
@@ -542,6 +588,7 @@ static const char *const end_job_sql =
 
 /* their kept plans (kept_plans.c) */
 static SPIPlanPtr finish_task_plan = NULL;
+static SPIPlanPtr note_job_error_plan = NULL;
 static SPIPlanPtr lock_job_plan = NULL;
 static SPIPlanPtr end_job_plan = NULL;
 
@@ -656,8 +703,11 @@ iterjob_lock_job(int64 job_id, const char *error)
 
 	args[0] = Int64GetDatum(job_id);
 	args[1] = error ? CStringGetTextDatum(error) : (Datum) 0;
-	if (SPI_execute_plan(iterjob_kept_plan(&lock_job_plan, lock_job_sql, 2, types),
-						 args, nulls, false, 0) != SPI_OK_UPDATE)
+	if (error != NULL ?
+		SPI_execute_plan(iterjob_kept_plan(&note_job_error_plan, note_job_error_sql, 2, types),
+						 args, nulls, false, 0) != SPI_OK_UPDATE :
+		SPI_execute_plan(iterjob_kept_plan(&lock_job_plan, lock_job_sql, 1, types),
+						 args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not lock iterjob job " INT64_FORMAT, job_id);
 	iterjob_end_internal(nest, &saved);
 }
