@@ -211,7 +211,7 @@ iterjob_end_dependents(int64 job_id, const char *state)
 	args[1] = CStringGetTextDatum(state);
 	if (strcmp(state, "succeeded") == 0)
 	{
-		if (SPI_execute_plan(iterjob_kept_plan(&has_waiting_plan, has_waiting_sql, 1, types),
+		if (iterjob_execute_kept(iterjob_kept_plan(&has_waiting_plan, has_waiting_sql, 1, types),
 							 args, NULL, true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not look for the jobs waiting for iterjob job " INT64_FORMAT,
 				 job_id);
@@ -220,7 +220,7 @@ iterjob_end_dependents(int64 job_id, const char *state)
 	}
 	else
 	{
-		if (SPI_execute_plan(iterjob_kept_plan(&end_dependents_plan, end_dependents_sql, 2, types),
+		if (iterjob_execute_kept(iterjob_kept_plan(&end_dependents_plan, end_dependents_sql, 2, types),
 							 args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not end the jobs waiting for iterjob job " INT64_FORMAT,
 				 job_id);

@@ -181,25 +181,14 @@ count_workers(IterjobActiveJob *job)
 }
 
 /*
- * Run a kept plan of the job lookups above.  Its generic plan is made on
- * the first run (and again after an invalidation) from the statistics of
- * that moment, which a burst of jobs makes stale at once: without seq
- * scans and sorts, the planner keeps to probes of the indexes in their
- * order, which cost the same however many jobs are queued.
+ * Run a kept plan of the job lookups above: probes of the indexes in
+ * their order, which cost the same however many jobs are queued
+ * (kept_plans.c).
  */
 static void
 execute_index_probes(SPIPlanPtr plan, Datum *args)
 {
-	int			nest = NewGUCNestLevel();
-	int			ret;
-
-	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	ret = SPI_execute_plan(plan, args, NULL, true, 0);
-	AtEOXact_GUC(true, nest);
-	if (ret != SPI_OK_SELECT)
+	if (iterjob_execute_kept(plan, args, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not look for runnable iterjob jobs");
 }
 
@@ -451,7 +440,7 @@ iterjob_job_tasks(int64 job_id, IterjobJobTasks *tasks)
 	Datum		arg = Int64GetDatum(job_id);
 
 	memset(tasks, 0, sizeof(*tasks));
-	if (SPI_execute_plan(iterjob_kept_plan(&job_tasks_plan, job_tasks_sql, 1, &type),
+	if (iterjob_execute_kept(iterjob_kept_plan(&job_tasks_plan, job_tasks_sql, 1, &type),
 						 &arg, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the tasks of iterjob job " INT64_FORMAT, job_id);
 	tasks->orphans = palloc(sizeof(int64) * (SPI_processed + 1));

@@ -229,6 +229,9 @@ extern void iterjob_slot_end_batch(void);
 /* kept_plans.c */
 extern SPIPlanPtr iterjob_kept_plan(SPIPlanPtr *plan, const char *sql, int nargs,
 									 Oid *argtypes);
+extern int	iterjob_execute_kept(SPIPlanPtr plan, Datum *args, const char *nulls,
+								 bool read_only, long count);
+extern Portal iterjob_open_kept(SPIPlanPtr plan, Datum *args, bool read_only);
 
 /* idle_workers.c */
 extern bool iterjob_slot_wait_for_work(long idle_ms);

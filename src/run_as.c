@@ -198,13 +198,6 @@ iterjob_end_owner_section(int nest, const IterjobSavedUser *saved)
 /*
  * Enter iterjob's own bookkeeping: as the superuser, with search_path =
  * pg_catalog, pg_temp.  Returns the GUC nest level to end it with.
- *
- * Its statements look rows up by key in a queue whose statistics a burst
- * of jobs makes stale at once (an empty table, then thousands of rows):
- * they are planned without seq scans and sorts, so that the planner keeps
- * to the indexes that serve them, in their order (a job's tasks read
- * through the index of every runnable task, filtered, made each claim of
- * a burst cost as much as the burst).
  */
 int
 iterjob_begin_internal(IterjobSavedUser *saved)
@@ -212,8 +205,6 @@ iterjob_begin_internal(IterjobSavedUser *saved)
 	int			nest = NewGUCNestLevel();
 
 	set_local("search_path", ITERJOB_INTERNAL_SEARCH_PATH);
-	set_local("enable_seqscan", "off");
-	set_local("enable_sort", "off");
 	switch_user(BOOTSTRAP_SUPERUSERID, saved);
 	return nest;
 }

@@ -379,7 +379,7 @@ claim_orphan(const IterjobJobTasks *tasks)
 		CHECK_FOR_INTERRUPTS();
 		if (!iterjob_hold_task(tasks->orphans[i]))
 			continue;			/* a live worker holds it */
-		if (SPI_execute_plan(iterjob_kept_plan(&lock_orphan_plan, lock_orphan_sql, 1, &type),
+		if (iterjob_execute_kept(iterjob_kept_plan(&lock_orphan_plan, lock_orphan_sql, 1, &type),
 							 &arg, NULL, false, 1) == SPI_OK_SELECT && SPI_processed == 1)
 			return tasks->orphans[i];
 		iterjob_release_task();
@@ -400,8 +400,8 @@ claim_queued(int64 job_id, bool *busy)
 {
 	Oid			type = INT8OID;
 	Datum		arg = Int64GetDatum(job_id);
-	Portal		portal = SPI_cursor_open(NULL, iterjob_kept_plan(&queued_plan, queued_sql, 1, &type),
-										 &arg, NULL, false);
+	Portal		portal = iterjob_open_kept(iterjob_kept_plan(&queued_plan, queued_sql, 1, &type),
+										   &arg, false);
 	int64		claimed = 0;
 	bool		locked_any = false;
 
@@ -437,7 +437,7 @@ lists_runnable(SPIPlanPtr *plan, const char *sql, Datum arg)
 {
 	Oid			type = INT8OID;
 
-	if (SPI_execute_plan(iterjob_kept_plan(plan, sql, 1, &type), &arg, NULL,
+	if (iterjob_execute_kept(iterjob_kept_plan(plan, sql, 1, &type), &arg, NULL,
 						 false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not look for runnable iterjob tasks");
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -509,7 +509,7 @@ iterjob_claim_task(MemoryContext parent, Oid owner, bool *busy, bool *others,
 
 	args[0] = Int64GetDatum(claimed);
 	/* a fresh snapshot: the row as it is now that it is locked */
-	if (SPI_execute_plan(iterjob_kept_plan(&task_plan, task_sql, 1, argtypes),
+	if (iterjob_execute_kept(iterjob_kept_plan(&task_plan, task_sql, 1, argtypes),
 						 args, NULL, false, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "could not read iterjob task " INT64_FORMAT, claimed);
@@ -520,7 +520,7 @@ iterjob_claim_task(MemoryContext parent, Oid owner, bool *busy, bool *others,
 
 	args[0] = Int64GetDatum(task->task_id);
 	args[1] = Int32GetDatum(MyProcPid);
-	if (SPI_execute_plan(iterjob_kept_plan(&mark_running_plan, mark_running_sql, 2, argtypes),
+	if (iterjob_execute_kept(iterjob_kept_plan(&mark_running_plan, mark_running_sql, 2, argtypes),
 						 args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not mark iterjob task " INT64_FORMAT " running",
 			 task->task_id);

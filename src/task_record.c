@@ -627,7 +627,7 @@ iterjob_settle_job(int64 job_id)
 	IterjobSavedUser saved;
 	int			nest = iterjob_begin_internal(&saved);
 
-	if (SPI_execute_plan(iterjob_kept_plan(&end_job_plan, end_job_sql, 1, &type),
+	if (iterjob_execute_kept(iterjob_kept_plan(&end_job_plan, end_job_sql, 1, &type),
 						 &arg, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not end iterjob job " INT64_FORMAT, job_id);
 	if (SPI_processed == 1)
@@ -678,7 +678,7 @@ iterjob_finish_task(IterjobTask *task, const char *state, const char *error)
 	args[0] = Int64GetDatum(task->task_id);
 	args[1] = CStringGetTextDatum(state);
 	args[2] = error ? CStringGetTextDatum(error) : (Datum) 0;
-	if (SPI_execute_plan(iterjob_kept_plan(&finish_task_plan, finish_task_sql, 3, types),
+	if (iterjob_execute_kept(iterjob_kept_plan(&finish_task_plan, finish_task_sql, 3, types),
 						 args, nulls, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not end iterjob task " INT64_FORMAT, task->task_id);
 	ended = SPI_processed == 1;
@@ -704,9 +704,9 @@ iterjob_lock_job(int64 job_id, const char *error)
 	args[0] = Int64GetDatum(job_id);
 	args[1] = error ? CStringGetTextDatum(error) : (Datum) 0;
 	if (error != NULL ?
-		SPI_execute_plan(iterjob_kept_plan(&note_job_error_plan, note_job_error_sql, 2, types),
+		iterjob_execute_kept(iterjob_kept_plan(&note_job_error_plan, note_job_error_sql, 2, types),
 						 args, nulls, false, 0) != SPI_OK_UPDATE :
-		SPI_execute_plan(iterjob_kept_plan(&lock_job_plan, lock_job_sql, 1, types),
+		iterjob_execute_kept(iterjob_kept_plan(&lock_job_plan, lock_job_sql, 1, types),
 						 args, nulls, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not lock iterjob job " INT64_FORMAT, job_id);
 	iterjob_end_internal(nest, &saved);
