@@ -56,7 +56,7 @@ if [ -z "${PG_CONFIG:-}" ]; then
 		# one run per major, in a process of its own (its own cluster traps)
 		PG_CONFIG=$pg_config "$ITERJOB_ROOT/test/run-all.sh" "$@" | tee "/tmp/iterjob-run-all.$$.log" || true
 		counts=$(tail -1 "/tmp/iterjob-run-all.$$.log")
-		failed_suites+=$(grep -o "^== [a-z]* FAILED on PostgreSQL [0-9]*" "/tmp/iterjob-run-all.$$.log" |
+		failed_suites+=$({ grep -o "^== [a-z]* FAILED on PostgreSQL [0-9]*" "/tmp/iterjob-run-all.$$.log" || true; } |
 			sed 's/^== \([a-z]*\) FAILED on PostgreSQL \([0-9]*\)/ \1 (\2)/' | tr -d '\n')
 		rm -f "/tmp/iterjob-run-all.$$.log"
 		if [[ $counts =~ ^suites:\ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
