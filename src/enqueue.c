@@ -98,6 +98,8 @@ static const char *const insert_job_sql =
 "          WHERE u.inst OPERATOR(pg_catalog.=) i) AS sh ON true)"
 "SELECT id FROM j";
 
+static SPIPlanPtr insert_job_plan = NULL;
+
 static void
 require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
 {
@@ -264,8 +266,10 @@ insert_job(const IterjobSpec *spec, const char *name, const IterjobRange *ranges
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	nest = iterjob_begin_internal(&saved);
-	if (SPI_execute_with_args(insert_job_sql, INSERT_NARGS, types, args, nulls,
-							  false, 0) != SPI_OK_SELECT || SPI_processed != 1)
+	/* kept for the session: a stream of enqueues plans it once */
+	if (iterjob_execute_kept(iterjob_kept_plan(&insert_job_plan, insert_job_sql,
+											   INSERT_NARGS, types),
+							 args, nulls, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not insert iterjob job");
 	job_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 										 SPI_tuptable->tupdesc, 1, &isnull));
