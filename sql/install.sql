@@ -84,3 +84,21 @@ ROLLBACK;
 
 DROP ROLE inst_mallory;
 SELECT extversion FROM pg_extension WHERE extname = 'iterjob';
+
+-- enqueue keeps its insert's plan for the session: after the extension is
+-- dropped and created again, or its job table changed, in this session,
+-- an enqueue uses the tables as they are now
+CREATE TABLE inst_items (id int PRIMARY KEY);
+INSERT INTO inst_items VALUES (1), (2);
+SELECT iterjob.enqueue('inst_items', 'SELECT FROM inst_items WHERE id = ANY($1)') > 0 AS enqueued;
+DROP EXTENSION iterjob;
+CREATE EXTENSION iterjob;
+SELECT iterjob.enqueue('inst_items', 'SELECT FROM inst_items WHERE id = ANY($1)') > 0 AS enqueued_again;
+ALTER TABLE iterjob.job ADD COLUMN inst_extra int;
+SELECT iterjob.enqueue('inst_items', 'SELECT FROM inst_items WHERE id = ANY($1)') > 0 AS enqueued_after_alter;
+SELECT count(*) AS jobs, count(*) FILTER (WHERE j.instances = 1) AS one_instance,
+       (SELECT count(*) FROM iterjob.task) AS tasks
+  FROM iterjob.job j;
+DROP EXTENSION iterjob;
+CREATE EXTENSION iterjob;
+DROP TABLE inst_items;
