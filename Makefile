@@ -9,6 +9,10 @@ REGRESS = $(patsubst sql/%.sql,%,$(sort $(filter-out sql/iterjob--%,$(wildcard s
 REGRESS_OPTS = --inputdir=. --outputdir=. --load-extension=iterjob
 EXTRA_CLEAN = .pg-build
 
+# libpq: the connections a worker keeps to the nodes of a Citus cluster
+PG_CPPFLAGS = -I$(libpq_srcdir)
+SHLIB_LINK_INTERNAL = $(libpq)
+
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)

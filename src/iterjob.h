@@ -261,6 +261,7 @@ typedef enum IterjobWaitEvent
 	ITERJOB_WAIT_TASK_HANDOVER, /* a queued task's last worker lets go */
 	ITERJOB_WAIT_RECOUNT,		/* iterjob.recount() waits for its worker */
 	ITERJOB_WAIT_IDLE,			/* a worker waits for work before it exits */
+	ITERJOB_WAIT_NODE,			/* a Citus node runs a batch */
 	ITERJOB_WAIT_EVENTS
 } IterjobWaitEvent;
 extern uint32 iterjob_wait_event(IterjobWaitEvent event);

@@ -158,7 +158,7 @@ extern char *iterjob_keyset_query(const IterjobSpec *spec, int32 instance,
 								  const IterjobRange *range, bool after_cursor,
 								  bool limit_param);
 extern char *iterjob_shard_keyset_query(const IterjobSpec *spec, const char *shard,
-										const char *after, int32 limit);
+										bool after);
 extern char *iterjob_count_query(const IterjobSpec *spec, int32 instance,
 								 const IterjobRange *range);
 extern void iterjob_key_literals(const IterjobSpec *spec,

@@ -283,13 +283,13 @@ iterjob_keyset_query(const IterjobSpec *spec, int32 instance,
 }
 
 /*
- * partition => 'shard': the next limit keys of one shard after the literal
- * after (NULL: from its start), run on the shard's node, as the text of
- * one array in the key's order (NULL when there are none).  One key column.
+ * partition => 'shard': the next $1 keys of one shard, after the key
+ * whose text is $2 if after (else from its start), run on the shard's
+ * node, as the text of one array in the key's order (NULL when there are
+ * none).  One key column.
  */
 char *
-iterjob_shard_keyset_query(const IterjobSpec *spec, const char *shard,
-						   const char *after, int32 limit)
+iterjob_shard_keyset_query(const IterjobSpec *spec, const char *shard, bool after)
 {
 	IterjobSpec shard_spec = *spec;
 	StringInfoData buf;
@@ -305,11 +305,16 @@ iterjob_shard_keyset_query(const IterjobSpec *spec, const char *shard,
 					 " FROM (SELECT %s FROM %s WHERE true",
 					 key, order_by, key, iterjob_source_sql(&shard_spec));
 	append_instance_predicates(&buf, &shard_spec, 0, NULL);
-	if (after != NULL)
+	if (after)
+	{
+		char	   *param = psprintf("$2::%s", iterjob_type_sql(spec->key_types[0]));
+
 		appendStringInfo(&buf, " AND %s",
 						 iterjob_key_compare_sql(spec, BTGreaterStrategyNumber,
-												 (char *const *) &after));
-	appendStringInfo(&buf, " ORDER BY %s LIMIT %d) AS iterjob_batch", order_by, limit);
+												 (char *const *) &param));
+	}
+	appendStringInfo(&buf, " ORDER BY %s LIMIT $1::pg_catalog.int4) AS iterjob_batch",
+					 order_by);
 	return buf.data;
 }
 

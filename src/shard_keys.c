@@ -13,9 +13,9 @@
  *	  each batch the shard's placement is looked up again (a shard moved to
  *	  another node is followed; a shard that is gone, split say, fails the
  *	  batch), and the keyset query runs on that node, on the shard itself,
- *	  through Citus' master_run_on_worker() as the job's owner: Citus
- *	  connects as the current user, so the owner's rights are all it has
- *	  there.  Its keys come back as the text of an array and are read
+ *	  over the connection the worker keeps to that node as the job's owner
+ *	  (node_connection.c), a statement prepared there once: the owner's
+ *	  rights are all it has there.  Its keys come back as the text of an array and are read
  *	  through the key type's input as the owner; the action then runs
  *	  through Citus on the keys of one shard, a single-shard (router)
  *	  statement.
@@ -27,10 +27,12 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 
 #include "iterjob.h"
+#include "node_connection.h"
 #include "task.h"
 
 /* the shards of $1 with their one placement's node, node by node */
@@ -46,7 +48,7 @@ static const char *const shards_sql =
 
 /* where shard $1 is now */
 static const char *const placement_sql =
-"SELECT n.nodename, n.nodeport, pg_catalog.shard_name(s.logicalrelid, s.shardid)"
+"SELECT n.nodename, n.nodeport, pg_catalog.shard_name(s.logicalrelid, s.shardid), n.nodeid"
 "  FROM pg_catalog.pg_dist_shard s"
 "  JOIN pg_catalog.pg_dist_placement p ON p.shardid OPERATOR(pg_catalog.=) s.shardid"
 "  JOIN pg_catalog.pg_dist_node n ON n.groupid OPERATOR(pg_catalog.=) p.groupid"
@@ -252,9 +254,12 @@ iterjob_fetch_shard_keys(IterjobTask *task, const Datum *after, int32 limit)
 	char	   *node;
 	int32		port;
 	char	   *name;
-	char	   *literal = NULL;
+	int32		nodeid;
+	char		limit_text[16];
+	const char *params[2];
+	IterjobNodeConn *conn;
+	IterjobNodeResult result;
 	char	   *keys;
-	bool		success;
 	bool		isnull;
 	int			nest;
 	Oid			argtype = TEXTOID;
@@ -275,33 +280,30 @@ iterjob_fetch_shard_keys(IterjobTask *task, const Datum *after, int32 limit)
 	node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	port = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+	nodeid = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
 	iterjob_end_internal(nest, &saved);
 
 	/* the rest as the owner: the key's output and input, the connection */
 	nest = iterjob_begin_owner_section(task->owner, task->search_path,
 									   spec->lock_timeout_ms, false, &saved);
 	iterjob_guard_relation(task);
+	snprintf(limit_text, sizeof(limit_text), "%d", limit);
+	params[0] = limit_text;
 	if (after != NULL)
 	{
 		Oid			output;
 		bool		varlena;
 
 		getTypeOutputInfo(spec->key_types[0], &output, &varlena);
-		literal = psprintf("%s::%s",
-						   quote_literal_cstr(OidOutputFunctionCall(output, after[0])),
-						   iterjob_type_sql(spec->key_types[0]));
+		params[1] = OidOutputFunctionCall(output, after[0]);
 	}
-	keys = run_on_node(node, port,
-					   iterjob_shard_keyset_query(spec, name, literal, limit),
-					   &success);
-	if (!success)
-		ereport(ERROR,
-				(errcode(ERRCODE_CONNECTION_FAILURE),
-				 errmsg("keyset query of shard " INT64_FORMAT " on node %s:%d failed",
-						shardid, node, port),
-				 errdetail("%s", keys ? keys : "no detail")));
-	/* no key left: the array is NULL, which the node sends as "" */
-	if (keys == NULL || keys[0] == '\0')
+	conn = iterjob_node_connection(node, port, nodeid,
+								   GetUserNameFromId(task->owner, false));
+	iterjob_node_execute(conn, iterjob_shard_keyset_query(spec, name, after != NULL),
+						 after != NULL ? 2 : 1, params, &result);
+	keys = result.ntuples == 1 && result.nfields == 1 ? result.values[0] : NULL;
+	/* no key left: the array is NULL */
+	if (keys == NULL)
 	{
 		iterjob_end_owner_section(nest, &saved);
 		return 0;

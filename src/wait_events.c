@@ -28,6 +28,7 @@ iterjob_wait_event(IterjobWaitEvent event)
 		[ITERJOB_WAIT_TASK_HANDOVER] = "IterjobTaskHandover",
 		[ITERJOB_WAIT_RECOUNT] = "IterjobRecount",
 		[ITERJOB_WAIT_IDLE] = "IterjobIdle",
+		[ITERJOB_WAIT_NODE] = "IterjobNode",
 	};
 	static uint32 ids[ITERJOB_WAIT_EVENTS];
 
