@@ -30,7 +30,8 @@ CREATE FUNCTION iterjob.node_batch(job_id bigint, job_stamp bigint, shard_id big
                                    first_query text, next_query text, action text,
                                    key_type regtype, batch_size integer, durable boolean,
                                    start_after text,
-                                   OUT rows_done bigint, OUT cursor text, OUT done boolean)
+                                   OUT rows_done bigint, OUT cursor text, OUT done boolean,
+                                   OUT shard_rows bigint)
     RETURNS record
     AS 'MODULE_PATHNAME', 'iterjob_node_batch'
     LANGUAGE C VOLATILE;
@@ -40,3 +41,15 @@ COMMENT ON FUNCTION iterjob.node_batch(bigint, bigint, bigint, text, text, text,
 
 REVOKE ALL ON FUNCTION iterjob.node_batch(bigint, bigint, bigint, text, text, text, regtype, integer, boolean, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION iterjob.node_batch(bigint, bigint, bigint, text, text, text, regtype, integer, boolean, text) TO iterjob_user;
+
+CREATE FUNCTION iterjob.node_cursor_of(job_id bigint, job_stamp bigint, shard_id bigint,
+                                       OUT found boolean, OUT cursor text, OUT done boolean)
+    RETURNS record
+    AS 'MODULE_PATHNAME', 'iterjob_node_cursor_of'
+    LANGUAGE C STABLE;
+
+COMMENT ON FUNCTION iterjob.node_cursor_of(bigint, bigint, bigint)
+    IS 'the cursor this node keeps for the caller''s job on a shard (read by iterjob''s workers when a shard moved)';
+
+REVOKE ALL ON FUNCTION iterjob.node_cursor_of(bigint, bigint, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION iterjob.node_cursor_of(bigint, bigint, bigint) TO iterjob_user;

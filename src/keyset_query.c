@@ -283,10 +283,9 @@ iterjob_keyset_query(const IterjobSpec *spec, int32 instance,
 }
 
 /*
- * partition => 'shard': the next $1 keys of one shard, after the key
- * whose text is $2 if after (else from its start), run on the shard's
- * node, as the text of one array in the key's order (NULL when there are
- * none).  One key column.
+ * partition => 'shard': the next $1 keys of one shard, after the key whose
+ * text is $2 if after (else from its start), in the key's order, run on
+ * the shard's node by iterjob.node_batch().  One key column.
  */
 char *
 iterjob_shard_keyset_query(const IterjobSpec *spec, const char *shard, bool after)
@@ -301,9 +300,8 @@ iterjob_shard_keyset_query(const IterjobSpec *spec, const char *shard, bool afte
 	shard_spec.query = psprintf("SELECT * FROM %s", shard);
 	shard_spec.instances = 1;
 	initStringInfo(&buf);
-	appendStringInfo(&buf, "SELECT pg_catalog.array_agg(%s ORDER BY %s)::pg_catalog.text"
-					 " FROM (SELECT %s FROM %s WHERE true",
-					 key, order_by, key, iterjob_source_sql(&shard_spec));
+	appendStringInfo(&buf, "SELECT %s FROM %s WHERE true",
+					 key, iterjob_source_sql(&shard_spec));
 	append_instance_predicates(&buf, &shard_spec, 0, NULL);
 	if (after)
 	{
@@ -313,8 +311,7 @@ iterjob_shard_keyset_query(const IterjobSpec *spec, const char *shard, bool afte
 						 iterjob_key_compare_sql(spec, BTGreaterStrategyNumber,
 												 (char *const *) &param));
 	}
-	appendStringInfo(&buf, " ORDER BY %s LIMIT $1::pg_catalog.int4) AS iterjob_batch",
-					 order_by);
+	appendStringInfo(&buf, " ORDER BY %s LIMIT $1::pg_catalog.int4", order_by);
 	return buf.data;
 }
 

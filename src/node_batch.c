@@ -59,7 +59,7 @@ static const char *const claim_cursor_sql =
 "   WHERE c.job_stamp OPERATOR(pg_catalog.<>) excluded.job_stamp";
 
 static const char *const lock_cursor_sql =
-"SELECT cursor, done FROM iterjob.node_cursor"
+"SELECT cursor, done, rows_done FROM iterjob.node_cursor"
 " WHERE job_id OPERATOR(pg_catalog.=) $1 AND shard_id OPERATOR(pg_catalog.=) $2"
 "   AND owner OPERATOR(pg_catalog.=) $3"
 " FOR UPDATE";
@@ -167,9 +167,10 @@ iterjob_node_batch(PG_FUNCTION_ARGS)
 	bool		done;
 	uint64		n = 0;
 	char	   *last = NULL;
+	int64		shard_rows;
 	TupleDesc	desc;
-	Datum		values[3];
-	bool		nulls[3] = {false, false, false};
+	Datum		values[4];
+	bool		nulls[4] = {false, false, false, false};
 	HeapTuple	tuple;
 
 	for (int i = 0; i < 9; i++)
@@ -225,6 +226,8 @@ iterjob_node_batch(PG_FUNCTION_ARGS)
 		cursor = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 		was_done = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 											  2, &isnull));
+		shard_rows = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+												 3, &isnull));
 	}
 	iterjob_end_internal(nest, &saved);
 
@@ -297,6 +300,74 @@ iterjob_node_batch(PG_FUNCTION_ARGS)
 		values[1] = CStringGetTextDatum(last ? last : cursor);
 	else
 		nulls[1] = true;
+	values[2] = BoolGetDatum(done);
+	values[3] = Int64GetDatum(shard_rows + (int64) n);
+	tuple = heap_form_tuple(BlessTupleDesc(desc), values, nulls);
+	SPI_finish();
+	PG_RETURN_DATUM(HeapTupleGetDatum(tuple));
+}
+
+PG_FUNCTION_INFO_V1(iterjob_node_cursor_of);
+
+/*
+ * iterjob.node_cursor_of(job_id, job_stamp, shard_id) returns (found,
+ * cursor, done): the cursor this node keeps for the caller's job on that
+ * shard, read by a worker that follows the shard to another node.
+ */
+Datum
+iterjob_node_cursor_of(PG_FUNCTION_ARGS)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	Oid			types[4] = {INT8OID, INT8OID, OIDOID, INT8OID};
+	Datum		args[4];
+	Datum		values[3];
+	bool		nulls[3] = {false, true, false};
+	TupleDesc	desc;
+	IterjobSavedUser saved;
+	int			nest;
+	char	   *cursor = NULL;
+	bool		found;
+	bool		done = false;
+	HeapTuple	tuple;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("the arguments of iterjob.node_cursor_of must not be NULL")));
+	args[0] = PG_GETARG_DATUM(0);
+	args[1] = PG_GETARG_DATUM(2);
+	args[2] = ObjectIdGetDatum(GetUserId());
+	args[3] = PG_GETARG_DATUM(1);
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	nest = iterjob_begin_internal(&saved);
+	if (SPI_execute_with_args("SELECT cursor, done FROM iterjob.node_cursor"
+							  " WHERE job_id OPERATOR(pg_catalog.=) $1"
+							  "   AND shard_id OPERATOR(pg_catalog.=) $2"
+							  "   AND owner OPERATOR(pg_catalog.=) $3"
+							  "   AND job_stamp OPERATOR(pg_catalog.=) $4",
+							  4, types, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read iterjob.node_cursor");
+	found = SPI_processed == 1;
+	if (found)
+	{
+		bool		isnull;
+
+		cursor = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		done = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+										  2, &isnull));
+	}
+	iterjob_end_internal(nest, &saved);
+
+	MemoryContextSwitchTo(caller);
+	values[0] = BoolGetDatum(found);
+	if (cursor != NULL)
+	{
+		values[1] = CStringGetTextDatum(cursor);
+		nulls[1] = false;
+	}
 	values[2] = BoolGetDatum(done);
 	tuple = heap_form_tuple(BlessTupleDesc(desc), values, nulls);
 	SPI_finish();

@@ -46,6 +46,7 @@ struct IterjobNodeConn
 	int			port;
 	PGconn	   *conn;			/* NULL: closed */
 	bool		ready;			/* connected, and no command in flight */
+	char		settings[64];	/* the job timeouts last set on conn */
 	int			nprepared;		/* statements prepared on conn: */
 	char	  **prepared;		/* their SQL, in TopMemoryContext; the name of
 								 * prepared[i] is iterjob_<i> */
@@ -73,6 +74,7 @@ close_conn(IterjobNodeConn *nc, bool cancel)
 	PQfinish(nc->conn);
 	nc->conn = NULL;
 	nc->ready = false;
+	nc->settings[0] = '\0';
 	for (int i = 0; i < nc->nprepared; i++)
 		pfree(nc->prepared[i]);
 	nc->nprepared = 0;
@@ -480,4 +482,23 @@ execute_on_node(IterjobNodeConn *nc, const char *sql, int nparams,
 			if (!PQgetisnull(res, r, f))
 				result->values[r * result->nfields + f] = pstrdup(PQgetvalue(res, r, f));
 	PQclear(res);
+}
+
+/* Whether the connection's statement and lock timeouts are not these. */
+bool
+iterjob_node_settings_differ(IterjobNodeConn *nc, const char *statement_timeout,
+							 const char *lock_timeout)
+{
+	char		wanted[sizeof(nc->settings)];
+
+	snprintf(wanted, sizeof(wanted), "%s/%s", statement_timeout, lock_timeout);
+	return strcmp(wanted, nc->settings) != 0;
+}
+
+/* The connection now has these statement and lock timeouts. */
+void
+iterjob_node_remember_settings(IterjobNodeConn *nc, const char *statement_timeout,
+							   const char *lock_timeout)
+{
+	snprintf(nc->settings, sizeof(nc->settings), "%s/%s", statement_timeout, lock_timeout);
 }

@@ -238,13 +238,111 @@ iterjob_assign_shards(IterjobSpec *spec, IterjobShards *shards)
 	spec->rows_total = estimate;
 }
 
+/* the node nodeid's host and port, as iterjob; false if it is gone */
+static bool
+node_address(int32 nodeid, char **host, int32 *port)
+{
+	Oid			type = INT4OID;
+	Datum		arg = Int32GetDatum(nodeid);
+	IterjobSavedUser saved;
+	int			nest = iterjob_begin_internal(&saved);
+	bool		found;
+
+	if (SPI_execute_with_args("SELECT nodename, nodeport FROM pg_catalog.pg_dist_node"
+							  " WHERE nodeid OPERATOR(pg_catalog.=) $1",
+							  1, &type, &arg, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read pg_dist_node");
+	found = SPI_processed == 1;
+	if (found)
+	{
+		bool		isnull;
+
+		*host = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+		*port = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+											2, &isnull));
+	}
+	iterjob_end_internal(nest, &saved);
+	return found;
+}
+
 /*
- * The next limit keys of the task's current shard after after[0] (NULL:
- * from its start), in SPI_tuptable as values of the key's type.  Returns
- * how many.  SPI connected, inside the batch's transaction.
+ * The shard moved from the node that kept its cursor: read that cursor
+ * there (as the owner), for the new node to start after it.  Sets *done
+ * when the shard was done there.
  */
-uint64
-iterjob_fetch_shard_keys(IterjobTask *task, const Datum *after, int32 limit)
+static char *
+cursor_left_behind(IterjobTask *task, int64 shardid, bool *done)
+{
+	char	   *host;
+	int32		port;
+	char		job[32];
+	char		stamp[32];
+	char		shard[32];
+	const char *params[3] = {job, stamp, shard};
+	IterjobNodeConn *conn;
+	IterjobNodeResult result;
+
+	if (!node_address(task->shard_node, &host, &port))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("shard " INT64_FORMAT " of %s moved from node %d, which has left the cluster",
+						shardid, get_rel_name(task->spec.relid), task->shard_node),
+				 errdetail("That node kept how far the job got in the shard."),
+				 errhint("Cancel the job and enqueue it again.")));
+	snprintf(job, sizeof(job), INT64_FORMAT, task->job_id);
+	snprintf(stamp, sizeof(stamp), INT64_FORMAT, task->job_stamp);
+	snprintf(shard, sizeof(shard), INT64_FORMAT, shardid);
+	conn = iterjob_node_connection(host, port, task->shard_node,
+								   GetUserNameFromId(task->owner, false));
+	iterjob_node_execute(conn, "SELECT found, cursor, done FROM iterjob.node_cursor_of($1::pg_catalog.int8,"
+						 " $2::pg_catalog.int8, $3::pg_catalog.int8)",
+						 3, params, &result);
+	if (result.ntuples != 1 || result.nfields != 3)
+		elog(ERROR, "iterjob.node_cursor_of returned no row");
+	*done = result.values[2] != NULL && strcmp(result.values[2], "t") == 0;
+	/* no row: no batch of the shard committed there */
+	if (result.values[0] == NULL || strcmp(result.values[0], "t") != 0)
+		return task->shard_seed;
+	return result.values[1];
+}
+
+/*
+ * The job's statement_timeout and lock_timeout bound its batches on the
+ * node (the worker lets a batch in flight on a node finish: see
+ * task_runner.c), set on the connection when they are not what it has.
+ */
+static void
+set_node_timeouts(IterjobNodeConn *conn, const IterjobSpec *spec)
+{
+	char		statement_ms[32];
+	char		lock_ms[32];
+	const char *params[2] = {statement_ms, lock_ms};
+	IterjobNodeResult result;
+
+	snprintf(statement_ms, sizeof(statement_ms), "%dms",
+			 iterjob_batch_timeout_ms(spec->statement_timeout_ms));
+	snprintf(lock_ms, sizeof(lock_ms), "%dms", spec->lock_timeout_ms);
+	if (!iterjob_node_settings_differ(conn, statement_ms, lock_ms))
+		return;
+	iterjob_node_execute(conn, "SELECT pg_catalog.set_config('statement_timeout', $1, false),"
+						 " pg_catalog.set_config('lock_timeout', $2, false)",
+						 2, params, &result);
+	iterjob_node_remember_settings(conn, statement_ms, lock_ms);
+}
+
+/*
+ * Run one batch of the task's current shard on the node that holds it,
+ * in one transaction there (iterjob.node_batch): the keyset query, the
+ * action and the shard's cursor, committed together by the node.  Before
+ * the first batch of a shard, and when the shard has moved to another
+ * node, the task records (durably, in the caller's transaction) which
+ * node keeps the shard's cursor, and no batch runs: *recorded is set and
+ * the caller commits.  Otherwise fills *r.  SPI connected, inside the
+ * worker's transaction.
+ */
+void
+iterjob_run_node_batch(IterjobTask *task, bool durable, IterjobNodeBatch *r,
+					   bool *recorded)
 {
 	IterjobSpec *spec = &task->spec;
 	int64		shardid = task->shards[task->shard_index];
@@ -255,15 +353,18 @@ iterjob_fetch_shard_keys(IterjobTask *task, const Datum *after, int32 limit)
 	int32		port;
 	char	   *name;
 	int32		nodeid;
-	char		limit_text[16];
-	const char *params[2];
-	IterjobNodeConn *conn;
-	IterjobNodeResult result;
-	char	   *keys;
 	bool		isnull;
 	int			nest;
-	Oid			argtype = TEXTOID;
-	Datum		keyarg;
+	char		job[32];
+	char		stamp[32];
+	char		shard[32];
+	char		batch_size[16];
+	const char *params[10];
+	IterjobNodeConn *conn;
+	IterjobNodeResult result;
+
+	*recorded = false;
+	memset(r, 0, sizeof(*r));
 
 	/* where the shard is now, as iterjob */
 	nest = iterjob_begin_internal(&saved);
@@ -283,37 +384,71 @@ iterjob_fetch_shard_keys(IterjobTask *task, const Datum *after, int32 limit)
 	nodeid = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
 	iterjob_end_internal(nest, &saved);
 
-	/* the rest as the owner: the key's output and input, the connection */
+	if (nodeid != task->shard_node)
+	{
+		char	   *seed = NULL;
+		bool		done = false;
+
+		/*
+		 * A shard begun by a version of iterjob that kept its cursor here
+		 * (committed with each batch through two-phase commit) goes on
+		 * from that cursor.
+		 */
+		if (task->shard_node == 0 && task->stored_cursor.present &&
+			task->stored_cursor.text[0] != NULL)
+			seed = task->stored_cursor.text[0];
+		/* a shard that moved: its cursor so far is on the node it left */
+		if (task->shard_node != 0)
+		{
+			nest = iterjob_begin_owner_section(task->owner, task->search_path,
+											   spec->lock_timeout_ms, false, &saved);
+			seed = cursor_left_behind(task, shardid, &done);
+			iterjob_end_owner_section(nest, &saved);
+		}
+		if (done)
+		{
+			r->done = true;
+			return;
+		}
+		if (!iterjob_record_shard_node(task, nodeid, seed))
+			r->stopped = true;
+		*recorded = true;
+		task->shard_node = nodeid;
+		task->shard_seed = seed ? MemoryContextStrdup(task->cxt, seed) : NULL;
+		return;
+	}
+
+	/* the batch, as the owner, on the owner's connection to the node */
 	nest = iterjob_begin_owner_section(task->owner, task->search_path,
 									   spec->lock_timeout_ms, false, &saved);
 	iterjob_guard_relation(task);
-	snprintf(limit_text, sizeof(limit_text), "%d", limit);
-	params[0] = limit_text;
-	if (after != NULL)
-	{
-		Oid			output;
-		bool		varlena;
-
-		getTypeOutputInfo(spec->key_types[0], &output, &varlena);
-		params[1] = OidOutputFunctionCall(output, after[0]);
-	}
-	conn = iterjob_node_connection(node, port, nodeid,
-								   GetUserNameFromId(task->owner, false));
-	iterjob_node_execute(conn, iterjob_shard_keyset_query(spec, name, after != NULL),
-						 after != NULL ? 2 : 1, params, &result);
-	keys = result.ntuples == 1 && result.nfields == 1 ? result.values[0] : NULL;
-	/* no key left: the array is NULL */
-	if (keys == NULL)
-	{
-		iterjob_end_owner_section(nest, &saved);
-		return 0;
-	}
-	keyarg = CStringGetTextDatum(keys);
-	if (SPI_execute_with_args(psprintf("SELECT u.k::%s FROM pg_catalog.unnest($1::pg_catalog.text[])"
-									   " WITH ORDINALITY AS u(k, o) ORDER BY u.o",
-									   iterjob_type_sql(spec->key_types[0])),
-							  1, &argtype, &keyarg, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the keys of shard " INT64_FORMAT, shardid);
+	snprintf(job, sizeof(job), INT64_FORMAT, task->job_id);
+	snprintf(stamp, sizeof(stamp), INT64_FORMAT, task->job_stamp);
+	snprintf(shard, sizeof(shard), INT64_FORMAT, shardid);
+	snprintf(batch_size, sizeof(batch_size), "%d", task->throttle.batch_size);
+	params[0] = job;
+	params[1] = stamp;
+	params[2] = shard;
+	params[3] = iterjob_shard_keyset_query(spec, name, false);
+	params[4] = iterjob_shard_keyset_query(spec, name, true);
+	params[5] = spec->action;
+	params[6] = iterjob_type_sql(spec->key_types[0]);
+	params[7] = batch_size;
+	params[8] = durable ? "true" : "false";
+	params[9] = task->shard_seed;
+	conn = iterjob_node_connection(node, port, nodeid, GetUserNameFromId(task->owner, false));
+	set_node_timeouts(conn, spec);
+	iterjob_node_execute(conn, "SELECT rows_done, cursor, done, shard_rows FROM iterjob.node_batch("
+						 "$1::pg_catalog.int8, $2::pg_catalog.int8, $3::pg_catalog.int8,"
+						 " $4, $5, $6, $7::pg_catalog.regtype, $8::pg_catalog.int4,"
+						 " $9::pg_catalog.bool, $10)",
+						 10, params, &result);
 	iterjob_end_owner_section(nest, &saved);
-	return SPI_processed;
+	if (result.ntuples != 1 || result.nfields != 4 || result.values[0] == NULL ||
+		result.values[3] == NULL)
+		elog(ERROR, "iterjob.node_batch returned no row");
+	r->rows = pg_strtoint64(result.values[0]);
+	r->shard_rows = pg_strtoint64(result.values[3]);
+	r->cursor = result.values[1];
+	r->done = result.values[2] != NULL && strcmp(result.values[2], "t") == 0;
 }

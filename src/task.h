@@ -58,6 +58,9 @@ typedef struct IterjobTask
 	int			nshards;
 	int64	   *shards;
 	int			shard_index;	/* the one it is on */
+	int32		shard_node;		/* the node that keeps its cursor (0: none yet) */
+	char	   *shard_seed;		/* where its cursor starts on that node */
+	int64		job_stamp;		/* the job's enqueue time, in microseconds */
 	/*
 	 * The database has Citus: plans are custom (Citus plans only constants),
 	 * batches commit durably and through two-phase commit (citus.c).
@@ -134,6 +137,9 @@ extern bool iterjob_record_checkpoint(IterjobTask *task, SPIPlanPtr plan,
 extern bool iterjob_record_hold(IterjobTask *task, const char *reason,
 								const char *summary);
 extern bool iterjob_record_next_shard(IterjobTask *task);
+extern bool iterjob_record_shard_node(IterjobTask *task, int32 node, const char *seed);
+extern bool iterjob_record_node_checkpoint(IterjobTask *task, int64 shard, uint64 rows,
+										   Datum cursor, int64 shard_rows);
 extern char *iterjob_check_failure_ratio(IterjobTask *task);
 extern bool iterjob_record_failure(IterjobTask *task, ErrorData *edata,
 								   int32 *attempts);
@@ -170,8 +176,16 @@ extern void iterjob_guard_key_types(IterjobTask *task, TupleDesc desc);
 extern void iterjob_check_key_json(IterjobTask *task, Datum json);
 
 /* shard_keys.c */
-extern uint64 iterjob_fetch_shard_keys(IterjobTask *task, const Datum *after,
-									   int32 limit);
+typedef struct IterjobNodeBatch
+{
+	int64		rows;			/* keys the batch did */
+	int64		shard_rows;		/* keys done in the shard so far, the batch's too */
+	char	   *cursor;			/* the shard's cursor after it, as text */
+	bool		done;			/* the shard has no key left */
+	bool		stopped;		/* the task is no longer running */
+} IterjobNodeBatch;
+extern void iterjob_run_node_batch(IterjobTask *task, bool durable, IterjobNodeBatch *r,
+								   bool *recorded);
 
 /* instance_trail.c */
 extern void iterjob_trail_before_batch(IterjobTask *task);

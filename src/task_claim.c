@@ -118,6 +118,9 @@ static const char *const task_sql =
 "       t.range_start, t.range_end, t.range_empty,"
 "       t.shards, pg_catalog.array_position(t.shards,"
 "                 (t.cursor OPERATOR(pg_catalog.->>) 'shard')::pg_catalog.int8),"
+"       (t.cursor OPERATOR(pg_catalog.->>) 'node')::pg_catalog.int4,"
+"       t.cursor OPERATOR(pg_catalog.->>) 'seed',"
+"       (pg_catalog.date_part('epoch', j.created_at) OPERATOR(pg_catalog.*) 1000000)::pg_catalog.int8,"
 JOB_COLUMNS_SQL
 "  FROM iterjob.task t JOIN iterjob.job j ON j.id OPERATOR(pg_catalog.=) t.job_id"
 " WHERE t.id OPERATOR(pg_catalog.=) $1";
@@ -138,6 +141,9 @@ enum
 	COL_RANGE_EMPTY,
 	COL_SHARDS,
 	COL_SHARD_POSITION,
+	COL_SHARD_NODE,
+	COL_SHARD_SEED,
+	COL_JOB_STAMP,
 	COL_JOB						/* JOB_COLUMNS_SQL start here */
 };
 
@@ -305,6 +311,10 @@ read_shards(IterjobTask *task, HeapTuple tup, TupleDesc desc)
 	for (int i = 0; i < task->nshards; i++)
 		task->shards[i] = DatumGetInt64(elems[i]);
 	task->shard_index = Max(int4_column(tup, desc, COL_SHARD_POSITION), 1) - 1;
+	(void) column(tup, desc, COL_SHARD_NODE, &isnull);
+	task->shard_node = isnull ? 0 : int4_column(tup, desc, COL_SHARD_NODE);
+	task->shard_seed = SPI_getvalue(tup, desc, COL_SHARD_SEED);
+	task->job_stamp = int8_column(tup, desc, COL_JOB_STAMP);
 }
 
 static IterjobTask *

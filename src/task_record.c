@@ -56,7 +56,9 @@ static const char *const checkpoint_sql =
 "UPDATE iterjob.task"
 "   SET cursor = pg_catalog.jsonb_build_object('instance', instance, 'inner_cursor', %s)"
 "                OPERATOR(pg_catalog.||) pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object("
-"                  'shard', cursor OPERATOR(pg_catalog.->) 'shard')),"
+"                  'shard', cursor OPERATOR(pg_catalog.->) 'shard',"
+"                  'node', cursor OPERATOR(pg_catalog.->) 'node',"
+"                  'seed', cursor OPERATOR(pg_catalog.->) 'seed')),"
 "       rows_done = rows_done OPERATOR(pg_catalog.+) $2,"
 "       shard_rows = CASE WHEN cursor OPERATOR(pg_catalog.?) 'shard'"
 "         THEN COALESCE(shard_rows, '{}') OPERATOR(pg_catalog.||) pg_catalog.jsonb_build_object("
@@ -87,6 +89,42 @@ static const char *const checkpoint_sql =
 "   AND state OPERATOR(pg_catalog.=) ANY ('{running,paused,queued,cancelled,failed}'::pg_catalog.text[])"
 " RETURNING state OPERATOR(pg_catalog.=) ANY ('{running,succeeded}'::pg_catalog.text[]), %s";
 
+/*
+ * partition => 'shard': after a batch committed on the shard's node ($6),
+ * the task's figures, and a copy of the shard's cursor ($3) for the views:
+ * $2 rows in the batch, $4 as in the checkpoint, $5 the rows the node
+ * counts in the shard so far, which the shard's figure becomes (a batch
+ * whose reply was lost, or an asynchronous commit a node crash took back,
+ * is counted as the node counts it).
+ */
+static const char *const node_checkpoint_sql =
+"UPDATE iterjob.task"
+"   SET cursor = pg_catalog.jsonb_build_object('instance', instance, 'inner_cursor', $3,"
+"                                              'shard', $6)"
+"                OPERATOR(pg_catalog.||) pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object("
+"                  'node', cursor OPERATOR(pg_catalog.->) 'node',"
+"                  'seed', cursor OPERATOR(pg_catalog.->) 'seed')),"
+"       rows_done = rows_done OPERATOR(pg_catalog.+) ($5 OPERATOR(pg_catalog.-)"
+"         COALESCE((shard_rows OPERATOR(pg_catalog.->>) $6::pg_catalog.text)::pg_catalog.int8, 0)),"
+"       shard_rows = COALESCE(shard_rows, '{}') OPERATOR(pg_catalog.||)"
+"         pg_catalog.jsonb_build_object($6::pg_catalog.text, $5),"
+"       batches_done = batches_done OPERATOR(pg_catalog.+) 1,"
+"       rows_per_second = CASE"
+"         WHEN updated_at IS NULL OR pg_catalog.clock_timestamp() OPERATOR(pg_catalog.<=) updated_at"
+"         THEN rows_per_second"
+"         ELSE COALESCE((rows_per_second OPERATOR(pg_catalog.*) 0.7) OPERATOR(pg_catalog.+) (0.3"
+"                OPERATOR(pg_catalog.*) ($2 OPERATOR(pg_catalog./)"
+"                  pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) updated_at))),"
+"              $2 OPERATOR(pg_catalog./)"
+"                pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) updated_at))"
+"       END,"
+"       attempts = CASE WHEN batches_done OPERATOR(pg_catalog.+) 1 OPERATOR(pg_catalog.>=) $4"
+"                       THEN 0 ELSE attempts END,"
+"       held_reason = NULL, updated_at = pg_catalog.clock_timestamp()"
+" WHERE id OPERATOR(pg_catalog.=) $1"
+"   AND state OPERATOR(pg_catalog.=) ANY ('{running,paused,queued,cancelled,failed}'::pg_catalog.text[])"
+" RETURNING state OPERATOR(pg_catalog.=) ANY ('{running,succeeded}'::pg_catalog.text[]), %s";
+
 /* $4 is the failed batch, $5 whether it was the last, then $6.. the key's columns */
 #define CHECKPOINT_KEY_PARAM 6
 
@@ -100,6 +138,20 @@ static const char *const next_shard_sql =
 "UPDATE iterjob.task"
 "   SET cursor = pg_catalog.jsonb_build_object('instance', instance, 'shard', $2,"
 "                                              'inner_cursor', NULL),"
+"       updated_at = pg_catalog.clock_timestamp()"
+" WHERE id OPERATOR(pg_catalog.=) $1"
+" RETURNING state OPERATOR(pg_catalog.=) 'running', %s";
+
+/*
+ * partition => 'shard': the cursor of the task's shard is kept on node $2
+ * from now on, starting after $3 (NULL: from the shard's start) if that
+ * node has none for it yet.  Committed durably before any batch runs there.
+ */
+static const char *const shard_node_sql =
+"UPDATE iterjob.task"
+"   SET cursor = cursor OPERATOR(pg_catalog.-) 'seed'"
+"                OPERATOR(pg_catalog.||) pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object("
+"                  'node', $2, 'seed', $3)),"
 "       updated_at = pg_catalog.clock_timestamp()"
 " WHERE id OPERATOR(pg_catalog.=) $1"
 " RETURNING state OPERATOR(pg_catalog.=) 'running', %s";
@@ -310,6 +362,56 @@ iterjob_record_next_shard(IterjobTask *task)
 	if (SPI_execute_with_args(psprintf(next_shard_sql, pacing_sql), 2, types, args, NULL,
 							  false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not move iterjob task " INT64_FORMAT " to its next shard",
+			 task->task_id);
+	running = read_state_and_pacing(task);
+	iterjob_end_internal(nest, &saved);
+	return running;
+}
+
+/*
+ * partition => 'shard': a batch of rows keys committed on the node of
+ * shard, whose cursor is now cursor (jsonb) and which counts shard_rows
+ * done.  Returns whether the task is still running.
+ */
+bool
+iterjob_record_node_checkpoint(IterjobTask *task, int64 shard, uint64 rows, Datum cursor,
+							   int64 shard_rows)
+{
+	Oid			types[6] = {INT8OID, INT8OID, JSONBOID, INT8OID, INT8OID, INT8OID};
+	Datum		args[6] = {Int64GetDatum(task->task_id), Int64GetDatum((int64) rows), cursor,
+		Int64GetDatum(task->retry_batch), Int64GetDatum(shard_rows), Int64GetDatum(shard)};
+	char		nulls[6] = {' ', ' ', cursor == (Datum) 0 ? 'n' : ' ', ' ', ' ', ' '};
+	IterjobSavedUser saved;
+	int			nest = iterjob_begin_internal(&saved);
+	bool		running;
+
+	if (SPI_execute_with_args(psprintf(node_checkpoint_sql, pacing_sql), 6, types, args, nulls,
+							  false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not record a batch of iterjob task " INT64_FORMAT, task->task_id);
+	running = read_state_and_pacing(task);
+	iterjob_end_internal(nest, &saved);
+	return running;
+}
+
+/*
+ * The task's shard keeps its cursor on node from now on, starting after
+ * seed there (NULL: from the shard's start).  Returns whether the task is
+ * still running.
+ */
+bool
+iterjob_record_shard_node(IterjobTask *task, int32 node, const char *seed)
+{
+	Oid			types[3] = {INT8OID, INT4OID, TEXTOID};
+	Datum		args[3] = {Int64GetDatum(task->task_id), Int32GetDatum(node),
+	seed ? CStringGetTextDatum(seed) : (Datum) 0};
+	char		nulls[3] = {' ', ' ', seed ? ' ' : 'n'};
+	IterjobSavedUser saved;
+	int			nest = iterjob_begin_internal(&saved);
+	bool		running;
+
+	if (SPI_execute_with_args(psprintf(shard_node_sql, pacing_sql), 3, types, args, nulls,
+							  false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not record the node of iterjob task " INT64_FORMAT "'s shard",
 			 task->task_id);
 	running = read_state_and_pacing(task);
 	iterjob_end_internal(nest, &saved);

@@ -30,6 +30,7 @@
 #include "utils/array.h"
 #include "utils/datum.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timeout.h"
@@ -47,7 +48,8 @@ typedef enum BatchOutcome
 	BATCH_HELD,					/* the health gate said hold: nothing ran */
 	BATCH_LEFT,					/* paused or cancelled while held: leave */
 	BATCH_NEXT_SHARD,			/* on to the task's next shard; go on */
-	BATCH_NEXT_SHARD_STOPPED	/* the same, then leave the task */
+	BATCH_NEXT_SHARD_STOPPED,	/* the same, then leave the task */
+	BATCH_NODE_RECORDED			/* which node keeps the shard's cursor; go on */
 } BatchOutcome;
 
 /* how long a held instance waits before looking at the health gate again */
@@ -139,6 +141,74 @@ finish_instance(IterjobTask *task)
  * batch's last key goes to plans->pending_cxt and into pending[]; the
  * task's cursor only moves once the transaction has committed.
  */
+/*
+ * partition => 'shard': the batch runs on the shard's node and commits
+ * there with the shard's cursor (shard_keys.c); this transaction keeps the
+ * task's figures (and a copy of the shard's cursor, for the views) and
+ * steps to the next shard when this one is done.
+ */
+static BatchOutcome
+do_node_batch(IterjobTask *task, IterjobTaskPlans *plans, Datum *pending)
+{
+	IterjobNodeBatch r;
+	bool		recorded;
+	bool		durable = iterjob_synchronous_commit ||
+		(task->retry_batch > 0 && task->batches_done < task->retry_batch);
+
+	/*
+	 * Once a batch is sent to a node, it runs to its end there and is
+	 * recorded here: a pause or cancel (or pg_cancel_backend()) waits for
+	 * it, as the node may commit it at any moment; the job's timeouts
+	 * bound it on the node, and the launcher's watchdog ends a worker that
+	 * waits too long (the node's cursor stays right either way).
+	 */
+	QueryCancelHoldoffCount = 1;
+	iterjob_set_phase("node batch");
+	task->batch_keys = task->throttle.batch_size;
+	iterjob_run_node_batch(task, durable, &r, &recorded);
+	if (r.stopped)
+		return BATCH_STOPPED;
+	if (recorded)
+	{
+		/* which node keeps the shard's cursor must survive a crash */
+		iterjob_commit_durably();
+		return BATCH_NODE_RECORDED;
+	}
+	task->batch_keys = (uint64) r.rows;
+	if (r.rows > 0)
+	{
+		Oid			input;
+		Oid			ioparam;
+		MemoryContext old;
+		IterjobSavedUser saved;
+		int			nest;
+
+		/* the node's cursor, as a key, as the owner (the key type's input) */
+		MemoryContextReset(plans->pending_cxt);
+		nest = iterjob_begin_owner_section(task->owner, task->search_path,
+										   task->spec.lock_timeout_ms, false, &saved);
+		getTypeInputInfo(task->spec.key_types[0], &input, &ioparam);
+		old = MemoryContextSwitchTo(plans->pending_cxt);
+		pending[0] = OidInputFunctionCall(input, r.cursor, ioparam, -1);
+		MemoryContextSwitchTo(old);
+		iterjob_end_owner_section(nest, &saved);
+
+		task->last_batch_rows = (uint64) r.rows;
+		if (!iterjob_record_node_checkpoint(task, task->shards[task->shard_index],
+											(uint64) r.rows,
+											iterjob_encode_key(task, plans, pending),
+											r.shard_rows))
+			return BATCH_STOPPED;
+		if (!r.done)
+			return BATCH_MORE;
+	}
+	if (!r.done)
+		return BATCH_MORE;
+	if (task->shard_index + 1 < task->nshards)
+		return iterjob_record_next_shard(task) ? BATCH_NEXT_SHARD : BATCH_NEXT_SHARD_STOPPED;
+	return finish_instance(task);
+}
+
 static BatchOutcome
 do_batch(IterjobTask *task, IterjobTaskPlans *plans, Datum *pending)
 {
@@ -167,16 +237,13 @@ do_batch(IterjobTask *task, IterjobTaskPlans *plans, Datum *pending)
 		return iterjob_record_hold(task, held, held_summary) ? BATCH_HELD : BATCH_LEFT;
 	}
 
-	iterjob_set_phase("keyset query");
 	if (spec->partition == ITERJOB_PARTITION_SHARD)
-		n = iterjob_fetch_shard_keys(task, task->has_cursor ? task->cursor : NULL,
-									 task->throttle.batch_size);
-	else
-		n = iterjob_fetch_keys(task, plans, task->has_cursor ? task->cursor : NULL,
-							   task->throttle.batch_size);
+		return do_node_batch(task, plans, pending);
+
+	iterjob_set_phase("keyset query");
+	n = iterjob_fetch_keys(task, plans, task->has_cursor ? task->cursor : NULL,
+						   task->throttle.batch_size);
 	task->batch_keys = n;
-	if (n == 0 && task->shard_index + 1 < task->nshards)
-		return iterjob_record_next_shard(task) ? BATCH_NEXT_SHARD : BATCH_NEXT_SHARD_STOPPED;
 	if (n == 0)
 		return finish_instance(task);
 
@@ -386,7 +453,7 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 	 */
 	if (!plans->ready)
 		task->on_citus = iterjob_citus_installed();
-	if (task->on_citus ||
+	if ((task->on_citus && task->spec.partition != ITERJOB_PARTITION_SHARD) ||
 		(task->retry_batch > 0 && task->batches_done < task->retry_batch))
 		iterjob_commit_durably();
 	else
@@ -461,8 +528,12 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 			task->shard_index++;
 			task->has_cursor = false;
 			task->stored_cursor.present = false;
+			task->shard_node = 0;
+			task->shard_seed = NULL;
 			outcome = outcome == BATCH_NEXT_SHARD ? BATCH_MORE : BATCH_STOPPED;
 		}
+		else if (outcome == BATCH_NODE_RECORDED)
+			outcome = BATCH_MORE;
 		else if (outcome == BATCH_MORE || outcome == BATCH_STOPPED)
 		{
 			bool		had_cursor = task->has_cursor;

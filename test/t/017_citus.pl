@@ -46,7 +46,9 @@ my @common = (
 	'max_worker_processes = 32');
 
 my $coord = iterjob_node('coordinator', @common);
-my @workers = map { iterjob_node("worker$_", @common, "log_statement = 'all'") } (1, 2);
+my @workers = map {
+	iterjob_node("worker$_", @common, "log_statement = 'all'", 'citus.log_local_commands = on')
+} (1, 2);
 $_->safe_psql($db, 'CREATE EXTENSION citus') for ($coord, @workers);
 $coord->safe_psql($db, "SELECT citus_set_coordinator_host('127.0.0.1', " . $coord->port . ")");
 $coord->safe_psql($db, "SELECT citus_add_node('127.0.0.1', " . $_->port . ")") for @workers;
@@ -101,26 +103,42 @@ SELECT count(*) FROM iterjob.task WHERE job_id = $job
    AND cursor ? 'shard' AND cursor ? 'inner_cursor' AND cursor ? 'instance'}), 4,
 	'shard: each cursor says its instance, its shard and the key in it');
 
-# every statement the job ran on a worker names one shard
-my ($keysets, $updates, $multi) = (0, 0, 0);
+# each batch is one call of iterjob.node_batch on the shard's node, over
+# the connection of an iterjob worker, which reads the shard and runs the
+# action there, in that backend (Citus executes it locally), on that one
+# shard
+my ($calls, $updates, $multi) = (0, 0, 0);
 for my $i (0, 1)
 {
 	# one entry per log line that starts with a timestamp (a statement's
-	# text goes on over the lines after it)
+	# text and its parameters go on over the lines after it)
 	for my $line (split /\n(?=\d{4}-\d\d-\d\d )/, log_since($workers[$i], $marks[$i]))
 	{
-		next unless $line =~ /(?:statement|execute [^:]*): (.*)/s;
-		my $stmt = $1;
-		my $kind = $stmt =~ /array_agg/ ? 'keyset' : $stmt =~ /UPDATE public\.items_/ ? 'update' : next;
-		my %shards = map { $_ => 1 } ($stmt =~ /items_(\d+)/g);
+		next unless $line =~ /iterjob worker (?:LOG|DETAIL)/;
+		my $kind;
+		if ($line =~ /DETAIL:  parameters: \$1 = '\d+', \$2 = '\d+', \$3 = '\d+', \$4 = '(.*)/s)
+		{
+			$kind = 'call';
+		}
+		elsif ($line =~ /statement: (UPDATE public\.items_.*)/s)
+		{
+			$kind = 'update';
+		}
+		else
+		{
+			next;
+		}
+		my %shards = map { $_ => 1 } ($line =~ /items_(\d+)/g);
 		$multi++ if keys %shards != 1;
-		$kind eq 'keyset' ? $keysets++ : $updates++;
+		$kind eq 'call' ? $calls++ : $updates++;
 	}
 }
-note("worker statements of the job: $keysets keyset queries, $updates updates");
-cmp_ok($keysets, '>=', $ROWS / 1000, 'shard: the workers ran the keyset queries (one per batch at least)');
-cmp_ok($updates, '>=', $ROWS / 1000, 'shard: at least one update per batch of 1000');
-is($multi, 0, 'shard: every keyset query and every update on a worker names exactly one shard');
+note("worker statements of the job: $calls node_batch calls, $updates local updates");
+cmp_ok($calls, '>=', $ROWS / 1000, 'shard: each batch is one node_batch call on a worker');
+cmp_ok($updates, '>=', $ROWS / 1000, 'shard: the action runs in the node_batch call\'s backend, at least once per batch of 1000');
+is($multi, 0, 'shard: every node_batch call and every update on a worker names exactly one shard');
+is(join(',', map { $_->safe_psql($db, "SELECT count(*) FROM iterjob.node_cursor WHERE job_id = $job AND done") } @workers),
+	'4,4', 'shard: each node keeps the cursors of its 4 shards, all done');
 is(q1("SELECT iterjob.recount($job)"), $ROWS, 'shard: recount counts the rows of every shard once');
 is(q1(qq{
 SELECT count(*) FROM iterjob.task_progress t
@@ -131,8 +149,9 @@ SELECT count(*) FROM iterjob.task_progress t
 is(join(',', map { $_->safe_psql($db, 'SELECT count(*) FROM pg_prepared_xacts') } @workers),
 	'0,0', 'shard: no prepared transaction is left on the workers');
 
-# 1b. a batch's work is not seen before its checkpoint commits, and a batch
-# rolled back after its action ran on the shard is not kept ---------------
+# 1b. a batch's work is not seen before it commits on its node with the
+# shard's cursor, and a batch rolled back after its action ran on the shard
+# is not kept ----------------------------------------------------------------
 
 q1(q{
 SET citus.shard_count = 4;
@@ -144,27 +163,55 @@ SELECT iterjob.enqueue('atomic', 'UPDATE atomic SET n = n + 1 WHERE id = ANY($1)
                        batch_size => 100, batch_pause => '200ms')});
 ok($coord->poll_query_until($db, "SELECT rows_done >= 200 FROM iterjob.job_progress WHERE job_id = $job"),
 	'atomic: (precondition) the job is running');
-# a session holds the task's row: the next batch runs its action on the
-# shard, then waits at its checkpoint
-my ($lock_out, $lock_err) = ('', '');
-my $locker = IPC::Run::start(
-	[
-		'psql', '-X', '-h', $coord->host, '-p', $coord->port, '-d', $db,
-		'-c', "SELECT id FROM iterjob.task WHERE job_id = $job FOR UPDATE; SELECT pg_sleep(600)"
-	],
-	'>', \$lock_out, '2>', \$lock_err);
-ok($coord->poll_query_until($db, qq{
-SELECT EXISTS (SELECT FROM iterjob.workers
-                WHERE job_id = $job AND phase = 'checkpoint' AND wait_event_type = 'Lock')}),
-	'atomic: (precondition) a batch did its action and waits at its checkpoint');
-is(q1('SELECT count(*) FROM atomic WHERE n = 1'),
-	q1("SELECT rows_done FROM iterjob.job_progress WHERE job_id = $job"),
-	'atomic: the rows changed that anyone sees are those of the checkpointed batches, not the waiting one');
-q1("SELECT pg_cancel_backend(pid) FROM iterjob.workers WHERE job_id = $job");
-q1(q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-      WHERE query LIKE '%FOR UPDATE; SELECT pg_sleep(600)' AND pid <> pg_backend_pid()});
-eval { $locker->finish };
-is(wait_state($job), 'succeeded', 'atomic: the job whose batch was cancelled at its checkpoint succeeds');
+# sessions on both nodes lock the rows not done yet in the shards there: the
+# next batch waits in its action, after its cursor row is locked and before
+# it commits
+my @gates = map {
+	my $w = $_;
+	my ($out, $err) = ('', '');
+	my $h = IPC::Run::start(
+		[
+			'psql', '-X', '-h', $w->host, '-p', $w->port, '-d', $db,
+			'-c', q{SET citus.override_table_visibility = off;
+DO $$DECLARE s regclass;
+BEGIN
+  FOR s IN SELECT c.oid FROM pg_class c WHERE c.relname LIKE 'atomic\_%' AND c.relkind = 'r' LOOP
+    EXECUTE format('SELECT FROM %s WHERE n = 0 FOR UPDATE', s);
+  END LOOP;
+END$$;
+SELECT pg_sleep(600)}
+		],
+		'>', \$out, '2>', \$err);
+	$h;
+} @workers;
+my $waiting_node;
+ok( $coord->poll_query_until(
+		$db, qq{
+SELECT EXISTS (SELECT FROM iterjob.workers WHERE job_id = $job AND phase = 'node batch')}),
+	'atomic: (precondition) a batch runs on a node');
+for (1 .. 1800)
+{
+	for my $w (@workers)
+	{
+		$waiting_node = $w
+		  if $w->safe_psql($db, q{
+SELECT count(*) FROM pg_stat_activity
+ WHERE query LIKE '%iterjob.node_batch%' AND wait_event_type = 'Lock'}) > 0;
+	}
+	last if $waiting_node;
+	usleep(100_000);
+}
+ok($waiting_node, 'atomic: (precondition) a batch runs its action on a node and waits for a row lock there');
+my $committed = join('+', map { $_->safe_psql($db, "SELECT coalesce(sum(rows_done), 0) FROM iterjob.node_cursor WHERE job_id = $job") } @workers);
+is(q1('SELECT count(*) FROM atomic WHERE n = 1'), q1("SELECT $committed"),
+	'atomic: the rows changed that anyone sees are those of the batches whose cursors committed on their nodes');
+# the batch is cancelled on its node, in its action
+$waiting_node->safe_psql($db, q{SELECT pg_cancel_backend(pid) FROM pg_stat_activity
+      WHERE query LIKE '%iterjob.node_batch%' AND wait_event_type = 'Lock'});
+$_->safe_psql($db, q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+      WHERE query LIKE '%FOR UPDATE%pg_sleep(600)%' AND pid <> pg_backend_pid()}) for @workers;
+eval { $_->finish } for @gates;
+is(wait_state($job), 'succeeded', 'atomic: the job whose batch was cancelled in its action succeeds');
 cmp_ok(q1("SELECT count(*) FROM iterjob.errors WHERE job_id = $job"), '>=', 1,
 	'atomic: (precondition) the cancelled batch was a failed attempt');
 is(q1(q{SELECT count(*) FILTER (WHERE n = 1) || ' of ' || count(*) FROM atomic}),
