@@ -15,6 +15,7 @@
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "utils/lsyscache.h"
 
 #include "iterjob.h"
 #include "job_spec.h"
@@ -58,6 +59,63 @@ iterjob_citus_partmethod(Oid relid)
 	return method;
 }
 
+typedef void (*CitusSwitch) (void);
+
+/*
+ * Citus' functions that make a transaction coordinated and committed in
+ * two phases, found by name in its library: Citus 13 exports them, Citus
+ * 14 and later keep them to themselves (NULL then).
+ */
+static bool
+citus_switches(CitusSwitch *use_coordinated, CitusSwitch *use_2pc)
+{
+	static bool looked = false;
+	static CitusSwitch coordinated = NULL;
+	static CitusSwitch two_phase = NULL;
+
+	if (!looked)
+	{
+		coordinated = (CitusSwitch)
+			load_external_function("citus", "UseCoordinatedTransaction", false, NULL);
+		two_phase = (CitusSwitch)
+			load_external_function("citus", "Use2PCForCoordinatedTransaction", false, NULL);
+		looked = true;
+	}
+	*use_coordinated = coordinated;
+	*use_2pc = two_phase;
+	return coordinated != NULL && two_phase != NULL;
+}
+
+/* Whether this Citus lets iterjob coordinate a batch (iterjob_citus_coordinate). */
+bool
+iterjob_citus_can_coordinate(void)
+{
+	CitusSwitch use_coordinated;
+	CitusSwitch use_2pc;
+
+	return citus_switches(&use_coordinated, &use_2pc);
+}
+
+/*
+ * Refuse a job whose batches change the shards of a hash-distributed table
+ * through Citus from here (partition 'modulo' or 'range') where Citus does
+ * not let iterjob commit them with their checkpoint in two phases.
+ */
+void
+iterjob_citus_check_coordination(const IterjobSpec *spec, const char *partition)
+{
+	CitusSwitch use_coordinated;
+	CitusSwitch use_2pc;
+
+	if (!citus_switches(&use_coordinated, &use_2pc))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("partition '%s' cannot iterate the distributed table %s with this version of Citus",
+						partition, get_rel_name(spec->relid)),
+				 errdetail("Citus 14 and later do not let iterjob commit a batch on the shards and its checkpoint here together."),
+				 errhint("Use partition => 'shard', whose batches commit on the shards' nodes with their cursors.")));
+}
+
 /*
  * Make the current transaction one that Citus coordinates, committed
  * through its two-phase commit also when it modifies one shard only.  A
@@ -66,21 +124,21 @@ iterjob_citus_partmethod(Oid relid)
  * transaction, committed at once; coordinated, the batch's work on the
  * shard's node and its checkpoint here commit or abort together, even
  * when either node crashes in between (Citus resolves the prepared
- * transaction from the commit record here).
+ * transaction from the commit record here).  Only for batches over a
+ * hash-distributed table under partition 'modulo' or 'range': a reference
+ * table's or a local table's batch is coordinated (or local) already.
  */
 void
 iterjob_citus_coordinate(void)
 {
-	static void (*use_coordinated) (void) = NULL;
-	static void (*use_2pc) (void) = NULL;
+	CitusSwitch use_coordinated;
+	CitusSwitch use_2pc;
 
-	if (use_coordinated == NULL)
-	{
-		use_coordinated = (void (*) (void))
-			load_external_function("citus", "UseCoordinatedTransaction", true, NULL);
-		use_2pc = (void (*) (void))
-			load_external_function("citus", "Use2PCForCoordinatedTransaction", true, NULL);
-	}
+	if (!citus_switches(&use_coordinated, &use_2pc))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("this version of Citus does not let iterjob commit a batch on distributed shards with its checkpoint"),
+				 errhint("Cancel the job and enqueue it again with partition => 'shard'.")));
 	use_coordinated();
 	use_2pc();
 }

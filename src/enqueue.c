@@ -458,6 +458,18 @@ iterjob_prepare_job(FunctionCallInfo fcinfo, bool for_enqueue, IterjobSpec *spec
 	if (spec->health_check)
 		iterjob_check_health_check(spec->health_check);
 
+	/* batches through Citus from here need its two-phase commit */
+	if (spec->partition != ITERJOB_PARTITION_SHARD && OidIsValid(spec->relid) &&
+		iterjob_citus_installed())
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (iterjob_citus_partmethod(spec->relid) == 'h')
+			iterjob_citus_check_coordination(spec, spec->partition == ITERJOB_PARTITION_RANGE ?
+											 "range" : "modulo");
+		SPI_finish();
+	}
+
 	/* every shard is reached first: an unreachable one is named */
 	if (spec->partition == ITERJOB_PARTITION_SHARD)
 	{

@@ -170,6 +170,8 @@ extern Oid	iterjob_key_array_type(Oid key_type);
 extern bool iterjob_citus_installed(void);
 extern char iterjob_citus_partmethod(Oid relid);
 extern void iterjob_citus_coordinate(void);
+extern bool iterjob_citus_can_coordinate(void);
+extern void iterjob_citus_check_coordination(const IterjobSpec *spec, const char *partition);
 
 /* shard_keys.c */
 extern void iterjob_assign_shards(IterjobSpec *spec, IterjobShards *shards);

@@ -33,6 +33,7 @@
 #include "utils/memutils.h"
 
 #include "iterjob.h"
+#include "job_spec.h"
 
 PG_FUNCTION_INFO_V1(iterjob_node_batch);
 
@@ -242,11 +243,11 @@ iterjob_node_batch(PG_FUNCTION_ARGS)
 			bool		isnull;
 			int			ret;
 
-			if (SPI_tuptable->tupdesc->attrs[0].atttypid != key_type)
+			if (SPI_gettypeid(SPI_tuptable->tupdesc, 1) != key_type)
 				ereport(ERROR,
 						(errcode(ERRCODE_DATATYPE_MISMATCH),
 						 errmsg("the keyset query of iterjob.node_batch returns %s, not %s",
-								format_type_be(SPI_tuptable->tupdesc->attrs[0].atttypid),
+								format_type_be(SPI_gettypeid(SPI_tuptable->tupdesc, 1)),
 								format_type_be(key_type))));
 			for (uint64 i = 0; i < n; i++)
 			{
@@ -267,6 +268,32 @@ iterjob_node_batch(PG_FUNCTION_ARGS)
 		/* a short batch was probably the last: look for one more key */
 		done = n == 0 ||
 			((int64) n < batch_size && fetch_keys(first_query, next_query, 1, last) == 0);
+
+		/*
+		 * The shard must still be here: a shard moved away meanwhile (its
+		 * old table lingers until Citus drops it) would have been read
+		 * here and changed there.  The action's lock on the shard's
+		 * metadata keeps it here until this transaction ends.
+		 */
+		if (n > 0 && iterjob_citus_installed())
+		{
+			Oid			type = INT8OID;
+			Datum		arg = Int64GetDatum(shard_id);
+
+			nest = iterjob_begin_internal(&saved);
+			if (SPI_execute_with_args("SELECT FROM pg_catalog.pg_dist_placement p"
+									  " WHERE p.shardid OPERATOR(pg_catalog.=) $1"
+									  "   AND p.groupid OPERATOR(pg_catalog.=)"
+									  "       (SELECT groupid FROM pg_catalog.pg_dist_local_group)",
+									  1, &type, &arg, NULL, true, 1) != SPI_OK_SELECT)
+				elog(ERROR, "could not read pg_dist_placement");
+			if (SPI_processed != 1)
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("shard " INT64_FORMAT " is no longer on this node", shard_id),
+						 errdetail("It moved while its batch ran; the batch runs again on its new node.")));
+			iterjob_end_internal(nest, &saved);
+		}
 
 		{
 			Oid			types[6] = {INT8OID, INT8OID, OIDOID, TEXTOID, INT8OID, BOOLOID};

@@ -183,6 +183,9 @@ iterjob_prepare_owner_plans(IterjobTask *task, IterjobTaskPlans *plans, bool kee
 	 * parameters: there, each execution is planned with its values.
 	 */
 	task->on_citus = iterjob_citus_installed();
+	task->citus_coordinates = task->on_citus && spec->partition != ITERJOB_PARTITION_SHARD &&
+		(OidIsValid(spec->relid) ? iterjob_citus_partmethod(spec->relid) == 'h' :
+		 iterjob_citus_can_coordinate());
 	keyset_options = task->on_citus ? CURSOR_OPT_CUSTOM_PLAN : CURSOR_OPT_GENERIC_PLAN;
 
 	/* partition => 'shard' runs its keyset queries on the shards' nodes */

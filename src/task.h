@@ -66,6 +66,8 @@ typedef struct IterjobTask
 	 * batches commit durably and through two-phase commit (citus.c).
 	 */
 	bool		on_citus;
+	/* ... and its batches change a hash-distributed table through Citus */
+	bool		citus_coordinates;
 } IterjobTask;
 
 /* The statements a task runs, prepared once per task (in its first batch). */

@@ -250,7 +250,7 @@ do_batch(IterjobTask *task, IterjobTaskPlans *plans, Datum *pending)
 	iterjob_batch_key_arrays(task, plans, n, arrays, pending);
 
 	iterjob_set_phase("action");
-	if (task->on_citus)
+	if (task->citus_coordinates)
 		iterjob_citus_coordinate();
 	iterjob_run_action(task, plans, arrays);
 
