@@ -63,10 +63,11 @@ close_conn(IterjobNodeConn *nc, bool cancel)
 	if (cancel && PQtransactionStatus(nc->conn) == PQTRANS_ACTIVE)
 	{
 		PGcancel   *c = PQgetCancel(nc->conn);
-		char		errbuf[256];
 
 		if (c != NULL)
 		{
+			char		errbuf[256];
+
 			(void) PQcancel(c, errbuf, sizeof(errbuf));
 			PQfreeCancel(c);
 		}

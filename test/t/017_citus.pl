@@ -217,6 +217,69 @@ cmp_ok(q1("SELECT count(*) FROM iterjob.errors WHERE job_id = $job"), '>=', 1,
 is(q1(q{SELECT count(*) FILTER (WHERE n = 1) || ' of ' || count(*) FROM atomic}),
 	'2000 of 2000', 'atomic: every row exactly once: the cancelled batch left nothing on its shard');
 
+# 1c. the coordinator's worker dies (SIGKILL) while its batch waits in its
+# action on a node: the node goes on, commits the batch with the shard's
+# cursor and finds no one to reply to; the coordinator restarts, and the
+# next worker goes on after that batch, which is done once ------------------
+
+q1(q{
+SET citus.shard_count = 4;
+CREATE TABLE lost (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0);
+SELECT create_distributed_table('lost', 'id', colocate_with => 'none');
+INSERT INTO lost (id) SELECT generate_series(1, 2000);});
+$job = q1(q{
+SELECT iterjob.enqueue('lost', 'UPDATE lost SET n = n + 1 WHERE id = ANY($1)',
+                       batch_size => 100, batch_pause => '200ms')});
+ok($coord->poll_query_until($db, "SELECT rows_done >= 200 FROM iterjob.job_progress WHERE job_id = $job"),
+	'reply lost: (precondition) the job is running');
+my @lost_gates = map {
+	my $w = $_;
+	my ($out, $err) = ('', '');
+	IPC::Run::start(
+		[
+			'psql', '-X', '-h', $w->host, '-p', $w->port, '-d', $db,
+			'-c', q{SET citus.override_table_visibility = off;
+DO $$DECLARE s regclass;
+BEGIN
+  FOR s IN SELECT c.oid FROM pg_class c WHERE c.relname LIKE 'lost\_%' AND c.relkind = 'r' LOOP
+    EXECUTE format('SELECT FROM %s WHERE n = 0 FOR UPDATE', s);
+  END LOOP;
+END$$;
+SELECT pg_sleep(600)}
+		],
+		'>', \$out, '2>', \$err);
+} @workers;
+my ($lost_node, $node_pid);
+for (1 .. 1800)
+{
+	for my $w (@workers)
+	{
+		my $pid = $w->safe_psql($db, q{
+SELECT pid FROM pg_stat_activity
+ WHERE query LIKE '%iterjob.node_batch%' AND wait_event_type = 'Lock'});
+		($lost_node, $node_pid) = ($w, $pid) if $pid ne '';
+	}
+	last if $lost_node;
+	usleep(100_000);
+}
+ok($lost_node, 'reply lost: (precondition) a batch waits in its action on a node');
+my $before = $lost_node->safe_psql($db, "SELECT coalesce(sum(rows_done), 0) FROM iterjob.node_cursor WHERE job_id = $job");
+my $worker_pid = q1("SELECT pid FROM iterjob.workers WHERE job_id = $job");
+kill 'KILL', $worker_pid;
+ok($coord->poll_query_until($db, 'SELECT true'), 'reply lost: the coordinator is back after its worker was killed');
+$_->safe_psql($db, q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+      WHERE query LIKE '%FOR UPDATE%pg_sleep(600)%' AND pid <> pg_backend_pid()}) for @workers;
+eval { $_->finish } for @lost_gates;
+ok($lost_node->poll_query_until($db, "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $node_pid"),
+	'reply lost: the node ended the batch whose worker was gone');
+cmp_ok($lost_node->safe_psql($db, "SELECT coalesce(sum(rows_done), 0) FROM iterjob.node_cursor WHERE job_id = $job"),
+	'>', $before, 'reply lost: the node committed that batch with its cursor, with no one to reply to');
+is(wait_state($job), 'succeeded', 'reply lost: the job succeeds');
+is(q1(q{SELECT count(*) FILTER (WHERE n = 1) || ' of ' || count(*) FROM lost}),
+	'2000 of 2000', 'reply lost: every row exactly once');
+is(q1("SELECT rows_done FROM iterjob.job_progress WHERE job_id = $job"), 2000,
+	"reply lost: the job's figures count the batch whose reply was lost once");
+
 # 2. a worker node stopped (immediate) mid-job ------------------------------------
 
 $job = q1(q{
