@@ -37,6 +37,23 @@ static const char *const pacing_sql =
 "   FROM iterjob.job j WHERE j.id OPERATOR(pg_catalog.=) job_id)";
 
 /*
+ * The rate and the failed attempts a batch of $2 rows sets in the task row,
+ * $4 being the batch that failed last (see the checkpoint below).
+ */
+#define RATE_AND_ATTEMPTS_SQL \
+"       rows_per_second = CASE" \
+"         WHEN updated_at IS NULL OR pg_catalog.clock_timestamp() OPERATOR(pg_catalog.<=) updated_at" \
+"         THEN rows_per_second" \
+"         ELSE COALESCE((rows_per_second OPERATOR(pg_catalog.*) 0.7) OPERATOR(pg_catalog.+) (0.3" \
+"                OPERATOR(pg_catalog.*) ($2 OPERATOR(pg_catalog./)" \
+"                  pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) updated_at)))," \
+"              $2 OPERATOR(pg_catalog./)" \
+"                pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) updated_at))" \
+"       END," \
+"       attempts = CASE WHEN batches_done OPERATOR(pg_catalog.+) 1 OPERATOR(pg_catalog.>=) $4" \
+"                       THEN 0 ELSE attempts END,"
+
+/*
  * The checkpoint: $1 task, $2 rows, $3 the batch's last key as jsonb, $4
  * the number of the batch that failed last (0: none), whose failed
  * attempts count on until it commits (the batches before it run again
@@ -67,17 +84,7 @@ static const char *const checkpoint_sql =
 "                         ::pg_catalog.int8, 0) OPERATOR(pg_catalog.+) $2)"
 "         ELSE shard_rows END,"
 "       batches_done = batches_done OPERATOR(pg_catalog.+) 1,"
-"       rows_per_second = CASE"
-"         WHEN updated_at IS NULL OR pg_catalog.clock_timestamp() OPERATOR(pg_catalog.<=) updated_at"
-"         THEN rows_per_second"
-"         ELSE COALESCE((rows_per_second OPERATOR(pg_catalog.*) 0.7) OPERATOR(pg_catalog.+) (0.3"
-"                OPERATOR(pg_catalog.*) ($2 OPERATOR(pg_catalog./)"
-"                  pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) updated_at))),"
-"              $2 OPERATOR(pg_catalog./)"
-"                pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) updated_at))"
-"       END,"
-"       attempts = CASE WHEN batches_done OPERATOR(pg_catalog.+) 1 OPERATOR(pg_catalog.>=) $4"
-"                       THEN 0 ELSE attempts END,"
+RATE_AND_ATTEMPTS_SQL
 "       held_reason = NULL, updated_at = pg_catalog.clock_timestamp(),"
 "       state = CASE WHEN $5 AND state OPERATOR(pg_catalog.=) 'running'"
 "                    THEN 'succeeded' ELSE state END,"
@@ -109,17 +116,7 @@ static const char *const node_checkpoint_sql =
 "       shard_rows = COALESCE(shard_rows, '{}') OPERATOR(pg_catalog.||)"
 "         pg_catalog.jsonb_build_object($6::pg_catalog.text, $5),"
 "       batches_done = batches_done OPERATOR(pg_catalog.+) 1,"
-"       rows_per_second = CASE"
-"         WHEN updated_at IS NULL OR pg_catalog.clock_timestamp() OPERATOR(pg_catalog.<=) updated_at"
-"         THEN rows_per_second"
-"         ELSE COALESCE((rows_per_second OPERATOR(pg_catalog.*) 0.7) OPERATOR(pg_catalog.+) (0.3"
-"                OPERATOR(pg_catalog.*) ($2 OPERATOR(pg_catalog./)"
-"                  pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) updated_at))),"
-"              $2 OPERATOR(pg_catalog./)"
-"                pg_catalog.date_part('epoch', pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) updated_at))"
-"       END,"
-"       attempts = CASE WHEN batches_done OPERATOR(pg_catalog.+) 1 OPERATOR(pg_catalog.>=) $4"
-"                       THEN 0 ELSE attempts END,"
+RATE_AND_ATTEMPTS_SQL
 "       held_reason = NULL, updated_at = pg_catalog.clock_timestamp()"
 " WHERE id OPERATOR(pg_catalog.=) $1"
 "   AND state OPERATOR(pg_catalog.=) ANY ('{running,paused,queued,cancelled,failed}'::pg_catalog.text[])"

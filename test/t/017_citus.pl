@@ -56,6 +56,31 @@ $coord->safe_psql($db, 'CREATE EXTENSION iterjob');
 
 sub q1 { return $coord->safe_psql($db, $_[0]); }
 
+# hold_rows_not_done(TABLE): on each worker node, a session locks the rows
+# of TABLE's shards there that no batch did yet (n = 0), and keeps them;
+# returns the sessions' handles
+sub hold_rows_not_done
+{
+	my ($table) = @_;
+	return map {
+		my $w = $_;
+		my ($out, $err) = ('', '');
+		IPC::Run::start(
+			[
+				'psql', '-X', '-h', $w->host, '-p', $w->port, '-d', $db,
+				'-c', qq{SET citus.override_table_visibility = off;
+DO \$\$DECLARE s regclass;
+BEGIN
+  FOR s IN SELECT c.oid FROM pg_class c WHERE c.relname LIKE '${table}\\_%' AND c.relkind = 'r' LOOP
+    EXECUTE format('SELECT FROM %s WHERE n = 0 FOR UPDATE', s);
+  END LOOP;
+END\$\$;
+SELECT pg_sleep(600)}
+			],
+			'>', \$out, '2>', \$err);
+	} @workers;
+}
+
 sub wait_state
 {
 	my ($job, $timeout) = @_;
@@ -166,24 +191,7 @@ ok($coord->poll_query_until($db, "SELECT rows_done >= 200 FROM iterjob.job_progr
 # sessions on both nodes lock the rows not done yet in the shards there: the
 # next batch waits in its action, after its cursor row is locked and before
 # it commits
-my @gates = map {
-	my $w = $_;
-	my ($out, $err) = ('', '');
-	my $h = IPC::Run::start(
-		[
-			'psql', '-X', '-h', $w->host, '-p', $w->port, '-d', $db,
-			'-c', q{SET citus.override_table_visibility = off;
-DO $$DECLARE s regclass;
-BEGIN
-  FOR s IN SELECT c.oid FROM pg_class c WHERE c.relname LIKE 'atomic\_%' AND c.relkind = 'r' LOOP
-    EXECUTE format('SELECT FROM %s WHERE n = 0 FOR UPDATE', s);
-  END LOOP;
-END$$;
-SELECT pg_sleep(600)}
-		],
-		'>', \$out, '2>', \$err);
-	$h;
-} @workers;
+my @gates = hold_rows_not_done('atomic');
 my $waiting_node;
 ok( $coord->poll_query_until(
 		$db, qq{
@@ -232,23 +240,7 @@ SELECT iterjob.enqueue('lost', 'UPDATE lost SET n = n + 1 WHERE id = ANY($1)',
                        batch_size => 100, batch_pause => '200ms')});
 ok($coord->poll_query_until($db, "SELECT rows_done >= 200 FROM iterjob.job_progress WHERE job_id = $job"),
 	'reply lost: (precondition) the job is running');
-my @lost_gates = map {
-	my $w = $_;
-	my ($out, $err) = ('', '');
-	IPC::Run::start(
-		[
-			'psql', '-X', '-h', $w->host, '-p', $w->port, '-d', $db,
-			'-c', q{SET citus.override_table_visibility = off;
-DO $$DECLARE s regclass;
-BEGIN
-  FOR s IN SELECT c.oid FROM pg_class c WHERE c.relname LIKE 'lost\_%' AND c.relkind = 'r' LOOP
-    EXECUTE format('SELECT FROM %s WHERE n = 0 FOR UPDATE', s);
-  END LOOP;
-END$$;
-SELECT pg_sleep(600)}
-		],
-		'>', \$out, '2>', \$err);
-} @workers;
+my @lost_gates = hold_rows_not_done('lost');
 my ($lost_node, $node_pid);
 for (1 .. 1800)
 {
