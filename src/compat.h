@@ -62,6 +62,16 @@
 #endif
 
 /*
+ * 16 added stringToQualifiedNameList's escontext (soft errors); NULL
+ * throws, as older majors always do.
+ */
+#if PG_VERSION_NUM < 160000
+#include "utils/regproc.h"
+#define stringToQualifiedNameList(string, escontext) \
+	stringToQualifiedNameList(string)
+#endif
+
+/*
  * 18 added RelationGetPrimaryKeyIndex's deferrable_ok.  Older majors never
  * return a deferrable primary key (RelationGetIndexList skips indexes that
  * are not immediate), which is deferrable_ok = false.

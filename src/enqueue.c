@@ -442,11 +442,6 @@ iterjob_prepare_job(FunctionCallInfo fcinfo, bool for_enqueue, IterjobSpec *spec
 			spec->partition = ITERJOB_PARTITION_SHARD;
 		SPI_finish();
 	}
-	if (spec->partition == ITERJOB_PARTITION_SHARD && shards == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("iterjob.preview() does not preview partition 'shard'"),
-				 errhint("Preview the job with partition => 'modulo'; its action and filter are the same.")));
 	iterjob_resolve_key_order(spec);
 	if (spec->filter != NULL)
 		iterjob_check_filter_syntax(spec->filter);

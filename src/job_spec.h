@@ -173,8 +173,19 @@ extern void iterjob_citus_coordinate(void);
 extern bool iterjob_citus_can_coordinate(void);
 extern void iterjob_citus_check_coordination(const IterjobSpec *spec, const char *partition);
 
+/* shard_action.c */
+extern const char *iterjob_shard_action(const char *action, Oid array_type, int64 shard_id);
+extern void iterjob_lock_shard_metadata(int64 shard_id);
+
 /* shard_keys.c */
 extern void iterjob_assign_shards(IterjobSpec *spec, IterjobShards *shards);
+extern void iterjob_shard_placement(const IterjobSpec *spec, int64 shardid, char **host,
+									int32 *port, char **name, int32 *nodeid);
+
+/* shard_preview.c */
+struct ReturnSetInfo;
+extern void iterjob_preview_shards(const IterjobSpec *spec, const IterjobShards *shards,
+								   struct ReturnSetInfo *rsinfo);
 
 /* key_form.c */
 extern const char *iterjob_key_type_problem(Oid type);

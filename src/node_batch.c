@@ -20,6 +20,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -38,11 +39,12 @@
 PG_FUNCTION_INFO_V1(iterjob_node_batch);
 
 #define KEPT_NODE_PLANS 32
+#define MAX_NODE_PLAN_ARGS 8
 
 typedef struct NodePlan
 {
 	char	   *sql;			/* in TopMemoryContext; NULL: free slot */
-	Oid			argtypes[2];
+	Oid			argtypes[MAX_NODE_PLAN_ARGS];
 	int			nargs;
 	SPIPlanPtr	plan;
 } NodePlan;
@@ -59,10 +61,11 @@ static const char *const claim_cursor_sql =
 "       rows_done = 0, done = false, updated_at = pg_catalog.now()"
 "   WHERE c.job_stamp OPERATOR(pg_catalog.<>) excluded.job_stamp";
 
+/* the cursor row of this job ($4: its stamp), if there is one yet */
 static const char *const lock_cursor_sql =
 "SELECT cursor, done, rows_done FROM iterjob.node_cursor"
 " WHERE job_id OPERATOR(pg_catalog.=) $1 AND shard_id OPERATOR(pg_catalog.=) $2"
-"   AND owner OPERATOR(pg_catalog.=) $3"
+"   AND owner OPERATOR(pg_catalog.=) $3 AND job_stamp OPERATOR(pg_catalog.=) $4"
 " FOR UPDATE";
 
 static const char *const advance_cursor_sql =
@@ -73,6 +76,13 @@ static const char *const advance_cursor_sql =
 " WHERE job_id OPERATOR(pg_catalog.=) $1 AND shard_id OPERATOR(pg_catalog.=) $2"
 "   AND owner OPERATOR(pg_catalog.=) $3";
 
+/* whether shard $1 has a placement on this node */
+static const char *const placement_here_sql =
+"SELECT FROM pg_catalog.pg_dist_placement p"
+" WHERE p.shardid OPERATOR(pg_catalog.=) $1"
+"   AND p.groupid OPERATOR(pg_catalog.=)"
+"       (SELECT groupid FROM pg_catalog.pg_dist_local_group)";
+
 /* The plan of sql for these argument types, kept for the session. */
 static SPIPlanPtr
 node_plan(const char *sql, int nargs, Oid *argtypes)
@@ -80,6 +90,7 @@ node_plan(const char *sql, int nargs, Oid *argtypes)
 	NodePlan   *slot;
 	SPIPlanPtr	plan;
 
+	Assert(nargs <= MAX_NODE_PLAN_ARGS);
 	for (int i = 0; i < KEPT_NODE_PLANS; i++)
 	{
 		slot = &node_plans[i];
@@ -149,7 +160,7 @@ iterjob_node_batch(PG_FUNCTION_ARGS)
 	int64		shard_id;
 	char	   *first_query;
 	char	   *next_query;
-	char	   *action;
+	const char *action;
 	Oid			key_type;
 	int32		batch_size;
 	bool		durable;
@@ -193,6 +204,15 @@ iterjob_node_batch(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("batch_size must be at least 1")));
+
+	/*
+	 * Each statement must see what committed before it: the shard's
+	 * placement is read after waiting for a move (shard_action.c).
+	 */
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
+				 errmsg("iterjob.node_batch must run in a READ COMMITTED transaction")));
 	array_type = get_array_type(key_type);
 	if (!OidIsValid(array_type))
 		ereport(ERROR,
@@ -214,16 +234,23 @@ iterjob_node_batch(PG_FUNCTION_ARGS)
 			Int64GetDatum(shard_id), ObjectIdGetDatum(owner),
 		start_after ? CStringGetTextDatum(start_after) : (Datum) 0};
 		char		argnulls[5] = {' ', ' ', ' ', ' ', start_after ? ' ' : 'n'};
-		Oid			lock_types[3] = {INT8OID, INT8OID, OIDOID};
-		Datum		lock_args[3] = {args[0], args[2], args[3]};
+		Oid			lock_types[4] = {INT8OID, INT8OID, OIDOID, INT8OID};
+		Datum		lock_args[4] = {args[0], args[2], args[3], args[1]};
 		bool		isnull;
 
-		if (SPI_execute_plan(node_plan(claim_cursor_sql, 5, types), args, argnulls,
-							 false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not record the cursor of shard " INT64_FORMAT, shard_id);
-		if (SPI_execute_plan(node_plan(lock_cursor_sql, 3, lock_types), lock_args, NULL,
-							 false, 0) != SPI_OK_SELECT || SPI_processed != 1)
+		/* most batches find the row theirs: made only when it is not */
+		if (SPI_execute_plan(node_plan(lock_cursor_sql, 4, lock_types), lock_args, NULL,
+							 false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not lock the cursor of shard " INT64_FORMAT, shard_id);
+		if (SPI_processed != 1)
+		{
+			if (SPI_execute_plan(node_plan(claim_cursor_sql, 5, types), args, argnulls,
+								 false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "could not record the cursor of shard " INT64_FORMAT, shard_id);
+			if (SPI_execute_plan(node_plan(lock_cursor_sql, 4, lock_types), lock_args, NULL,
+								 false, 0) != SPI_OK_SELECT || SPI_processed != 1)
+				elog(ERROR, "could not lock the cursor of shard " INT64_FORMAT, shard_id);
+		}
 		cursor = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 		was_done = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 											  2, &isnull));
@@ -235,6 +262,10 @@ iterjob_node_batch(PG_FUNCTION_ARGS)
 	done = was_done;
 	if (!was_done)
 	{
+		bool		citus = iterjob_citus_installed();
+
+		if (citus)
+			iterjob_lock_shard_metadata(shard_id);
 		n = fetch_keys(first_query, next_query, batch_size, cursor);
 		if (n > 0)
 		{
@@ -261,6 +292,8 @@ iterjob_node_batch(PG_FUNCTION_ARGS)
 			last = OidOutputFunctionCall(output, keys[n - 1]);
 			array = PointerGetDatum(construct_array(keys, (int) n, key_type,
 													typlen, typbyval, typalign));
+			if (citus)
+				action = iterjob_shard_action(action, array_type, shard_id);
 			ret = SPI_execute_plan(node_plan(action, 1, &array_type), &array, NULL, false, 0);
 			if (ret < 0)
 				elog(ERROR, "the action failed: %s", SPI_result_code_string(ret));
@@ -272,20 +305,19 @@ iterjob_node_batch(PG_FUNCTION_ARGS)
 		/*
 		 * The shard must still be here: a shard moved away meanwhile (its
 		 * old table lingers until Citus drops it) would have been read
-		 * here and changed there.  The action's lock on the shard's
-		 * metadata keeps it here until this transaction ends.
+		 * here and changed there.  The lock taken on the shard's metadata
+		 * before the keys were read keeps it here until this transaction
+		 * ends (shard_action.c).
 		 */
-		if (n > 0 && iterjob_citus_installed())
+		if (n > 0 && citus)
 		{
 			Oid			type = INT8OID;
 			Datum		arg = Int64GetDatum(shard_id);
 
 			nest = iterjob_begin_internal(&saved);
-			if (SPI_execute_with_args("SELECT FROM pg_catalog.pg_dist_placement p"
-									  " WHERE p.shardid OPERATOR(pg_catalog.=) $1"
-									  "   AND p.groupid OPERATOR(pg_catalog.=)"
-									  "       (SELECT groupid FROM pg_catalog.pg_dist_local_group)",
-									  1, &type, &arg, NULL, true, 1) != SPI_OK_SELECT)
+			/* not read-only: a snapshot taken now, after the lock's wait */
+			if (SPI_execute_plan(node_plan(placement_here_sql, 1, &type), &arg, NULL,
+								 false, 1) != SPI_OK_SELECT)
 				elog(ERROR, "could not read pg_dist_placement");
 			if (SPI_processed != 1)
 				ereport(ERROR,

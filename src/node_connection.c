@@ -42,14 +42,16 @@
 
 struct IterjobNodeConn
 {
-	char		host[256];
-	int			port;
 	PGconn	   *conn;			/* NULL: closed */
-	bool		ready;			/* connected, and no command in flight */
-	char		settings[64];	/* the job timeouts last set on conn */
-	int			nprepared;		/* statements prepared on conn: */
-	char	  **prepared;		/* their SQL, in TopMemoryContext; the name of
+	char	   *settings;		/* the job settings last set on conn, in
+								 * TopMemoryContext; NULL: none */
+	char	  **prepared;		/* the SQL of the statements prepared on conn,
+								 * in TopMemoryContext; the name of
 								 * prepared[i] is iterjob_<i> */
+	int			nprepared;
+	int			port;
+	bool		ready;			/* connected, and no command in flight */
+	char		host[256];
 };
 
 static IterjobNodeConn node_conns[MAX_NODE_CONNECTIONS];
@@ -75,7 +77,9 @@ close_conn(IterjobNodeConn *nc, bool cancel)
 	PQfinish(nc->conn);
 	nc->conn = NULL;
 	nc->ready = false;
-	nc->settings[0] = '\0';
+	if (nc->settings != NULL)
+		pfree(nc->settings);
+	nc->settings = NULL;
 	for (int i = 0; i < nc->nprepared; i++)
 		pfree(nc->prepared[i]);
 	nc->nprepared = 0;
@@ -485,21 +489,21 @@ execute_on_node(IterjobNodeConn *nc, const char *sql, int nparams,
 	PQclear(res);
 }
 
-/* Whether the connection's statement and lock timeouts are not these. */
+/*
+ * Whether the job settings last set on the connection (as one string, in
+ * the caller's words) are not these.
+ */
 bool
-iterjob_node_settings_differ(IterjobNodeConn *nc, const char *statement_timeout,
-							 const char *lock_timeout)
+iterjob_node_settings_differ(IterjobNodeConn *nc, const char *settings)
 {
-	char		wanted[sizeof(nc->settings)];
-
-	snprintf(wanted, sizeof(wanted), "%s/%s", statement_timeout, lock_timeout);
-	return strcmp(wanted, nc->settings) != 0;
+	return nc->settings == NULL || strcmp(nc->settings, settings) != 0;
 }
 
-/* The connection now has these statement and lock timeouts. */
+/* The connection now has these job settings. */
 void
-iterjob_node_remember_settings(IterjobNodeConn *nc, const char *statement_timeout,
-							   const char *lock_timeout)
+iterjob_node_remember_settings(IterjobNodeConn *nc, const char *settings)
 {
-	snprintf(nc->settings, sizeof(nc->settings), "%s/%s", statement_timeout, lock_timeout);
+	if (nc->settings != NULL)
+		pfree(nc->settings);
+	nc->settings = MemoryContextStrdup(TopMemoryContext, settings);
 }

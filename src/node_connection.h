@@ -25,11 +25,7 @@ extern void iterjob_node_execute(IterjobNodeConn *nc, const char *sql,
 								 int nparams, const char *const *params,
 								 IterjobNodeResult *result);
 extern void iterjob_node_close_all(void);
-extern bool iterjob_node_settings_differ(IterjobNodeConn *nc,
-										 const char *statement_timeout,
-										 const char *lock_timeout);
-extern void iterjob_node_remember_settings(IterjobNodeConn *nc,
-										   const char *statement_timeout,
-										   const char *lock_timeout);
+extern bool iterjob_node_settings_differ(IterjobNodeConn *nc, const char *settings);
+extern void iterjob_node_remember_settings(IterjobNodeConn *nc, const char *settings);
 
 #endif							/* ITERJOB_NODE_CONNECTION_H */

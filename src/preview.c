@@ -6,7 +6,8 @@
  *	  instance, the first batch's keyset query and its plan, the action, and
  *	  the estimated rows and batches; with sample_batches, the first
  *	  batches run and rolled back (preview_sample.c), timed, and the job's
- *	  duration estimated from them.  The way to check a job before
+ *	  duration estimated from them.  A job with partition 'shard' is shown
+ *	  shard by shard (shard_preview.c).  The way to check a job before
  *	  starting it on a production table.
  *
  *-------------------------------------------------------------------------
@@ -102,6 +103,7 @@ iterjob_preview(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	IterjobSpec spec;
 	IterjobRange *ranges;
+	IterjobShards shards = {0};
 	char	   *name;
 	int64		rows;
 	int32		sample_batches = 0;
@@ -114,12 +116,24 @@ iterjob_preview(PG_FUNCTION_ARGS)
 				 errmsg("sample_batches must be between 0 and %d", MAX_SAMPLE_BATCHES),
 				 errdetail("Got %d.", sample_batches)));
 
-	iterjob_prepare_job(fcinfo, false, &spec, &name, &ranges, NULL);
+	iterjob_prepare_job(fcinfo, false, &spec, &name, &ranges, &shards);
 	InitMaterializedSRF(fcinfo, 0);
 	rows = spec.rows_total / spec.instances;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	if (spec.partition == ITERJOB_PARTITION_SHARD)
+	{
+		if (sample_batches > 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("iterjob.preview() takes no sample_batches with partition 'shard'"),
+					 errdetail("A shard's batches run on its node, in transactions of their own."),
+					 errhint("Preview the job without sample_batches: it shows each shard's statements and their plans on its node.")));
+		iterjob_preview_shards(&spec, &shards, rsinfo);
+		SPI_finish();
+		PG_RETURN_VOID();
+	}
 	for (int i = 0; i < spec.instances; i++)
 	{
 		const IterjobRange *range = ranges ? &ranges[i] : NULL;

@@ -14,11 +14,10 @@
  *	  another node is followed; a shard that is gone, split say, fails the
  *	  batch), and the keyset query runs on that node, on the shard itself,
  *	  over the connection the worker keeps to that node as the job's owner
- *	  (node_connection.c), a statement prepared there once: the owner's
- *	  rights are all it has there.  Its keys come back as the text of an array and are read
- *	  through the key type's input as the owner; the action then runs
- *	  through Citus on the keys of one shard, a single-shard (router)
- *	  statement.
+ *	  (node_connection.c): one call of iterjob.node_batch() there reads
+ *	  the keys, runs the action on them and moves the shard's cursor, kept
+ *	  on that node, in one transaction of the node (node_batch.c); the
+ *	  owner's rights are all it has there.
  *
  *-------------------------------------------------------------------------
  */
@@ -30,6 +29,7 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/regproc.h"
 
 #include "iterjob.h"
 #include "node_connection.h"
@@ -53,6 +53,8 @@ static const char *const placement_sql =
 "  JOIN pg_catalog.pg_dist_placement p ON p.shardid OPERATOR(pg_catalog.=) s.shardid"
 "  JOIN pg_catalog.pg_dist_node n ON n.groupid OPERATOR(pg_catalog.=) p.groupid"
 " WHERE s.shardid OPERATOR(pg_catalog.=) $1";
+
+static SPIPlanPtr placement_plan = NULL;
 
 static const char *const run_on_node_sql =
 "SELECT r.success, r.result"
@@ -309,25 +311,76 @@ cursor_left_behind(IterjobTask *task, int64 shardid, bool *done)
 /*
  * The job's statement_timeout and lock_timeout bound its batches on the
  * node (the worker lets a batch in flight on a node finish: see
- * task_runner.c), set on the connection when they are not what it has.
+ * task_runner.c), and its search_path resolves the names of its SQL there
+ * as on the coordinator; its batches there are READ COMMITTED (whatever
+ * the owner's default), as node_batch.c needs: set on the connection when
+ * they are not what it has.
  */
 static void
-set_node_timeouts(IterjobNodeConn *conn, const IterjobSpec *spec)
+set_node_settings(IterjobNodeConn *conn, const IterjobTask *task)
 {
+	const IterjobSpec *spec = &task->spec;
 	char		statement_ms[32];
 	char		lock_ms[32];
-	const char *params[2] = {statement_ms, lock_ms};
+	char	   *search_path = iterjob_owner_search_path(task->search_path);
+	const char *params[3] = {statement_ms, lock_ms, search_path};
+	char	   *settings;
 	IterjobNodeResult result;
 
 	snprintf(statement_ms, sizeof(statement_ms), "%dms",
 			 iterjob_batch_timeout_ms(spec->statement_timeout_ms));
 	snprintf(lock_ms, sizeof(lock_ms), "%dms", spec->lock_timeout_ms);
-	if (!iterjob_node_settings_differ(conn, statement_ms, lock_ms))
+	settings = psprintf("%s/%s/%s", statement_ms, lock_ms, search_path);
+	if (!iterjob_node_settings_differ(conn, settings))
 		return;
 	iterjob_node_execute(conn, "SELECT pg_catalog.set_config('statement_timeout', $1, false),"
-						 " pg_catalog.set_config('lock_timeout', $2, false)",
-						 2, params, &result);
-	iterjob_node_remember_settings(conn, statement_ms, lock_ms);
+						 " pg_catalog.set_config('lock_timeout', $2, false),"
+						 " pg_catalog.set_config('search_path', $3, false),"
+						 " pg_catalog.set_config('default_transaction_isolation',"
+						 "                       'read committed', false)",
+						 3, params, &result);
+	iterjob_node_remember_settings(conn, settings);
+}
+
+/*
+ * Where shard shardid of spec's table is now: its node's host, port and
+ * id, and the shard's table's name there.  As iterjob; SPI connected.
+ */
+void
+iterjob_shard_placement(const IterjobSpec *spec, int64 shardid, char **host,
+						int32 *port, char **name, int32 *nodeid)
+{
+	Oid			type = INT8OID;
+	Datum		arg = Int64GetDatum(shardid);
+	IterjobSavedUser saved;
+	bool		isnull;
+	int			nest = iterjob_begin_internal(&saved);
+
+	if (iterjob_execute_kept(iterjob_kept_plan(&placement_plan, placement_sql, 1, &type),
+							 &arg, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the placement of shard " INT64_FORMAT, shardid);
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("shard " INT64_FORMAT " of %s %s", shardid,
+						get_rel_name(spec->relid),
+						SPI_processed == 0 ? "no longer exists" : "has more than one placement"),
+				 errdetail("Shards cannot be split, or replicated, while a job iterates them shard by shard; moving one is fine."),
+				 errhint("Cancel the job and enqueue it again.")));
+	*host = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	*port = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	*name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+	*nodeid = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+	iterjob_end_internal(nest, &saved);
+
+	/*
+	 * Citus leaves the schema public out of the name: named in full, the
+	 * shard is found whatever the search_path on the node.
+	 */
+	if (list_length(stringToQualifiedNameList(*name, NULL)) == 1)
+		*name = psprintf("%s.%s",
+						 quote_identifier(get_namespace_name(get_rel_namespace(spec->relid))),
+						 *name);
 }
 
 /*
@@ -346,14 +399,11 @@ iterjob_run_node_batch(IterjobTask *task, bool durable, IterjobNodeBatch *r,
 {
 	IterjobSpec *spec = &task->spec;
 	int64		shardid = task->shards[task->shard_index];
-	Oid			type = INT8OID;
-	Datum		arg = Int64GetDatum(shardid);
 	IterjobSavedUser saved;
 	char	   *node;
 	int32		port;
 	char	   *name;
 	int32		nodeid;
-	bool		isnull;
 	int			nest;
 	char		job[32];
 	char		stamp[32];
@@ -366,23 +416,7 @@ iterjob_run_node_batch(IterjobTask *task, bool durable, IterjobNodeBatch *r,
 	*recorded = false;
 	memset(r, 0, sizeof(*r));
 
-	/* where the shard is now, as iterjob */
-	nest = iterjob_begin_internal(&saved);
-	if (SPI_execute_with_args(placement_sql, 1, &type, &arg, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read the placement of shard " INT64_FORMAT, shardid);
-	if (SPI_processed != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("shard " INT64_FORMAT " of %s %s", shardid,
-						get_rel_name(spec->relid),
-						SPI_processed == 0 ? "no longer exists" : "has more than one placement"),
-				 errdetail("Shards cannot be split, or replicated, while a job iterates them shard by shard; moving one is fine."),
-				 errhint("Cancel the job and enqueue it again.")));
-	node = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	port = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	name = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
-	nodeid = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
-	iterjob_end_internal(nest, &saved);
+	iterjob_shard_placement(spec, shardid, &node, &port, &name, &nodeid);
 
 	if (nodeid != task->shard_node)
 	{
@@ -437,7 +471,7 @@ iterjob_run_node_batch(IterjobTask *task, bool durable, IterjobNodeBatch *r,
 	params[8] = durable ? "true" : "false";
 	params[9] = task->shard_seed;
 	conn = iterjob_node_connection(node, port, nodeid, GetUserNameFromId(task->owner, false));
-	set_node_timeouts(conn, spec);
+	set_node_settings(conn, task);
 	iterjob_node_execute(conn, "SELECT rows_done, cursor, done, shard_rows FROM iterjob.node_batch("
 						 "$1::pg_catalog.int8, $2::pg_catalog.int8, $3::pg_catalog.int8,"
 						 " $4, $5, $6, $7::pg_catalog.regtype, $8::pg_catalog.int4,"

@@ -153,6 +153,10 @@ static const char *const shard_node_sql =
 " WHERE id OPERATOR(pg_catalog.=) $1"
 " RETURNING state OPERATOR(pg_catalog.=) 'running', %s";
 
+static SPIPlanPtr next_shard_plan = NULL;
+static SPIPlanPtr node_checkpoint_plan = NULL;
+static SPIPlanPtr shard_node_plan = NULL;
+
 static const char *const log_error_sql =
 "WITH t AS ("
 "  UPDATE iterjob.task SET attempts = attempts OPERATOR(pg_catalog.+) 1,"
@@ -318,6 +322,18 @@ iterjob_record_checkpoint(IterjobTask *task, SPIPlanPtr plan, uint64 rows,
 }
 
 /*
+ * The kept plan (kept_plans.c) of a statement that returns the task's
+ * state and pacing: sql with pacing_sql in place of its %s.  As iterjob.
+ */
+static SPIPlanPtr
+paced_plan(SPIPlanPtr *plan, const char *sql, int nargs, Oid *types)
+{
+	if (*plan == NULL)
+		return iterjob_kept_plan(plan, psprintf(sql, pacing_sql), nargs, types);
+	return *plan;
+}
+
+/*
  * The health gate said hold: say why in the task row, in full and as the
  * summary the views show to roles that may not read the statistics the
  * full reason quotes.  Returns whether the task is still running.
@@ -356,8 +372,8 @@ iterjob_record_next_shard(IterjobTask *task)
 	int			nest = iterjob_begin_internal(&saved);
 	bool		running;
 
-	if (SPI_execute_with_args(psprintf(next_shard_sql, pacing_sql), 2, types, args, NULL,
-							  false, 0) != SPI_OK_UPDATE_RETURNING)
+	if (iterjob_execute_kept(paced_plan(&next_shard_plan, next_shard_sql, 2, types),
+							 args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not move iterjob task " INT64_FORMAT " to its next shard",
 			 task->task_id);
 	running = read_state_and_pacing(task);
@@ -382,8 +398,8 @@ iterjob_record_node_checkpoint(IterjobTask *task, int64 shard, uint64 rows, Datu
 	int			nest = iterjob_begin_internal(&saved);
 	bool		running;
 
-	if (SPI_execute_with_args(psprintf(node_checkpoint_sql, pacing_sql), 6, types, args, nulls,
-							  false, 0) != SPI_OK_UPDATE_RETURNING)
+	if (iterjob_execute_kept(paced_plan(&node_checkpoint_plan, node_checkpoint_sql, 6, types),
+							 args, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not record a batch of iterjob task " INT64_FORMAT, task->task_id);
 	running = read_state_and_pacing(task);
 	iterjob_end_internal(nest, &saved);
@@ -406,8 +422,8 @@ iterjob_record_shard_node(IterjobTask *task, int32 node, const char *seed)
 	int			nest = iterjob_begin_internal(&saved);
 	bool		running;
 
-	if (SPI_execute_with_args(psprintf(shard_node_sql, pacing_sql), 3, types, args, nulls,
-							  false, 0) != SPI_OK_UPDATE_RETURNING)
+	if (iterjob_execute_kept(paced_plan(&shard_node_plan, shard_node_sql, 3, types),
+							 args, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not record the node of iterjob task " INT64_FORMAT "'s shard",
 			 task->task_id);
 	running = read_state_and_pacing(task);

@@ -87,6 +87,40 @@ sub wait_state
 	return q1("SELECT iterjob.wait($job, '${\($timeout // 180)} s')");
 }
 
+# node_log_statements(NODE, OFFSET, TABLE): in NODE's log since OFFSET, the
+# node_batch calls of iterjob workers over TABLE's shards, the commands
+# Citus ran locally in their backends over TABLE's shards, and how many of
+# either named more than one shard
+sub node_log_statements
+{
+	my ($node, $mark, $table) = @_;
+	my ($calls, $local, $multi) = (0, 0, 0);
+
+	# one entry per log line that starts with a timestamp (a statement's
+	# text and its parameters go on over the lines after it)
+	for my $line (split /\n(?=\d{4}-\d\d-\d\d )/, log_since($node, $mark))
+	{
+		next unless $line =~ /iterjob worker (?:LOG|DETAIL)/;
+		my $kind;
+		if ($line =~ /DETAIL:  [Pp]arameters: \$1 = '\d+', \$2 = '\d+', \$3 = '\d+', \$4 = '.*${table}_\d+/s)
+		{
+			$kind = 'call';
+		}
+		elsif ($line =~ /statement: ((?:UPDATE|DELETE) .*public\.${table}_\d+)/s)
+		{
+			$kind = 'local';
+		}
+		else
+		{
+			next;
+		}
+		my %shards = map { $_ => 1 } ($line =~ /${table}_(\d+)/g);
+		$multi++ if keys %shards != 1;
+		$kind eq 'call' ? $calls++ : $local++;
+	}
+	return ($calls, $local, $multi);
+}
+
 q1(qq{
 SET citus.shard_count = 8;
 CREATE TABLE items (id bigint PRIMARY KEY, v int, n int NOT NULL DEFAULT 0,
@@ -130,38 +164,20 @@ SELECT count(*) FROM iterjob.task WHERE job_id = $job
 
 # each batch is one call of iterjob.node_batch on the shard's node, over
 # the connection of an iterjob worker, which reads the shard and runs the
-# action there, in that backend (Citus executes it locally), on that one
-# shard
+# action there, in that backend, on the shard's own table: Citus executes
+# no command of the job locally (it would log it)
 my ($calls, $updates, $multi) = (0, 0, 0);
 for my $i (0, 1)
 {
-	# one entry per log line that starts with a timestamp (a statement's
-	# text and its parameters go on over the lines after it)
-	for my $line (split /\n(?=\d{4}-\d\d-\d\d )/, log_since($workers[$i], $marks[$i]))
-	{
-		next unless $line =~ /iterjob worker (?:LOG|DETAIL)/;
-		my $kind;
-		if ($line =~ /DETAIL:  [Pp]arameters: \$1 = '\d+', \$2 = '\d+', \$3 = '\d+', \$4 = '(.*)/s)
-		{
-			$kind = 'call';
-		}
-		elsif ($line =~ /statement: (UPDATE public\.items_.*)/s)
-		{
-			$kind = 'update';
-		}
-		else
-		{
-			next;
-		}
-		my %shards = map { $_ => 1 } ($line =~ /items_(\d+)/g);
-		$multi++ if keys %shards != 1;
-		$kind eq 'call' ? $calls++ : $updates++;
-	}
+	my ($c, $u, $m) = node_log_statements($workers[$i], $marks[$i], 'items');
+	$calls += $c;
+	$updates += $u;
+	$multi += $m;
 }
-note("worker statements of the job: $calls node_batch calls, $updates local updates");
+note("worker statements of the job: $calls node_batch calls, $updates commands Citus ran locally");
 cmp_ok($calls, '>=', $ROWS / 1000, 'shard: each batch is one node_batch call on a worker');
-cmp_ok($updates, '>=', $ROWS / 1000, 'shard: the action runs in the node_batch call\'s backend, at least once per batch of 1000');
-is($multi, 0, 'shard: every node_batch call and every update on a worker names exactly one shard');
+is($updates, 0, "shard: the action runs on the shard's table as the node keeps it prepared, not planned by Citus at each batch");
+is($multi, 0, 'shard: every node_batch call on a worker names exactly one shard');
 is(join(',', map { $_->safe_psql($db, "SELECT count(*) FROM iterjob.node_cursor WHERE job_id = $job AND done") } @workers),
 	'4,4', 'shard: each node keeps the cursors of its 4 shards, all done');
 is(q1("SELECT iterjob.recount($job)"), $ROWS, 'shard: recount counts the rows of every shard once');
@@ -173,6 +189,40 @@ SELECT count(*) FROM iterjob.task_progress t
 	"shard: recount's count per instance is the rows of its shards");
 is(join(',', map { $_->safe_psql($db, 'SELECT count(*) FROM pg_prepared_xacts') } @workers),
 	'0,0', 'shard: no prepared transaction is left on the workers');
+
+# 1a. the action on the shard's table: as users write it (names qualified
+# by the table's name too), and an action that reads another table, which
+# runs as written (Citus plans it) ---------------------------------------------
+
+q1(q{
+SET citus.shard_count = 4;
+CREATE TABLE acts (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0, m int NOT NULL DEFAULT 0);
+SELECT create_distributed_table('acts', 'id', colocate_with => 'none');
+INSERT INTO acts (id) SELECT generate_series(1, 3000);
+CREATE TABLE deltas (d int);
+SELECT create_reference_table('deltas');
+INSERT INTO deltas VALUES (1);});
+@marks = map { log_offset($_) } @workers;
+$job = q1(q{
+SELECT iterjob.enqueue('acts', 'UPDATE acts SET n = acts.n + 1 WHERE acts.id = ANY($1)',
+                       instances => 2, batch_size => 500)});
+is(wait_state($job), 'succeeded', 'actions: the job whose action names its columns by the table succeeds');
+is(q1(q{SELECT count(*) FILTER (WHERE n = 1 AND m = 0) FROM acts}), 3000,
+	'actions: every row processed exactly once');
+my @seen = map { [ node_log_statements($workers[$_], $marks[$_], 'acts') ] } (0, 1);
+is(($seen[0][1] + $seen[1][1]) . ' local, ' . ($seen[0][2] + $seen[1][2]) . ' multi-shard',
+	'0 local, 0 multi-shard', "actions: that action runs on the shard's table");
+@marks = map { log_offset($_) } @workers;
+$job = q1(q{
+SELECT iterjob.enqueue('acts', 'UPDATE acts SET m = m + (SELECT d FROM deltas) WHERE id = ANY($1)',
+                       instances => 2, batch_size => 500)});
+is(wait_state($job), 'succeeded', 'actions: the job whose action reads a reference table succeeds');
+is(q1(q{SELECT count(*) FILTER (WHERE n = 1 AND m = 1) FROM acts}), 3000,
+	'actions: every row processed exactly once by it');
+@seen = map { [ node_log_statements($workers[$_], $marks[$_], 'acts') ] } (0, 1);
+cmp_ok($seen[0][1] + $seen[1][1], '>=', 6,
+	'actions: that action runs as written, one shard at a time, through Citus on the node');
+is($seen[0][2] + $seen[1][2], 0, 'actions: each of its commands names one shard');
 
 # 1b. a batch's work is not seen before it commits on its node with the
 # shard's cursor, and a batch rolled back after its action ran on the shard
@@ -510,11 +560,36 @@ like($err, qr/ERROR:  partition 'shard' cannot iterate replicated\nDETAIL:  Shar
 	"replicated shards: partition 'shard' is refused, saying why");
 is(q1('SELECT count(*) FROM iterjob.job'), $jobs, 'replicated shards: no job is left behind');
 
-($rc, $out, $err) = $coord->psql($db, q{
-SELECT * FROM iterjob.preview('items', 'UPDATE items SET n = n + 1 WHERE id = ANY($1)')},
+# preview: one row per shard, its statements as its node runs them and
+# their plans there, the shards dealt to the instances as enqueue deals them
+# (the shards' statistics fresh: ANALYZE reads all of a shard's 25,000 rows)
+q1('ANALYZE items');
+my $preview = q{iterjob.preview('items', 'UPDATE items SET n = n + 1 WHERE id = ANY($1)',
+                                instances => 4, batch_size => 1000)};
+is(q1(qq{
+SELECT count(*) || ' shards, ' || count(DISTINCT instance) || ' instances, '
+       || count(*) FILTER (WHERE keyset_query ~ 'public\\.items_\\d+'
+                             AND next_keyset_query ~ 'public\\.items_\\d+'
+                             AND plan ~ 'Index (Only )?Scan using items_pkey_\\d+'
+                             AND next_plan ~ 'Index (Only )?Scan using items_pkey_\\d+'
+                             AND next_plan ~ 'Index Cond')
+       || ' with both statements on their shard and index plans there, '
+       || count(DISTINCT substring(keyset_query from 'items_\\d+')) || ' shards named'
+  FROM $preview}),
+	'8 shards, 4 instances, 8 with both statements on their shard and index plans there, 8 shards named',
+	"preview: partition 'shard' shows each shard's keyset queries and their plans on its node");
+is(q1(qq{
+SELECT count(*) FROM $preview p
+  JOIN (SELECT get_shard_id_for_distribution_column('items', id) AS shard_id, count(*) AS n
+          FROM items GROUP BY 1) s ON p.keyset_query ~ ('items_' || s.shard_id || '\\M')
+ WHERE p.estimated_rows BETWEEN s.n * 0.9 AND s.n * 1.1
+   AND p.estimated_batches = (p.estimated_rows + 999) / 1000}), 8,
+	"preview: each shard's rows as its node estimates them, and its batches");
+($rc, $out, $err) = $coord->psql($db, qq{SELECT * FROM iterjob.preview('items', 'UPDATE items SET n = n + 1 WHERE id = ANY(\$1)', sample_batches => 2)},
 	on_error_stop => 1);
-like($err, qr/ERROR:  iterjob.preview\(\) does not preview partition 'shard'\nHINT:  Preview the job with partition => 'modulo'/,
-	"preview: partition 'shard' is not previewed, with a hint");
+like($err, qr/ERROR:  iterjob.preview\(\) takes no sample_batches with partition 'shard'/,
+	"preview: sample_batches is refused with partition 'shard', saying so");
+is(q1('SELECT count(*) FROM iterjob.job'), $jobs, 'preview: no job is left behind');
 q1(q{
 CREATE TABLE pairs (a int, b int, n int NOT NULL DEFAULT 0, PRIMARY KEY (a, b));
 SELECT create_distributed_table('pairs', 'a');});
