@@ -15,7 +15,8 @@
 # Citus users set to spare the workers); (2) iterjob, partition 'modulo', 2
 # instances, batch 1000: keyset queries over the distributed table, through
 # the coordinator; (3) iterjob, partition 'shard', 2 instances, batch 1000,
-# (3i) the same with 4 instances, and (3b) 4 instances with batches of 5000.
+# (3i) the same with 4 instances, (3c) 2 instances with batches of 5000 and
+# (3b) 4 instances with batches of 5000.
 # Before each timed run: w = NULL,
 # VACUUM, CHECKPOINT on every node.  The three nodes share the machine's
 # cores, so this shows the cost per row of each way, not a speed-up.
@@ -23,7 +24,7 @@ source "$(dirname "$0")/lib.sh"
 
 ROWS=${ROWS:-500000}
 REPS=${REPS:-3}
-CASES=${BENCH_CASES:-1 1s 2 3 3i 3b}
+CASES=${BENCH_CASES:-1 1s 2 3 3c 3i 3b}
 
 setup_iterjob
 PG_CONFIG=$PG_CONFIG "$ITERJOB_ROOT/test/build-citus.sh" >/dev/null || {
@@ -102,6 +103,7 @@ run_case() {
 	3) partition=shard instances=2 ;;
 	3i) partition=shard instances=4 ;;
 	3b) partition=shard instances=4 batch=5000 ;;
+	3c) partition=shard instances=2 batch=5000 ;;
 	esac
 	job=$(q -p $COORD -c "SELECT iterjob.enqueue('items', 'UPDATE items SET w = v * 2 WHERE id = ANY(\$1)',
 	                      instances => $instances, batch_size => $batch, partition => '$partition')")
@@ -129,7 +131,7 @@ done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}'; }
 base=$(echo "${times[1]:-}" | median)
-echo "== Citus 13.2.2, 3 nodes on this machine, $ROWS rows over 8 shards, median of $REPS ($(date -u +%F))"
+echo "== Citus $(q -p $COORD -c "SELECT extversion FROM pg_extension WHERE extname = 'citus'"), 3 nodes on this machine, $ROWS rows over 8 shards, median of $REPS ($(date -u +%F))"
 echo "| case | time (s) | rows/s | x one UPDATE |"
 echo "|---|---|---|---|"
 for c in $CASES; do
@@ -143,6 +145,7 @@ for c in $CASES; do
 	3) what="iterjob, partition 'shard', 2 instances" ;;
 	3i) what="iterjob, partition 'shard', 4 instances" ;;
 	3b) what="iterjob, partition 'shard', 4 instances, batches of 5000" ;;
+	3c) what="iterjob, partition 'shard', 2 instances, batches of 5000" ;;
 	esac
 	printf '| %s %s | %.2f | %s | %s |\n' "$c" "$what" "$m" "$rate" "$ratio"
 done
