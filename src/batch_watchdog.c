@@ -5,7 +5,8 @@
  *	  holds a worker past its limits.
  *
  *	  A batch ends by itself when its statement timeout passes, or when a
- *	  pause or cancel of its job interrupts it (commit_wakeup.c): both
+ *	  pause or cancel of its job interrupts it (commit_wakeup.c), or when
+ *	  it blocks a foreground session too long (foreground_watch.c): all
  *	  cancel it.  An action can catch that cancel (a PL/pgSQL handler for
  *	  query_canceled) and go on.  A batch still running OVERRAN_GRACE_MS
  *	  after its statement timeout, or STEER_GRACE_MS after an interrupt,
@@ -62,12 +63,13 @@ iterjob_watch_batches(TimestampTz now)
 			slot->batch_started == 0 || slot->terminated != ITERJOB_INTERRUPT_NONE)
 			continue;
 		next = next < 0 ? WATCH_INTERVAL_MS : Min(next, WATCH_INTERVAL_MS);
-		if (slot->interrupt == ITERJOB_INTERRUPT_STEER)
+		if (slot->interrupt == ITERJOB_INTERRUPT_STEER ||
+			slot->interrupt == ITERJOB_INTERRUPT_FOREGROUND)
 		{
 			due = TimestampTzPlusMilliseconds(Max(slot->interrupt_at, slot->batch_started),
 											  STEER_GRACE_MS);
 			if (now >= due)
-				why = ITERJOB_INTERRUPT_STEER;
+				why = slot->interrupt;
 			else
 				next = Min(next, (long) ((due - now) / 1000) + 1);
 		}
@@ -92,7 +94,13 @@ iterjob_watch_batches(TimestampTz now)
 
 	for (int i = 0; i < nended; i++)
 	{
-		if (ended[i].why == ITERJOB_INTERRUPT_STEER)
+		if (ended[i].why == ITERJOB_INTERRUPT_FOREGROUND)
+			ereport(LOG,
+					(errmsg("iterjob: terminating worker %d: its batch of job " INT64_FORMAT " instance %d goes on blocking a foreground session",
+							(int) ended[i].pid, ended[i].job_id, ended[i].instance),
+					 errdetail("The batch did not stop when it was cancelled %d ms ago.",
+							   STEER_GRACE_MS)));
+		else if (ended[i].why == ITERJOB_INTERRUPT_STEER)
 			ereport(LOG,
 					(errmsg("iterjob: terminating worker %d: its batch of job " INT64_FORMAT " instance %d goes on after the job was paused or cancelled",
 							(int) ended[i].pid, ended[i].job_id, ended[i].instance),

@@ -44,6 +44,8 @@ int			iterjob_time_slice_ms = 10000;
 int			iterjob_worker_nice = 0;
 int			iterjob_max_workers_per_node = 4;
 int			iterjob_max_statement_timeout_ms = 3600000;
+int			iterjob_max_foreground_wait = 100;
+int			iterjob_max_wal_per_second_kb = 0;
 
 /* this copy of the library reads the GUCs another copy defined */
 static bool gucs_borrowed = false;
@@ -203,6 +205,22 @@ iterjob_define_gucs(void)
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("iterjob.max_foreground_wait",
+							"Longest a session that is not a background process may wait for a lock a batch holds.",
+							"Past it the batch is cancelled and runs again at half its size; -1 never cancels a batch for that.",
+							&iterjob_max_foreground_wait,
+							100, -1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("iterjob.max_wal_per_second",
+							"Most WAL the iteration workers write per second, all together.",
+							"Each worker running a task takes an equal share, and waits after a batch that wrote more than its share allows; 0 sets no limit.",
+							&iterjob_max_wal_per_second_kb,
+							0, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("iterjob.max_workers_per_node",
 							"Most instances of a job over a distributed Citus table that work on one node's shards.",
 							"Applied when such a job is enqueued with partition 'shard'; 0 sets no limit.",
@@ -272,6 +290,8 @@ iterjob_sync_gucs(void)
 	read_int("iterjob.worker_idle_time", &iterjob_worker_idle_time_ms);
 	read_int("iterjob.worker_nice", &iterjob_worker_nice);
 	read_int("iterjob.max_workers_per_node", &iterjob_max_workers_per_node);
+	read_int("iterjob.max_foreground_wait", &iterjob_max_foreground_wait);
+	read_int("iterjob.max_wal_per_second", &iterjob_max_wal_per_second_kb);
 	read_int("iterjob.max_statement_timeout", &iterjob_max_statement_timeout_ms);
 	read_int("iterjob.time_slice", &iterjob_time_slice_ms);
 }

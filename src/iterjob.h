@@ -62,6 +62,8 @@ typedef struct IterjobWorkerSlot
 	int32		batch_timeout_ms;	/* its statement timeout */
 	uint8		interrupt;		/* ITERJOB_INTERRUPT_*: why it was interrupted */
 	TimestampTz interrupt_at;	/* and when */
+	int32		foreground_pid; /* ITERJOB_INTERRUPT_FOREGROUND: the session */
+	int32		foreground_wait_ms; /* and how long it had waited */
 	uint8		terminated;		/* ITERJOB_INTERRUPT_*: why the launcher ended it */
 	TimestampTz fairness_at;	/* when it last looked for jobs without a worker */
 	char		phase[16];		/* what the worker is doing */
@@ -79,6 +81,7 @@ typedef struct IterjobWorkerSlot
 #define ITERJOB_INTERRUPT_NONE		0
 #define ITERJOB_INTERRUPT_STEER		1	/* its job was paused or cancelled */
 #define ITERJOB_INTERRUPT_OVERRAN	2	/* past its statement timeout */
+#define ITERJOB_INTERRUPT_FOREGROUND 3	/* a foreground session waits for it */
 
 /* A prepared transaction that made work runnable in its database. */
 typedef struct IterjobPreparedWake
@@ -180,6 +183,8 @@ extern int	iterjob_rescan_interval_ms;
 extern int	iterjob_time_slice_ms;
 extern int	iterjob_worker_nice;
 extern int	iterjob_max_workers_per_node;
+extern int	iterjob_max_foreground_wait;
+extern int	iterjob_max_wal_per_second_kb;
 extern int	iterjob_max_statement_timeout_ms;
 extern void iterjob_define_gucs(void);
 extern int32 iterjob_batch_timeout_ms(int32 job_timeout_ms);
@@ -219,6 +224,8 @@ extern bool iterjob_slot_yield_requested(void);
 extern bool iterjob_slot_take_yield(void);
 extern bool iterjob_slot_interrupted(void);
 extern bool iterjob_slot_take_interrupt(void);
+extern bool iterjob_slot_take_foreground(int32 *pid, int32 *waited_ms);
+extern int	iterjob_busy_workers(void);
 extern bool iterjob_hold_task(int64 task_id);
 extern void iterjob_release_task(void);
 extern bool iterjob_task_is_held(Oid dboid, int64 task_id);
@@ -244,6 +251,9 @@ pg_noreturn extern void iterjob_worker_exit_clean(void);
 
 /* batch_watchdog.c */
 extern long iterjob_watch_batches(TimestampTz now);
+
+/* foreground_watch.c */
+extern long iterjob_watch_foreground(TimestampTz now);
 
 /* fairness.c (the launcher's part) */
 extern long iterjob_request_yield(Oid dboid, Oid for_owner, bool exit,

@@ -54,6 +54,8 @@ typedef enum BatchOutcome
 
 /* how long a held instance waits before looking at the health gate again */
 #define HOLD_RECHECK_MS 1000
+/* a batch of one key that blocked a foreground session waits this, at least */
+#define MIN_FOREGROUND_RETRY_MS 100
 
 /* a SIGUSR2 came: a pause or cancel of our job (see below) */
 static volatile sig_atomic_t steer_signalled = false;
@@ -483,10 +485,31 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 
 	if (edata != NULL)
 	{
+		int32		waiter;
+		int32		waited_ms;
+
 		AbortCurrentTransaction();
 		iterjob_slot_end_batch();
 		MemoryContextSwitchTo(worker_cxt);
-		if (iterjob_slot_take_interrupt() || steered)
+		if (iterjob_slot_take_foreground(&waiter, &waited_ms))
+		{
+			/*
+			 * It blocked a foreground session too long: not a failed
+			 * attempt; run again at once at half its size (a batch of one
+			 * key waits a moment first), growing back as batches succeed.
+			 */
+			bool		halved = iterjob_throttle_after_timeout(&task->throttle,
+																task->batch_keys);
+
+			ereport(LOG,
+					(errmsg("iterjob: job " INT64_FORMAT " instance %d: batch of " UINT64_FORMAT " keys cancelled, rolled back: session %d had waited %d ms for a lock it held",
+							task->job_id, task->instance, task->batch_keys, waiter, waited_ms),
+					 errdetail("Retrying at batch size %d (iterjob.max_foreground_wait is %d ms).",
+							   task->throttle.batch_size, iterjob_max_foreground_wait)));
+			outcome = BATCH_RETRY;
+			*retry_ms = halved ? 0 : Max(iterjob_max_foreground_wait, MIN_FOREGROUND_RETRY_MS);
+		}
+		else if (iterjob_slot_take_interrupt() || steered)
 		{
 			/*
 			 * A pause or cancel of the job interrupted it: nothing failed.
@@ -573,6 +596,7 @@ iterjob_run_task(IterjobTask *task)
 		BatchOutcome outcome;
 		long		retry_ms = 0;
 		TimestampTz start = GetCurrentTimestamp();
+		uint64		wal_before = pgWalUsage.wal_bytes;
 		long		batch_ms;
 		long		sleep_ms;
 
@@ -620,6 +644,8 @@ iterjob_run_task(IterjobTask *task)
 			batch_ms = (long) ((GetCurrentTimestamp() - start) / 1000);
 			sleep_ms = iterjob_throttle_after_batch(&task->throttle, task->spec.instances,
 													task->last_batch_rows, batch_ms);
+			sleep_ms = Max(sleep_ms, iterjob_wal_pace_ms(pgWalUsage.wal_bytes - wal_before,
+														 batch_ms));
 			if (sleep_ms > 0)
 				pause_for(sleep_ms, "throttled", ITERJOB_WAIT_THROTTLED);
 		}

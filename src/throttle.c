@@ -129,6 +129,25 @@ iterjob_throttle_after_batch(IterjobThrottle *throttle, int instances,
 }
 
 /*
+ * iterjob.max_wal_per_second, cluster-wide: a batch that wrote wal_bytes of
+ * WAL in batch_ms waits until its worker's share of the rate (the limit
+ * over the workers running a task now, in every database) allows them.
+ * Returns the milliseconds to wait.
+ */
+long
+iterjob_wal_pace_ms(uint64 wal_bytes, long batch_ms)
+{
+	double		share;
+	long		min_ms;
+
+	if (iterjob_max_wal_per_second_kb <= 0 || wal_bytes == 0)
+		return 0;
+	share = 1024.0 * iterjob_max_wal_per_second_kb / Max(1, iterjob_busy_workers());
+	min_ms = (long) Min(1000.0 * wal_bytes / share, (double) LONG_MAX / 2);
+	return Max(0, min_ms - batch_ms);
+}
+
+/*
  * A batch of keys keys timed out (statement or lock timeout): retry it at
  * half its size, down to one key.  Returns false for a batch of one key,
  * which cannot be split: that timeout is a failed attempt.

@@ -38,6 +38,7 @@ typedef struct IterjobThrottle
 extern void iterjob_throttle_init(IterjobThrottle *throttle, const IterjobSpec *spec);
 extern void iterjob_throttle_set_pacing(IterjobThrottle *throttle,
 										const IterjobPacing *pacing);
+extern long iterjob_wal_pace_ms(uint64 wal_bytes, long batch_ms);
 extern long iterjob_throttle_after_batch(IterjobThrottle *throttle, int instances,
 										 uint64 rows, long batch_ms);
 extern bool iterjob_throttle_after_timeout(IterjobThrottle *throttle, uint64 keys);

@@ -65,7 +65,8 @@ record_death(Oid dboid, int64 task_id, int64 batch_no, int exit_code,
  * pg_terminate_backend(), a lost connection to a remote, an action that
  * ends its own process) dies there; let go of the task, tell the launcher
  * we ended.  A worker the launcher terminated because its batch ignored a
- * pause or cancel of its job did not fail: that is no death; one it
+ * pause or cancel of its job, or the cancel of a batch that blocked a
+ * foreground session, did not fail: that is no death; one it
  * terminated because its batch ran on past its statement timeout is one,
  * and says so (batch_watchdog.c).
  */
@@ -81,7 +82,8 @@ slot_detach(int code, Datum arg)
 	LWLockRelease(iterjob_shared->state_lock);
 
 	LWLockAcquire(iterjob_shared->lock, LW_EXCLUSIVE);
-	if (iterjob_my_slot->batch_task != 0 && terminated != ITERJOB_INTERRUPT_STEER)
+	if (iterjob_my_slot->batch_task != 0 && terminated != ITERJOB_INTERRUPT_STEER &&
+		terminated != ITERJOB_INTERRUPT_FOREGROUND)
 		record_death(iterjob_my_slot->dboid, iterjob_my_slot->batch_task,
 					 iterjob_my_slot->batch_no, code,
 					 terminated == ITERJOB_INTERRUPT_OVERRAN ? Max(timeout_ms, 1) : 0);
@@ -209,6 +211,27 @@ iterjob_slot_interrupted(void)
 	interrupted = iterjob_my_slot->interrupt == ITERJOB_INTERRUPT_STEER;
 	LWLockRelease(iterjob_shared->state_lock);
 	return interrupted;
+}
+
+/*
+ * Was our batch cancelled because it blocked a foreground session
+ * (foreground_watch.c)?  Says whose, and how long it had waited; clears it.
+ */
+bool
+iterjob_slot_take_foreground(int32 *pid, int32 *waited_ms)
+{
+	bool		cancelled;
+
+	if (iterjob_my_slot == NULL)
+		return false;
+	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
+	cancelled = iterjob_my_slot->interrupt == ITERJOB_INTERRUPT_FOREGROUND;
+	*pid = iterjob_my_slot->foreground_pid;
+	*waited_ms = iterjob_my_slot->foreground_wait_ms;
+	if (cancelled)
+		iterjob_my_slot->interrupt = ITERJOB_INTERRUPT_NONE;
+	LWLockRelease(iterjob_shared->state_lock);
+	return cancelled;
 }
 
 /* The same, clearing it. */
@@ -359,6 +382,9 @@ iterjob_slot_begin_batch(int64 task_id, int64 batch_no, int32 timeout_ms)
 	LWLockAcquire(iterjob_shared->state_lock, LW_EXCLUSIVE);
 	iterjob_my_slot->batch_started = now;
 	iterjob_my_slot->batch_timeout_ms = timeout_ms;
+	/* a foreground session's cancel of the batch before is no news */
+	if (iterjob_my_slot->interrupt == ITERJOB_INTERRUPT_FOREGROUND)
+		iterjob_my_slot->interrupt = ITERJOB_INTERRUPT_NONE;
 	LWLockRelease(iterjob_shared->state_lock);
 }
 
@@ -407,4 +433,22 @@ iterjob_worker_exit_clean(void)
 	iterjob_my_slot->clean_exit = true;
 	LWLockRelease(iterjob_shared->state_lock);
 	proc_exit(0);
+}
+
+/* The workers running a task now, in every database. */
+int
+iterjob_busy_workers(void)
+{
+	int			n = 0;
+
+	LWLockAcquire(iterjob_shared->state_lock, LW_SHARED);
+	for (int i = 0; i < ITERJOB_MAX_WORKER_SLOTS; i++)
+	{
+		IterjobWorkerSlot *slot = &iterjob_shared->workers[i];
+
+		if (slot->in_use && !slot->exited && slot->job_id != 0)
+			n++;
+	}
+	LWLockRelease(iterjob_shared->state_lock);
+	return n;
 }

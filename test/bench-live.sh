@@ -12,6 +12,11 @@
 #   RATE=300 CLIENTS=4 BASELINE_S=10 NICE=10 FIRST_S=20 test/bench-live.sh
 #   PG_CONFIG=/path/to/bin/pg_config test/bench-live.sh   on any installation
 #
+# While each case runs, a session samples pg_stat_activity every 5 ms and
+# sorts the active pgbench sessions by what they wait for (a lock an
+# iterjob worker holds, another lock, WAL, CPU); the WAL written and
+# pgbench's commit latency are recorded too (the second table).
+#
 # Cases: (0) no backfill, BASELINE_S seconds of pgbench; (1) one UPDATE;
 # (2) iterjob, 1 instance, batch 1000; (3) 2 instances, range partition;
 # (4) 1 instance, target_batch_time => '100ms'; (2n, 3n) cases 2 and 3 with
@@ -78,7 +83,7 @@ start_traffic() {
 			n=$((n + 1))
 			secs=$CHUNK_S
 			[ "$n" -gt 1 ] || secs=$FIRST_S
-			"$PGBIN/pgbench" -n -c "$CLIENTS" -j 1 -R "$RATE" -T "$secs" -b tpcb-like \
+			"$PGBIN/pgbench" -n -c "$CLIENTS" -j 1 -R "$RATE" -T "$secs" -b tpcb-like -r \
 				-l --log-prefix="$dir/chunk$n" >"$dir/chunk$n.out" 2>&1 ||
 				{ echo "pgbench failed:" >&2; cat "$dir/chunk$n.out" >&2; exit 1; }
 		done
@@ -98,6 +103,58 @@ latencies() {
 				i50 = int(0.50 * NR + 0.999999); i99 = int(0.99 * NR + 0.999999)
 				printf "%.1f %.1f %.1f %d\n", v[i50], v[i99], v[NR], NR
 			}'
+}
+
+# The application's time, sampled every 5 ms from pg_stat_activity while a
+# case runs: each active pgbench session counts once per sample, as waiting
+# on a lock an iterjob worker holds (pg_blocking_pids), on another lock, on
+# WAL (its insertion, write or flush), on other waits, or on the CPU (no
+# wait event).  The samples go to live_samples when the case ends.
+q -c "CREATE TABLE live_samples (case_name text, at timestamptz, kind text)" \
+	-c "CREATE TABLE live_stop ()"
+start_sampler() {
+	q -c "TRUNCATE live_stop" >/dev/null
+	q -v case_name="$1" >/dev/null <<'SQL' &
+CREATE TEMP TABLE s (at timestamptz, kind text);
+DO $$
+BEGIN
+	LOOP
+		EXIT WHEN EXISTS (SELECT FROM live_stop);
+		INSERT INTO s
+		SELECT clock_timestamp(),
+		       CASE
+		         WHEN a.wait_event_type = 'Lock' AND EXISTS (
+		                SELECT FROM pg_stat_activity w
+		                 WHERE w.pid = ANY (pg_blocking_pids(a.pid))
+		                   AND w.backend_type = 'iterjob worker') THEN 'lock (iterjob)'
+		         WHEN a.wait_event_type = 'Lock' THEN 'lock (other)'
+		         WHEN a.wait_event IN ('WALWrite', 'WALSync', 'WALInsert', 'WALBufMapping',
+		                               'WALWriteLock', 'WALInitSync', 'WALInitWrite') THEN 'wal'
+		         WHEN a.wait_event_type IS NULL THEN 'cpu'
+		         ELSE 'other'
+		       END
+		  FROM pg_stat_activity a
+		 WHERE a.application_name = 'pgbench' AND a.state = 'active';
+		COMMIT;
+		PERFORM pg_sleep(0.005);
+	END LOOP;
+END $$;
+INSERT INTO live_samples SELECT :'case_name', at, kind FROM s;
+SQL
+	SAMPLER_PID=$!
+}
+stop_sampler() {
+	q -c "INSERT INTO live_stop DEFAULT VALUES" >/dev/null
+	wait "$SAMPLER_PID"
+}
+wal_bytes() { q -c "SELECT wal_bytes FROM pg_stat_wal"; }
+
+# end_latency CASE: pgbench's mean latency of END (the commit), in ms, over
+# the case's chunks, weighted by their transactions
+end_latency() {
+	awk '/number of transactions actually processed:/ { n = $6 }
+		/^ +[0-9.]+ .* END;$/ { s += $1 * n; c += n }
+		END { if (c > 0) printf "%.2f", s / c; else print "-" }' "$LOGS/$1"/chunk*.out
 }
 
 reset_column() {
@@ -127,7 +184,7 @@ case_setting() {
 RESULTS=$LOGS/results
 : >"$RESULTS"
 run_case() {
-	local name=$1 t0 t1 setting load
+	local name=$1 t0 t1 setting load wal0 wal1
 	reset_column
 	setting=$(case_setting "$name")
 	if [ -n "$setting" ]; then
@@ -137,6 +194,8 @@ run_case() {
 	load=$(cut -d' ' -f1 /proc/loadavg)
 	start_traffic "${name%% *}"
 	sleep "$WARMUP_S"
+	start_sampler "${name%% *}"
+	wal0=$(wal_bytes)
 	t0=$(now)
 	case "$name" in
 	0*) sleep "$BASELINE_S"; t1=$(now) ;;
@@ -145,6 +204,8 @@ run_case() {
 	"3 "* | 3n*) t1=$(run_iterjob "instances => 2, batch_size => 1000, partition => 'range'") ;;
 	4*) t1=$(run_iterjob "instances => 1, batch_size => 1000, target_batch_time => '100ms'") ;;
 	esac
+	wal1=$(wal_bytes)
+	stop_sampler
 	stop_traffic
 	if [ -n "$setting" ]; then
 		q -c "ALTER SYSTEM RESET ${setting%% *}" -c "SELECT pg_reload_conf()" >/dev/null
@@ -154,8 +215,8 @@ run_case() {
 			{ echo "$name left rows unfilled" >&2; exit 1; }
 	fi
 	q -c "DELETE FROM iterjob.job"
-	# name|seconds|p50 p99 max count|load before|load after
-	echo "$name|$(echo "$t1 - $t0" | bc)|$(latencies "${name%% *}" "$t0" "$t1")|$load|$(cut -d' ' -f1 /proc/loadavg)" >>"$RESULTS"
+	# name|seconds|p50 p99 max count|load before|load after|WAL bytes|END ms
+	echo "$name|$(echo "$t1 - $t0" | bc)|$(latencies "${name%% *}" "$t0" "$t1")|$load|$(cut -d' ' -f1 /proc/loadavg)|$((wal1 - wal0))|$(end_latency "${name%% *}")" >>"$RESULTS"
 	echo "   $(tail -1 "$RESULTS")"
 }
 
@@ -176,7 +237,7 @@ echo "== beside pgbench (tpcb-like, $CLIENTS clients, -R $RATE, scale $SCALE): l
 base=$(awk -F'|' '$1 ~ /^0 / { split($3, l, " "); print l[2] }' "$RESULTS")
 echo "| case | backfill time | rows/s | pgbench p50 | p99 | max | transactions | p99 x baseline | load avg before/after |"
 echo "|---|---|---|---|---|---|---|---|---|"
-while IFS='|' read -r name secs lat load0 load1; do
+while IFS='|' read -r name secs lat load0 load1 _; do
 	read -r p50 p99 max count <<<"$lat"
 	if [ "${name%% *}" = 0 ]; then
 		time="-" rate="-"
@@ -188,4 +249,24 @@ while IFS='|' read -r name secs lat load0 load1; do
 		ratio=$(printf "%.1f" "$(echo "$p99 / $base" | bc -l)")
 	fi
 	echo "| $name | $time | $rate | $p50 ms | $p99 ms | $max ms | $count | $ratio | $load0 / $load1 |"
+done <"$RESULTS"
+
+echo
+echo "== where the application's active time went while each case ran (share of the samples" \
+	"of active pgbench sessions, every 5 ms), the WAL written per second, and pgbench's mean" \
+	"commit (END) latency"
+echo "| case | samples | lock held by iterjob | other lock | WAL | CPU | other waits | WAL MB/s | commit ms |"
+echo "|---|---|---|---|---|---|---|---|---|"
+while IFS='|' read -r name secs _ _ _ wal end; do
+	shares=$(q -F' ' -c "
+SELECT count(*),
+       round(100.0 * count(*) FILTER (WHERE kind = 'lock (iterjob)') / greatest(count(*), 1)),
+       round(100.0 * count(*) FILTER (WHERE kind = 'lock (other)') / greatest(count(*), 1)),
+       round(100.0 * count(*) FILTER (WHERE kind = 'wal') / greatest(count(*), 1)),
+       round(100.0 * count(*) FILTER (WHERE kind = 'cpu') / greatest(count(*), 1)),
+       round(100.0 * count(*) FILTER (WHERE kind = 'other') / greatest(count(*), 1))
+  FROM live_samples WHERE case_name = '${name%% *}'")
+	read -r n lk lo wl cpu oth <<<"$shares"
+	mbs=$(printf "%.1f" "$(echo "$wal / $secs / 1048576" | bc -l)")
+	echo "| $name | $n | $lk% | $lo% | $wl% | $cpu% | $oth% | $mbs | $end |"
 done <"$RESULTS"

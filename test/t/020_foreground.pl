@@ -1,0 +1,169 @@
+# iterjob.max_foreground_wait: a session (an application's) that waits for
+# a row lock a batch in flight holds is released within the setting plus a
+# margin: the launcher cancels the batch, which is rolled back and run
+# again at half its size, not counted as a failed attempt, and the log says
+# whom it unblocked; every row is still done exactly once.  No batch is
+# cancelled for a wait of another iterjob worker, for a session waiting on
+# another session, nor with the setting at -1.
+#
+# iterjob.max_wal_per_second: a job's WAL, over its run, comes within 20%
+# of the limit (the WAL written from the enqueue to its end, from the WAL
+# positions, over the job's run time).
+#
+# The batches are held where the test needs them: the action updates its
+# rows, then waits for an advisory lock a gate session holds until the end.
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use IPC::Run;
+use Time::HiRes qw(time);
+use IterjobTest;
+
+my $db = 'postgres';
+my $ROWS = 5000;
+my $node = iterjob_node('foreground', 'iterjob.max_foreground_wait = 100ms', 'autovacuum = off');
+$node->safe_psql($db, 'CREATE EXTENSION iterjob');
+make_table($node, $db, 'items', $ROWS);
+make_table($node, $db, 'other', 10);
+$node->safe_psql($db, q{
+CREATE FUNCTION bump_gated(keys bigint[]) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+	UPDATE items SET n = n + 1 WHERE id = ANY (keys);
+	PERFORM pg_advisory_lock_shared(4242);
+	PERFORM pg_advisory_unlock_shared(4242);
+END $$;});
+
+sub q1 { return $node->safe_psql($db, $_[0]); }
+
+# a session that holds $lock_sql and sleeps, named $name
+sub hold
+{
+	my ($name, $lock_sql) = @_;
+	my ($out, $err) = ('', '');
+	my $h = IPC::Run::start(
+		[
+			'psql', '-X', '-h', $node->host, '-p', $node->port, '-d', $db,
+			'-c', "SET application_name = '$name'",
+			'-c', "BEGIN", '-c', $lock_sql, '-c', 'SELECT pg_sleep(600)'
+		],
+		'>', \$out, '2>', \$err);
+	ok($node->poll_query_until($db, qq{
+SELECT EXISTS (SELECT FROM pg_stat_activity
+                WHERE application_name = '$name' AND query ~ 'pg_sleep')}),
+		"(precondition) session $name holds its lock");
+	return $h;
+}
+
+sub release
+{
+	my ($name, $h) = @_;
+	q1("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '$name'");
+	$h->finish;
+	return;
+}
+
+# run $sql in a new session with statement_timeout $timeout; returns
+# (seconds it took, stderr)
+sub timed
+{
+	my ($sql, $timeout) = @_;
+	my $start = time;
+	my ($rc, $out, $err) = $node->psql($db, "SET statement_timeout = '$timeout'; $sql");
+	return (time - $start, $err);
+}
+
+my $cancel_re = qr/batch of \d+ keys cancelled, rolled back: session \d+ had waited \d+ ms for a lock it held/;
+sub cancels { my @l = (slurp_file($node->logfile) =~ /$cancel_re/g); return scalar @l; }
+
+my $gate = hold('gate', 'SELECT pg_advisory_lock(4242)');
+my $job = q1(q{
+SELECT iterjob.enqueue('items', 'SELECT bump_gated($1)', batch_size => 1000, max_attempts => 1,
+                       lock_timeout => '10 min')});
+ok($node->poll_query_until($db, q{
+SELECT EXISTS (SELECT FROM pg_stat_activity
+                WHERE backend_type = 'iterjob worker' AND wait_event = 'advisory')}),
+	'(precondition) the batch holds its 1000 rows and waits at the gate');
+
+# 1. a session waiting behind the batch's row lock is released
+my $off = -s $node->logfile;
+my ($took, $err) = timed('UPDATE items SET n = n WHERE id = 1', '30s');
+is($err, '', 'foreground: the session blocked behind the batch gets its row');
+cmp_ok($took, '<', 2.1,
+	sprintf('foreground: it waited %.2f s: max_foreground_wait (100 ms) plus a margin', $took));
+ok(wait_log($node, qr/batch of 1000 keys cancelled, rolled back: session \d+ had waited \d+ ms for a lock it held\n.*DETAIL:  Retrying at batch size 500/, $off),
+	'foreground: the log says the batch was cancelled, for whom, and that it runs again at half its size');
+ok($node->poll_query_until($db, q{
+SELECT EXISTS (SELECT FROM pg_stat_activity
+                WHERE backend_type = 'iterjob worker' AND wait_event = 'advisory')}),
+	'(precondition) the batch runs again, smaller, and waits at the gate');
+my $seen = cancels();
+
+# 2. another iterjob worker waiting behind the batch: no cancel
+my $other_job = q1(q{
+SELECT iterjob.enqueue('items', 'UPDATE items SET n = n + 1 WHERE id = ANY($1)',
+                       batch_size => 100, max_attempts => 1, lock_timeout => '10 min')});
+ok($node->poll_query_until($db, q{
+SELECT EXISTS (SELECT FROM pg_stat_activity
+                WHERE backend_type = 'iterjob worker' AND wait_event = 'transactionid')}),
+	'(precondition) the second job waits for the first one\'s rows');
+# 3. a session waiting on another session while the batch runs: no cancel
+my $holder = hold('holder', 'UPDATE other SET n = n WHERE id = 1');
+($took, $err) = timed('UPDATE other SET n = n WHERE id = 1', '1500ms');
+like($err, qr/canceling statement due to statement timeout/,
+	'unrelated: a session waiting on another session waits on (statement timeout)');
+release('holder', $holder);
+is(cancels(), $seen, 'another worker, an unrelated session: no batch was cancelled for them');
+
+# 4. turned off: the session waits behind the batch
+q1("ALTER SYSTEM SET iterjob.max_foreground_wait = -1");
+q1('SELECT pg_reload_conf()');
+sleep 1;
+($took, $err) = timed('UPDATE items SET n = n WHERE id = 2', '1500ms');
+like($err, qr/canceling statement due to statement timeout/,
+	'off: the session blocked behind the batch waits (statement timeout)');
+is(cancels(), $seen, 'off: no batch was cancelled');
+q1("ALTER SYSTEM RESET iterjob.max_foreground_wait");
+q1('SELECT pg_reload_conf()');
+
+# the end: every row exactly once per job, no failed attempt
+release('gate', $gate);
+is(q1("SELECT iterjob.wait($job, '120 s')"), 'succeeded', 'the job whose batch was cancelled succeeds');
+is(q1("SELECT iterjob.wait($other_job, '120 s')"), 'succeeded', 'the other job succeeds');
+is(q1(q{SELECT count(*) FILTER (WHERE n = 2) || ' of ' || count(*) FROM items}), "$ROWS of $ROWS",
+	'every row done exactly once by each job (the cancelled batch was rolled back)');
+is(q1("SELECT count(*) FROM iterjob.errors WHERE job_id IN ($job, $other_job)"), 0,
+	'the cancelled batch is no failed attempt (none logged; with max_attempts 1 one would have failed the job)');
+
+# the WAL rate limit: 2 MB/s over a job that writes about 10 MB (full page
+# images of every page after the checkpoint, then the rows)
+q1(q{
+CREATE TABLE wide (id bigint PRIMARY KEY, pad text NOT NULL);
+INSERT INTO wide SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g;
+VACUUM wide;
+CHECKPOINT;});
+q1("ALTER SYSTEM SET iterjob.max_wal_per_second = '2MB'");
+q1('SELECT pg_reload_conf()');
+sleep 1;
+my $lsn = q1('SELECT pg_current_wal_insert_lsn()');
+$job = q1(q{
+SELECT iterjob.enqueue('wide', 'UPDATE wide SET pad = repeat(''y'', 120) WHERE id = ANY($1)',
+                       batch_size => 1000)});
+is(q1("SELECT iterjob.wait($job, '120 s')"), 'succeeded', 'WAL rate: the job succeeds');
+my ($bytes, $secs) = split /\|/, q1(qq{
+SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$lsn'),
+       extract(epoch FROM finished_at - started_at)
+  FROM iterjob.job WHERE id = $job});
+my $rate = $bytes / $secs / (2 * 1024 * 1024);
+note(sprintf('WAL rate: %.1f MB in %.2f s, %.2f x the limit', $bytes / 1048576, $secs, $rate));
+cmp_ok($bytes, '>', 6 * 1024 * 1024, '(precondition) the job writes more than 3 s of the limit');
+ok($rate >= 0.8 && $rate <= 1.2,
+	sprintf('WAL rate: %.2f MB/s over the run, within 20%% of max_wal_per_second (2 MB/s)', $rate * 2));
+q1("ALTER SYSTEM RESET iterjob.max_wal_per_second");
+q1('SELECT pg_reload_conf()');
+
+$node->stop;
+done_testing();
