@@ -201,7 +201,7 @@ extern void iterjob_register_launcher(void);
 extern PGDLLEXPORT void iterjob_launcher_main(Datum main_arg);
 
 /* the extension version this library's SQL needs */
-#define ITERJOB_SCHEMA_VERSION "0.10"
+#define ITERJOB_SCHEMA_VERSION "0.11"
 
 /* schema_version.c */
 extern Oid	iterjob_lock_extension(void);

@@ -145,6 +145,7 @@ extern bool iterjob_record_node_checkpoint(IterjobTask *task, int64 shard, uint6
 extern char *iterjob_check_failure_ratio(IterjobTask *task);
 extern bool iterjob_record_failure(IterjobTask *task, ErrorData *edata,
 								   int32 *attempts);
+extern void iterjob_record_foreground_cancel(IterjobTask *task, int32 pid, int32 waited_ms);
 extern void iterjob_record_death(IterjobTask *task);
 extern long iterjob_retry_backoff_ms(int32 attempts);
 extern bool iterjob_task_still_running(IterjobTask *task);

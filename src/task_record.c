@@ -157,6 +157,12 @@ static SPIPlanPtr next_shard_plan = NULL;
 static SPIPlanPtr node_checkpoint_plan = NULL;
 static SPIPlanPtr shard_node_plan = NULL;
 
+static const char *const foreground_cancel_sql =
+"UPDATE iterjob.task SET foreground_cancels = foreground_cancels OPERATOR(pg_catalog.+) 1,"
+"       slowed_at = pg_catalog.clock_timestamp(), slowed_reason = $2"
+" WHERE id OPERATOR(pg_catalog.=) $1";
+static SPIPlanPtr foreground_cancel_plan = NULL;
+
 static const char *const log_error_sql =
 "WITH t AS ("
 "  UPDATE iterjob.task SET attempts = attempts OPERATOR(pg_catalog.+) 1,"
@@ -436,6 +442,29 @@ set_nullable_text(Datum *arg, char *null, const char *value)
 {
 	*arg = value ? CStringGetTextDatum(value) : (Datum) 0;
 	*null = value ? ' ' : 'n';
+}
+
+/*
+ * A batch was cancelled because session pid had waited waited_ms for one
+ * of its locks (foreground_watch.c): count it, and say so in the task row
+ * for the views.  No failed attempt.
+ */
+void
+iterjob_record_foreground_cancel(IterjobTask *task, int32 pid, int32 waited_ms)
+{
+	Oid			types[2] = {INT8OID, TEXTOID};
+	Datum		args[2] = {Int64GetDatum(task->task_id),
+		CStringGetTextDatum(psprintf("a batch of %d keys was cancelled: session %d waited %d ms for one of its locks",
+									 (int) task->batch_keys, pid, waited_ms))};
+	IterjobSavedUser saved;
+	int			nest = iterjob_begin_internal(&saved);
+
+	if (iterjob_execute_kept(iterjob_kept_plan(&foreground_cancel_plan, foreground_cancel_sql,
+											   2, types),
+							 args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not record a cancelled batch of iterjob task " INT64_FORMAT,
+			 task->task_id);
+	iterjob_end_internal(nest, &saved);
 }
 
 /*

@@ -506,6 +506,9 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 							task->job_id, task->instance, task->batch_keys, waiter, waited_ms),
 					 errdetail("Retrying at batch size %d (iterjob.max_foreground_wait is %d ms).",
 							   task->throttle.batch_size, iterjob_max_foreground_wait)));
+			iterjob_worker_begin(true);
+			iterjob_record_foreground_cancel(task, waiter, waited_ms);
+			iterjob_worker_commit(true);
 			outcome = BATCH_RETRY;
 			*retry_ms = halved ? 0 : Max(iterjob_max_foreground_wait, MIN_FOREGROUND_RETRY_MS);
 		}
@@ -641,12 +644,16 @@ iterjob_run_task(IterjobTask *task)
 			break;
 		else
 		{
+			long		wal_ms;
+
 			batch_ms = (long) ((GetCurrentTimestamp() - start) / 1000);
+			wal_ms = iterjob_wal_pace_ms(pgWalUsage.wal_bytes - wal_before, batch_ms);
 			sleep_ms = iterjob_throttle_after_batch(&task->throttle, task->spec.instances,
 													task->last_batch_rows, batch_ms);
-			sleep_ms = Max(sleep_ms, iterjob_wal_pace_ms(pgWalUsage.wal_bytes - wal_before,
-														 batch_ms));
-			if (sleep_ms > 0)
+			/* the workers' phase says which limit holds it */
+			if (wal_ms > sleep_ms)
+				pause_for(wal_ms, "wal paced", ITERJOB_WAIT_THROTTLED);
+			else if (sleep_ms > 0)
 				pause_for(sleep_ms, "throttled", ITERJOB_WAIT_THROTTLED);
 		}
 	}

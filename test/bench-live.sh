@@ -9,7 +9,7 @@
 #   test/bench-live.sh                        scale 20 (2,000,000 accounts), PostgreSQL 15
 #   SCALE=5 test/bench-live.sh                a smaller table
 #   LIVE_CASES="0 1 3 3n" test/bench-live.sh  only these cases (by their number)
-#   RATE=300 CLIENTS=4 BASELINE_S=10 NICE=10 FIRST_S=20 test/bench-live.sh
+#   RATE=300 CLIENTS=4 BASELINE_S=10 NICE=10 FIRST_S=20 WAL_CAP=20MB test/bench-live.sh
 #   PG_CONFIG=/path/to/bin/pg_config test/bench-live.sh   on any installation
 #
 # While each case runs, a session samples pg_stat_activity every 5 ms and
@@ -20,7 +20,9 @@
 # Cases: (0) no backfill, BASELINE_S seconds of pgbench; (1) one UPDATE;
 # (2) iterjob, 1 instance, batch 1000; (3) 2 instances, range partition;
 # (4) 1 instance, target_batch_time => '100ms'; (2n, 3n) cases 2 and 3 with
-# iterjob.worker_nice = NICE.  Before each case the column is dropped and
+# iterjob.worker_nice = NICE; (2f, 3f) cases 2 and 3 with
+# iterjob.max_foreground_wait = -1 (no batch cancelled for a waiting
+# session); (3w) case 3 with iterjob.max_wal_per_second = WAL_CAP.  Before each case the column is dropped and
 # added again, the table vacuumed and a checkpoint taken.
 #
 # pgbench runs with its per-transaction log, FIRST_S seconds, then in
@@ -45,6 +47,7 @@ WARMUP_S=${WARMUP_S:-2}
 FIRST_S=${FIRST_S:-20}
 CHUNK_S=${CHUNK_S:-4}
 NICE=${NICE:-10}
+WAL_CAP=${WAL_CAP:-20MB}
 
 setup_iterjob
 # durable commits, as in production; no checkpoint in the middle of a run
@@ -178,6 +181,8 @@ run_iterjob() {
 case_setting() {
 	case "$1" in
 	2n* | 3n*) echo "iterjob.worker_nice = $NICE" ;;
+	2f* | 3f*) echo "iterjob.max_foreground_wait = -1" ;;
+	3w*) echo "iterjob.max_wal_per_second = '$WAL_CAP'" ;;
 	esac
 }
 
@@ -200,8 +205,8 @@ run_case() {
 	case "$name" in
 	0*) sleep "$BASELINE_S"; t1=$(now) ;;
 	1*) q -c "UPDATE pgbench_accounts SET w = aid % 1000"; t1=$(now) ;;
-	"2 "* | 2n*) t1=$(run_iterjob "instances => 1, batch_size => 1000") ;;
-	"3 "* | 3n*) t1=$(run_iterjob "instances => 2, batch_size => 1000, partition => 'range'") ;;
+	"2 "* | 2n* | 2f*) t1=$(run_iterjob "instances => 1, batch_size => 1000") ;;
+	"3 "* | 3n* | 3f* | 3w*) t1=$(run_iterjob "instances => 2, batch_size => 1000, partition => 'range'") ;;
 	4*) t1=$(run_iterjob "instances => 1, batch_size => 1000, target_batch_time => '100ms'") ;;
 	esac
 	wal1=$(wal_bytes)
@@ -222,7 +227,9 @@ run_case() {
 
 CASES=("0 no backfill" "1 one UPDATE" "2 iterjob 1 instance, batch 1000"
 	"3 iterjob 2 instances, range" "4 iterjob 1 instance, target_batch_time 100ms"
-	"2n iterjob 1 instance, worker_nice $NICE" "3n iterjob 2 instances, range, worker_nice $NICE")
+	"2n iterjob 1 instance, worker_nice $NICE" "3n iterjob 2 instances, range, worker_nice $NICE"
+	"2f iterjob 1 instance, max_foreground_wait -1" "3f iterjob 2 instances, range, max_foreground_wait -1"
+	"3w iterjob 2 instances, range, max_wal_per_second $WAL_CAP")
 for c in "${CASES[@]}"; do
 	if [ -n "${LIVE_CASES:-}" ] && ! [[ " $LIVE_CASES " == *" ${c%% *} "* ]]; then
 		continue
