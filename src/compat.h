@@ -72,6 +72,18 @@
 #endif
 
 /*
+ * 17 replaced PGPROC's isBackgroundWorker (true for background workers)
+ * with isRegularBackend (true for client backends only).  A process that
+ * is neither autovacuum nor a background worker is a client backend's, or
+ * on older majors possibly a WAL sender's.
+ */
+#if PG_VERSION_NUM >= 170000
+#define ITERJOB_PROC_IS_CLIENT(proc) ((proc)->isRegularBackend)
+#else
+#define ITERJOB_PROC_IS_CLIENT(proc) (!(proc)->isBackgroundWorker)
+#endif
+
+/*
  * 18 added RelationGetPrimaryKeyIndex's deferrable_ok.  Older majors never
  * return a deferrable primary key (RelationGetIndexList skips indexes that
  * are not immediate), which is deferrable_ok = false.

@@ -126,7 +126,7 @@ iterjob_watch_foreground(TimestampTz now)
 		TimestampTz since = (TimestampTz) pg_atomic_read_u64(&proc->waitStart);
 		long		waited_ms;
 
-		if (pid == 0 || since == 0 || proc->isBackgroundWorker ||
+		if (pid == 0 || since == 0 || !ITERJOB_PROC_IS_CLIENT(proc) ||
 			(proc->statusFlags & PROC_IS_AUTOVACUUM) != 0)
 			continue;
 		waited_ms = (long) ((now - since) / 1000);
