@@ -131,8 +131,9 @@ BEGIN
 		                 WHERE w.pid = ANY (pg_blocking_pids(a.pid))
 		                   AND w.backend_type = 'iterjob worker') THEN 'lock (iterjob)'
 		         WHEN a.wait_event_type = 'Lock' THEN 'lock (other)'
-		         WHEN a.wait_event IN ('WALWrite', 'WALSync', 'WALInsert', 'WALBufMapping',
-		                               'WALWriteLock', 'WALInitSync', 'WALInitWrite') THEN 'wal'
+		         -- (17 renamed them: WalSync for WALSync, ...)
+		         WHEN lower(a.wait_event) IN ('walwrite', 'walsync', 'walinsert', 'walbufmapping',
+		                                      'walwritelock', 'walinitsync', 'walinitwrite') THEN 'wal'
 		         WHEN a.wait_event_type IS NULL THEN 'cpu'
 		         ELSE 'other'
 		       END
