@@ -7,7 +7,7 @@
  *	  and has waited longer than iterjob.max_foreground_wait for a lock
  *	  that a worker's batch in flight holds gets that batch cancelled, as
  *	  PostgreSQL cancels an autovacuum that a backend waits behind: the
- *	  worker rolls the batch back and runs it again at once at half its
+ *	  worker rolls the batch back and runs it again soon at half its
  *	  size (not a failed attempt; it grows back as batches succeed), and
  *	  the log says whom it unblocked (task_runner.c).  The wait a backfill
  *	  causes is then bounded by the setting, this watch's interval (a

@@ -57,6 +57,13 @@ typedef enum BatchOutcome
 /* a batch of one key that blocked a foreground session waits this, at least */
 #define MIN_FOREGROUND_RETRY_MS 100
 
+/*
+ * A batch cancelled for a foreground session runs again after this: the
+ * session, woken by the rollback, takes the rows it waited for first (a
+ * batch run again at once would lock them again before it could).
+ */
+#define FOREGROUND_YIELD_MS 20
+
 /* a SIGUSR2 came: a pause or cancel of our job (see below) */
 static volatile sig_atomic_t steer_signalled = false;
 
@@ -495,8 +502,8 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 		{
 			/*
 			 * It blocked a foreground session too long: not a failed
-			 * attempt; run again at once at half its size (a batch of one
-			 * key waits a moment first), growing back as batches succeed.
+			 * attempt; run again soon at half its size (a batch of one key
+			 * waits longer), growing back as batches succeed.
 			 */
 			bool		halved = iterjob_throttle_after_timeout(&task->throttle,
 																task->batch_keys);
@@ -510,7 +517,8 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 			iterjob_record_foreground_cancel(task, waiter, waited_ms);
 			iterjob_worker_commit(true);
 			outcome = BATCH_RETRY;
-			*retry_ms = halved ? 0 : Max(iterjob_max_foreground_wait, MIN_FOREGROUND_RETRY_MS);
+			*retry_ms = halved ? FOREGROUND_YIELD_MS :
+				Max(iterjob_max_foreground_wait, MIN_FOREGROUND_RETRY_MS);
 		}
 		else if (iterjob_slot_take_interrupt() || steered)
 		{

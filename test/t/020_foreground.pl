@@ -97,8 +97,8 @@ cmp_ok($took, '<', 2.1,
 ok(wait_log($node, qr/batch of 1000 keys cancelled, rolled back: session \d+ had waited \d+ ms for a lock it held\n.*DETAIL:  Retrying at batch size 500/, $off),
 	'foreground: the log says the batch was cancelled, for whom, and that it runs again at half its size');
 ok($node->poll_query_until($db, qq{
-SELECT foreground_cancels = 1 AND slowed_at IS NOT NULL
-       AND slowed_reason ~ '^a batch of 1000 keys was cancelled: session \\d+ waited \\d+ ms for one of its locks\$'
+SELECT foreground_cancels >= 1 AND slowed_at IS NOT NULL
+       AND slowed_reason ~ '^a batch of \\d+ keys was cancelled: session \\d+ waited \\d+ ms for one of its locks\$'
   FROM iterjob.job_progress WHERE job_id = $job}),
 	'foreground: job_progress counts the cancelled batch and says why and when');
 ok($node->poll_query_until($db, q{
