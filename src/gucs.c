@@ -45,6 +45,7 @@ int			iterjob_worker_nice = 0;
 int			iterjob_max_workers_per_node = 4;
 int			iterjob_max_statement_timeout_ms = 3600000;
 int			iterjob_max_foreground_wait = 100;
+int			iterjob_max_foreground_commit_wait = 20;
 int			iterjob_max_wal_per_second_kb = 0;
 
 /* this copy of the library reads the GUCs another copy defined */
@@ -213,6 +214,15 @@ iterjob_define_gucs(void)
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 
+	DefineCustomIntVariable("iterjob.max_foreground_commit_wait",
+							"Longest a session that is not a background process may wait for WAL before the iteration workers slow down.",
+							"A session seen waiting this long to write or flush WAL, or for a synchronous standby, while the workers wrote most of the WAL, "
+							"doubles the time workers pause per unit of batch time; it halves again after each second without such a wait. -1 never paces for that.",
+							&iterjob_max_foreground_commit_wait,
+							20, -1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
 	DefineCustomIntVariable("iterjob.max_wal_per_second",
 							"Most WAL the iteration workers write per second, all together.",
 							"Each worker running a task takes an equal share, and waits after a batch that wrote more than its share allows; 0 sets no limit.",
@@ -291,6 +301,7 @@ iterjob_sync_gucs(void)
 	read_int("iterjob.worker_nice", &iterjob_worker_nice);
 	read_int("iterjob.max_workers_per_node", &iterjob_max_workers_per_node);
 	read_int("iterjob.max_foreground_wait", &iterjob_max_foreground_wait);
+	read_int("iterjob.max_foreground_commit_wait", &iterjob_max_foreground_commit_wait);
 	read_int("iterjob.max_wal_per_second", &iterjob_max_wal_per_second_kb);
 	read_int("iterjob.max_statement_timeout", &iterjob_max_statement_timeout_ms);
 	read_int("iterjob.time_slice", &iterjob_time_slice_ms);

@@ -14,6 +14,7 @@
 #include "compat.h"
 #include "datatype/timestamp.h"
 #include "executor/spi.h"
+#include "port/atomics.h"
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -148,6 +149,12 @@ typedef struct IterjobShared
 	uint64		nactivations;	/* counts activations, the latest in: */
 	IterjobActivation activations[ITERJOB_MAX_ACTIVATIONS];
 	ConditionVariable job_state_cv; /* broadcast when a job may have ended */
+	/* pacing for foreground sessions' commits (foreground_pacing.c) */
+	pg_atomic_uint64 worker_wal_bytes;	/* WAL written by committed batches */
+	pg_atomic_uint32 foreground_pace;	/* pause per batch time, in quarters */
+	int32		pace_pid;		/* the session whose wait set it last */
+	int32		pace_wait_ms;	/* how long it had waited */
+	uint32		pace_wait_event;	/* for what */
 } IterjobShared;
 
 /* shared_state.c */
@@ -184,6 +191,7 @@ extern int	iterjob_time_slice_ms;
 extern int	iterjob_worker_nice;
 extern int	iterjob_max_workers_per_node;
 extern int	iterjob_max_foreground_wait;
+extern int	iterjob_max_foreground_commit_wait;
 extern int	iterjob_max_wal_per_second_kb;
 extern int	iterjob_max_statement_timeout_ms;
 extern void iterjob_define_gucs(void);
@@ -254,6 +262,12 @@ extern long iterjob_watch_batches(TimestampTz now);
 
 /* foreground_watch.c */
 extern long iterjob_watch_foreground(TimestampTz now);
+
+/* foreground_pacing.c */
+extern long iterjob_pace_for_foreground(TimestampTz now);
+extern void iterjob_count_batch_wal(uint64 wal_bytes);
+extern uint32 iterjob_foreground_pace(void);
+extern char *iterjob_foreground_pace_reason(void);
 
 /* fairness.c (the launcher's part) */
 extern long iterjob_request_yield(Oid dboid, Oid for_owner, bool exit,

@@ -705,6 +705,9 @@ iterjob_launcher_main(Datum main_arg)
 		watch_ms = iterjob_watch_foreground(GetCurrentTimestamp());
 		if (watch_ms >= 0)
 			sleep_ms = Min(sleep_ms, watch_ms);
+		watch_ms = iterjob_pace_for_foreground(GetCurrentTimestamp());
+		if (watch_ms >= 0)
+			sleep_ms = Min(sleep_ms, watch_ms);
 
 		(void) WaitLatch(MyLatch,
 						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

@@ -82,6 +82,8 @@ iterjob_shmem_startup(void)
 		iterjob_shared->lock = &locks[0].lock;
 		iterjob_shared->state_lock = &locks[1].lock;
 		ConditionVariableInit(&iterjob_shared->job_state_cv);
+		pg_atomic_init_u64(&iterjob_shared->worker_wal_bytes, 0);
+		pg_atomic_init_u32(&iterjob_shared->foreground_pace, 0);
 		iterjob_shared->rescan_all = true;
 		memcpy(iterjob_shared->deaths, carried, sizeof(IterjobDeath) * ncarried);
 		ncarried = 0;

@@ -48,6 +48,8 @@ typedef struct IterjobTask
 	char	   *death_message;	/* a death that is not a plain one: why */
 	int64		retry_batch;	/* the batch that failed last, until it commits */
 	bool		yielded;		/* left running for a worker of another database */
+	bool		foreground_paced;	/* paced for the foreground since its last
+									 * batch (foreground_pacing.c) */
 	/*
 	 * What its job was enqueued against changed, or a stored key is unusable
 	 * (schema_guard.c): the batch's error fails the whole job at once.
@@ -146,6 +148,7 @@ extern char *iterjob_check_failure_ratio(IterjobTask *task);
 extern bool iterjob_record_failure(IterjobTask *task, ErrorData *edata,
 								   int32 *attempts);
 extern void iterjob_record_foreground_cancel(IterjobTask *task, int32 pid, int32 waited_ms);
+extern void iterjob_record_foreground_pacing(IterjobTask *task, const char *reason);
 extern void iterjob_record_death(IterjobTask *task);
 extern long iterjob_retry_backoff_ms(int32 attempts);
 extern bool iterjob_task_still_running(IterjobTask *task);

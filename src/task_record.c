@@ -158,7 +158,7 @@ static SPIPlanPtr node_checkpoint_plan = NULL;
 static SPIPlanPtr shard_node_plan = NULL;
 
 static const char *const foreground_cancel_sql =
-"UPDATE iterjob.task SET foreground_cancels = foreground_cancels OPERATOR(pg_catalog.+) 1,"
+"UPDATE iterjob.task SET foreground_cancels = foreground_cancels OPERATOR(pg_catalog.+) $3,"
 "       slowed_at = pg_catalog.clock_timestamp(), slowed_reason = $2"
 " WHERE id OPERATOR(pg_catalog.=) $1";
 static SPIPlanPtr foreground_cancel_plan = NULL;
@@ -445,6 +445,27 @@ set_nullable_text(Datum *arg, char *null, const char *value)
 }
 
 /*
+ * The task slowed down for a foreground session, for reason: say so in its
+ * row for the views, counting a cancelled batch (cancelled: 1) or not.
+ */
+static void
+record_slowed(IterjobTask *task, const char *reason, int64 cancelled)
+{
+	Oid			types[3] = {INT8OID, TEXTOID, INT8OID};
+	Datum		args[3] = {Int64GetDatum(task->task_id), CStringGetTextDatum(reason),
+	Int64GetDatum(cancelled)};
+	IterjobSavedUser saved;
+	int			nest = iterjob_begin_internal(&saved);
+
+	if (iterjob_execute_kept(iterjob_kept_plan(&foreground_cancel_plan, foreground_cancel_sql,
+											   3, types),
+							 args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not record a slowdown of iterjob task " INT64_FORMAT,
+			 task->task_id);
+	iterjob_end_internal(nest, &saved);
+}
+
+/*
  * A batch was cancelled because session pid had waited waited_ms for one
  * of its locks (foreground_watch.c): count it, and say so in the task row
  * for the views.  No failed attempt.
@@ -452,19 +473,17 @@ set_nullable_text(Datum *arg, char *null, const char *value)
 void
 iterjob_record_foreground_cancel(IterjobTask *task, int32 pid, int32 waited_ms)
 {
-	Oid			types[2] = {INT8OID, TEXTOID};
-	Datum		args[2] = {Int64GetDatum(task->task_id),
-		CStringGetTextDatum(psprintf("a batch of %d keys was cancelled: session %d waited %d ms for one of its locks",
-									 (int) task->batch_keys, pid, waited_ms))};
-	IterjobSavedUser saved;
-	int			nest = iterjob_begin_internal(&saved);
+	record_slowed(task,
+				  psprintf("a batch of %d keys was cancelled: session %d waited %d ms for one of its locks",
+						   (int) task->batch_keys, pid, waited_ms),
+				  1);
+}
 
-	if (iterjob_execute_kept(iterjob_kept_plan(&foreground_cancel_plan, foreground_cancel_sql,
-											   2, types),
-							 args, NULL, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not record a cancelled batch of iterjob task " INT64_FORMAT,
-			 task->task_id);
-	iterjob_end_internal(nest, &saved);
+/* The task is paced for foreground sessions' WAL waits (foreground_pacing.c). */
+void
+iterjob_record_foreground_pacing(IterjobTask *task, const char *reason)
+{
+	record_slowed(task, psprintf("paced: %s", reason), 0);
 }
 
 /*

@@ -54,6 +54,9 @@ typedef enum BatchOutcome
 
 /* how long a held instance waits before looking at the health gate again */
 #define HOLD_RECHECK_MS 1000
+/* a worker paced for the foreground reads the pace again this often */
+#define PACE_RECHECK_MS 100
+
 /* a batch of one key that blocked a foreground session waits this, at least */
 #define MIN_FOREGROUND_RETRY_MS 100
 
@@ -421,6 +424,52 @@ pause_for(long ms, const char *phase, IterjobWaitEvent event)
 }
 
 /*
+ * Paced for foreground sessions that wait for WAL (foreground_pacing.c):
+ * after a batch that took batch_us, pause that times the pace, less the
+ * paused_ms the other limits paused already.  The pace is read again as
+ * the pause goes on (it falls as the sessions stop waiting).  The first
+ * pause after a batch that was not paced says why in the task's row and
+ * the log.
+ */
+static void
+pace_for_foreground(IterjobTask *task, int64 batch_us, long paused_ms)
+{
+	TimestampTz start = GetCurrentTimestamp();
+
+	for (;;)
+	{
+		uint32		pace = iterjob_foreground_pace();
+		int64		due_us;
+
+		if (pace == 0)
+		{
+			task->foreground_paced = false;
+			break;
+		}
+		if (!task->foreground_paced)
+		{
+			MemoryContext cxt = CurrentMemoryContext;
+			char	   *reason = iterjob_foreground_pace_reason();
+
+			task->foreground_paced = true;
+			ereport(LOG,
+					(errmsg("iterjob: job " INT64_FORMAT " instance %d: slowing down for the foreground: %s",
+							task->job_id, task->instance, reason)));
+			iterjob_worker_begin(true);
+			iterjob_record_foreground_pacing(task, reason);
+			iterjob_worker_commit(true);
+			MemoryContextSwitchTo(cxt);
+			pfree(reason);
+		}
+		due_us = batch_us * pace / 4 - (int64) paused_ms * 1000 -
+			(GetCurrentTimestamp() - start);
+		if (due_us < 1000 || iterjob_slot_recheck_pending())
+			break;
+		pause_for(Min(due_us / 1000, PACE_RECHECK_MS), "foreground", ITERJOB_WAIT_THROTTLED);
+	}
+}
+
+/*
  * Did the batch fail by a timeout, saying it was too big?  A lock timeout
  * (lock_not_available, also from NOWAIT), or a statement timeout: a
  * query_canceled after the batch's statement timeout had passed, not a
@@ -639,6 +688,7 @@ iterjob_run_task(IterjobTask *task)
 		}
 
 		outcome = run_batch(task, &plans, &retry_ms);
+		iterjob_count_batch_wal(pgWalUsage.wal_bytes - wal_before);
 		if (outcome == BATCH_RETRY || outcome == BATCH_HELD)
 			iterjob_trail_stop();
 		if (outcome == BATCH_RETRY)
@@ -653,8 +703,9 @@ iterjob_run_task(IterjobTask *task)
 		else
 		{
 			long		wal_ms;
+			int64		batch_us = GetCurrentTimestamp() - start;
 
-			batch_ms = (long) ((GetCurrentTimestamp() - start) / 1000);
+			batch_ms = (long) (batch_us / 1000);
 			wal_ms = iterjob_wal_pace_ms(pgWalUsage.wal_bytes - wal_before, batch_ms);
 			sleep_ms = iterjob_throttle_after_batch(&task->throttle, task->spec.instances,
 													task->last_batch_rows, batch_ms);
@@ -663,6 +714,7 @@ iterjob_run_task(IterjobTask *task)
 				pause_for(wal_ms, "wal paced", ITERJOB_WAIT_THROTTLED);
 			else if (sleep_ms > 0)
 				pause_for(sleep_ms, "throttled", ITERJOB_WAIT_THROTTLED);
+			pace_for_foreground(task, batch_us, Max(wal_ms, sleep_ms));
 		}
 	}
 	iterjob_trail_stop();
