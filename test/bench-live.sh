@@ -22,7 +22,9 @@
 # (4) 1 instance, target_batch_time => '100ms'; (2n, 3n) cases 2 and 3 with
 # iterjob.worker_nice = NICE; (2f, 3f) cases 2 and 3 with
 # iterjob.max_foreground_wait = -1 (no batch cancelled for a waiting
-# session); (3w) case 3 with iterjob.max_wal_per_second = WAL_CAP.  Before each case the column is dropped and
+# session); (3w) case 3 with iterjob.max_wal_per_second = WAL_CAP; (2p,
+# 3p) cases 2 and 3 with iterjob.max_foreground_commit_wait = -1 (no
+# pacing for the sessions' WAL waits).  Before each case the column is dropped and
 # added again, the table vacuumed and a checkpoint taken.
 #
 # pgbench runs with its per-transaction log, FIRST_S seconds, then in
@@ -184,6 +186,7 @@ case_setting() {
 	2n* | 3n*) echo "iterjob.worker_nice = $NICE" ;;
 	2f* | 3f*) echo "iterjob.max_foreground_wait = -1" ;;
 	3w*) echo "iterjob.max_wal_per_second = '$WAL_CAP'" ;;
+	2p* | 3p*) echo "iterjob.max_foreground_commit_wait = -1" ;;
 	esac
 }
 
@@ -206,8 +209,8 @@ run_case() {
 	case "$name" in
 	0*) sleep "$BASELINE_S"; t1=$(now) ;;
 	1*) q -c "UPDATE pgbench_accounts SET w = aid % 1000"; t1=$(now) ;;
-	"2 "* | 2n* | 2f*) t1=$(run_iterjob "instances => 1, batch_size => 1000") ;;
-	"3 "* | 3n* | 3f* | 3w*) t1=$(run_iterjob "instances => 2, batch_size => 1000, partition => 'range'") ;;
+	"2 "* | 2n* | 2f* | 2p*) t1=$(run_iterjob "instances => 1, batch_size => 1000") ;;
+	"3 "* | 3n* | 3f* | 3w* | 3p*) t1=$(run_iterjob "instances => 2, batch_size => 1000, partition => 'range'") ;;
 	4*) t1=$(run_iterjob "instances => 1, batch_size => 1000, target_batch_time => '100ms'") ;;
 	esac
 	wal1=$(wal_bytes)
@@ -230,7 +233,9 @@ CASES=("0 no backfill" "1 one UPDATE" "2 iterjob 1 instance, batch 1000"
 	"3 iterjob 2 instances, range" "4 iterjob 1 instance, target_batch_time 100ms"
 	"2n iterjob 1 instance, worker_nice $NICE" "3n iterjob 2 instances, range, worker_nice $NICE"
 	"2f iterjob 1 instance, max_foreground_wait -1" "3f iterjob 2 instances, range, max_foreground_wait -1"
-	"3w iterjob 2 instances, range, max_wal_per_second $WAL_CAP")
+	"3w iterjob 2 instances, range, max_wal_per_second $WAL_CAP"
+	"2p iterjob 1 instance, max_foreground_commit_wait -1"
+	"3p iterjob 2 instances, range, max_foreground_commit_wait -1")
 for c in "${CASES[@]}"; do
 	if [ -n "${LIVE_CASES:-}" ] && ! [[ " $LIVE_CASES " == *" ${c%% *} "* ]]; then
 		continue
