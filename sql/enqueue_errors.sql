@@ -220,6 +220,25 @@ SELECT iterjob.enqueue('ee_items', 'SELECT 1', lock_timeout => NULL);
 SELECT iterjob.enqueue('ee_items', 'SELECT 1', partition => 'hash');
 SELECT iterjob.enqueue('ee_items', 'SELECT 1', partition => NULL);
 SELECT iterjob.enqueue('ee_items', 'SELECT 1', follow => NULL);
+-- max_wal_per_second: a size as pg_size_bytes() reads it, from 1kB to 1TB
+-- per second; not negative, not a size, not 0 (NULL is no limit), not
+-- less than 1kB or more than 1TB, nor more than a bigint
+SELECT iterjob.enqueue('ee_items', 'SELECT 1', max_wal_per_second => '-1MB');
+SELECT iterjob.enqueue('ee_items', 'SELECT 1', max_wal_per_second => '20 parsecs');
+SELECT iterjob.enqueue('ee_items', 'SELECT 1', max_wal_per_second => '20MB/s');
+SELECT iterjob.enqueue('ee_items', 'SELECT 1', max_wal_per_second => '');
+SELECT iterjob.enqueue('ee_items', 'SELECT 1', max_wal_per_second => '0');
+SELECT iterjob.enqueue('ee_items', 'SELECT 1', max_wal_per_second => '1023');
+SELECT iterjob.enqueue('ee_items', 'SELECT 1', max_wal_per_second => '1025GB');
+SELECT iterjob.enqueue('ee_items', 'SELECT 1', max_wal_per_second => '99999999999PB');
+-- the limits themselves, a unit, bytes without one, fractions, NULL (enqueued
+-- and rolled back): the job keeps bytes per second
+BEGIN;
+SELECT iterjob.enqueue('ee_items', 'SELECT 1', name => 'ee_wal_' || v, max_wal_per_second => v) > 0 AS enqueued
+  FROM (VALUES ('1kB'), ('1TB'), ('20MB'), ('2097152'), ('1.5 MB')) AS l(v);
+SELECT iterjob.enqueue('ee_items', 'SELECT 1', name => 'ee_wal_null', max_wal_per_second => NULL) > 0 AS enqueued;
+SELECT name, max_wal_per_second FROM iterjob.job WHERE name LIKE 'ee_wal_%' ORDER BY id;
+ROLLBACK;
 
 --
 -- Roles: iterjob is for members of iterjob_user; a job runs as the role

@@ -31,8 +31,8 @@ SELECT pg_describe_object(classid, objid, 0) AS object
 
 -- privileges an administrator granted or revoked survive every update,
 -- also on the functions an update drops and creates again (wait in 0.2,
--- enqueue in 0.3, 0.5 and 0.6, preview in 0.3, 0.4 and 0.6); from 0.3 the update to 0.4
--- wakes the workers too
+-- enqueue in 0.3, 0.5, 0.6 and 0.12, preview in 0.3, 0.4 and 0.6, set in
+-- 0.12); from 0.3 the update to 0.4 wakes the workers too
 CREATE ROLE up_reader NOLOGIN;
 GRANT USAGE ON SCHEMA iterjob TO up_reader;
 GRANT SELECT ON iterjob.job_progress TO up_reader;
@@ -48,7 +48,7 @@ SELECT extversion FROM pg_extension WHERE extname = 'iterjob';
 SELECT has_schema_privilege('up_reader', 'iterjob', 'USAGE') AS schema_usage,
        has_table_privilege('up_reader', 'iterjob.job_progress', 'SELECT') AS job_progress,
        has_function_privilege('up_reader', 'iterjob.wait(bigint, interval, boolean)', 'EXECUTE') AS wait,
-       has_function_privilege('up_reader', 'iterjob.enqueue(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval, double precision, integer, bigint[], text)', 'EXECUTE') AS enqueue,
+       has_function_privilege('up_reader', 'iterjob.enqueue(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval, double precision, integer, bigint[], text, text)', 'EXECUTE') AS enqueue,
        has_function_privilege('up_reader', 'iterjob.preview(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval, integer)', 'EXECUTE WITH GRANT OPTION') AS preview_with_grant_option,
        has_function_privilege('iterjob_user', 'iterjob.preview(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval, integer)', 'EXECUTE') AS preview_for_iterjob_user;
 -- pg_dump dumps the difference from the extension's initial privileges:

@@ -282,19 +282,21 @@ PG_FUNCTION_INFO_V1(iterjob_set);
 
 /*
  * iterjob.set(job_id, batch_size, batch_pause, max_rows_per_second,
- * target_batch_time, max_failure_ratio, failure_window): change a job's
- * pacing or its failure-ratio stop while it runs; NULL leaves a setting as
- * it is, 0 turns a limit off.  Workers pick the pacing up at their next
- * checkpoint, the failure-ratio stop at their next failed attempt.
+ * target_batch_time, max_failure_ratio, failure_window, max_wal_per_second):
+ * change a job's pacing or its failure-ratio stop while it runs; NULL
+ * leaves a setting as it is, 0 turns a limit off.  Workers pick the pacing
+ * up at their next checkpoint, the failure-ratio stop at their next failed
+ * attempt.
  */
 Datum
 iterjob_set(PG_FUNCTION_ARGS)
 {
 	int64		job_id;
 	IterjobSavedUser saved;
-	Oid			types[7] = {INT8OID, INT4OID, INT4OID, INT4OID, INT4OID, FLOAT8OID, INT4OID};
-	Datum		args[7];
-	char		nulls[7] = {' ', 'n', 'n', 'n', 'n', 'n', 'n'};
+	Oid			types[8] = {INT8OID, INT4OID, INT4OID, INT4OID, INT4OID, FLOAT8OID, INT4OID,
+	INT8OID};
+	Datum		args[8];
+	char		nulls[8] = {' ', 'n', 'n', 'n', 'n', 'n', 'n', 'n'};
 	char	   *state;
 	int			nest;
 
@@ -348,6 +350,11 @@ iterjob_set(PG_FUNCTION_ARGS)
 		args[6] = PG_GETARG_DATUM(6);
 		nulls[6] = ' ';
 	}
+	if (PG_NARGS() > 7 && !PG_ARGISNULL(7))
+	{
+		args[7] = Int64GetDatum(iterjob_wal_per_second_arg(PG_GETARG_TEXT_PP(7), true));
+		nulls[7] = ' ';
+	}
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -363,9 +370,11 @@ iterjob_set(PG_FUNCTION_ARGS)
 							  "       target_batch_time = CASE WHEN $5 IS NULL THEN target_batch_time"
 							  "           ELSE pg_catalog.make_interval(secs => NULLIF($5, 0) OPERATOR(pg_catalog./) 1000.0) END,"
 							  "       max_failure_ratio = COALESCE($6, max_failure_ratio),"
-							  "       failure_window = COALESCE($7, failure_window)"
+							  "       failure_window = COALESCE($7, failure_window),"
+							  "       max_wal_per_second = CASE WHEN $8 IS NULL THEN max_wal_per_second"
+							  "                                 ELSE NULLIF($8, 0) END"
 							  " WHERE id OPERATOR(pg_catalog.=) $1",
-							  7, types, args, nulls, false, 0) != SPI_OK_UPDATE)
+							  8, types, args, nulls, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not update iterjob job " INT64_FORMAT, job_id);
 	iterjob_end_internal(nest, &saved);
 	SPI_finish();

@@ -52,10 +52,11 @@ enum
 	ARG_MAX_FAILURE_RATIO,
 	ARG_FAILURE_WINDOW,
 	ARG_AFTER,
-	ARG_HEALTH_CHECK
+	ARG_HEALTH_CHECK,
+	ARG_MAX_WAL_PER_SECOND
 };
 
-#define INSERT_NARGS 36
+#define INSERT_NARGS 37
 
 static const char *const insert_job_sql =
 "WITH j AS ("
@@ -67,7 +68,7 @@ static const char *const insert_job_sql =
 "                           batch_pause, max_rows_per_second, target_batch_time,"
 "                           key_opclasses, key_collations, key_descending,"
 "                           key_nulls_first, max_failure_ratio, failure_window,"
-"                           after, health_check)"
+"                           after, health_check, max_wal_per_second)"
 "  VALUES ($1, $2, $3, $4, $5::pg_catalog.regtype[], $6, $7, $8, $9, $10,"
 "          $11, $12,"
 "          pg_catalog.make_interval(secs => $13 OPERATOR(pg_catalog./) 1000.0),"
@@ -76,7 +77,7 @@ static const char *const insert_job_sql =
 "          pg_catalog.make_interval(secs => $24 OPERATOR(pg_catalog./) 1000.0),"
 "          NULLIF($25, 0),"
 "          pg_catalog.make_interval(secs => NULLIF($26, 0) OPERATOR(pg_catalog./) 1000.0),"
-"          $27, $28, $29, $30, $31, $32, $33, $34)"
+"          $27, $28, $29, $30, $31, $32, $33, $34, NULLIF($37, 0))"
 "  RETURNING id),"
 " t AS ("
 "  INSERT INTO iterjob.task (job_id, instance, cursor, range_start, range_end,"
@@ -163,7 +164,7 @@ insert_job(const IterjobSpec *spec, const char *name, const IterjobRange *ranges
 		INT4OID, INT4OID, INT4OID, TEXTOID, BOOLOID, TEXTOID, TEXTOID,
 	TEXTOID, TEXTARRAYOID, TEXTARRAYOID, BOOLARRAYOID, INT8OID, INT4OID,
 	INT4OID, INT4OID, OIDARRAYOID, OIDARRAYOID, BOOLARRAYOID, BOOLARRAYOID,
-	FLOAT8OID, INT4OID, INT8ARRAYOID, TEXTOID, INT8ARRAYOID, INT4ARRAYOID};
+	FLOAT8OID, INT4OID, INT8ARRAYOID, TEXTOID, INT8ARRAYOID, INT4ARRAYOID, INT8OID};
 	Datum		args[INSERT_NARGS];
 	char		nulls[INSERT_NARGS];
 	Datum		names[ITERJOB_MAX_KEYS];
@@ -223,6 +224,7 @@ insert_job(const IterjobSpec *spec, const char *name, const IterjobRange *ranges
 	args[32] = after;
 	nulls[32] = after == (Datum) 0 ? 'n' : ' ';
 	args[33] = text_or_null(spec->health_check, &nulls[33]);
+	args[36] = Int64GetDatum(spec->max_wal_per_second);
 	nulls[19] = nulls[20] = nulls[21] = 'n';
 	nulls[34] = nulls[35] = 'n';
 	if (shards->n > 0)
@@ -376,6 +378,10 @@ read_arguments(FunctionCallInfo fcinfo, bool for_enqueue, IterjobSpec *spec, cha
 		spec->failure_window = PG_GETARG_INT32(ARG_FAILURE_WINDOW);
 	if (PG_NARGS() > ARG_HEALTH_CHECK)
 		spec->health_check = embeddable(optional_text(fcinfo, ARG_HEALTH_CHECK));
+	/* WAL bytes per second, given as a size: NULL is none */
+	if (PG_NARGS() > ARG_MAX_WAL_PER_SECOND && !PG_ARGISNULL(ARG_MAX_WAL_PER_SECOND))
+		spec->max_wal_per_second =
+			iterjob_wal_per_second_arg(PG_GETARG_TEXT_PP(ARG_MAX_WAL_PER_SECOND), false);
 	iterjob_check_max_failure_ratio(spec->max_failure_ratio);
 	iterjob_check_failure_window(spec->failure_window);
 }

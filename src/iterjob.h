@@ -209,7 +209,7 @@ extern void iterjob_register_launcher(void);
 extern PGDLLEXPORT void iterjob_launcher_main(Datum main_arg);
 
 /* the extension version this library's SQL needs */
-#define ITERJOB_SCHEMA_VERSION "0.11"
+#define ITERJOB_SCHEMA_VERSION "0.12"
 
 /* schema_version.c */
 extern Oid	iterjob_lock_extension(void);
@@ -307,6 +307,7 @@ extern void iterjob_check_owner(Oid owner, int64 job_id);
 /* intervals.c */
 extern int64 iterjob_interval_ms(const Interval *interval, const char *name,
 								 int64 max_ms);
+extern int64 iterjob_wal_per_second_arg(text *arg, bool zero_is_off);
 
 /* run_as.c */
 

@@ -88,6 +88,8 @@ typedef struct IterjobSpec
 	int64		rows_total;		/* estimated rows to iterate */
 	int32		batch_pause_ms; /* sleep between an instance's batches */
 	int32		max_rows_per_second;	/* across the job's instances; 0: none */
+	int64		max_wal_per_second; /* WAL bytes, across the job's instances;
+									 * 0: none */
 	int32		target_batch_ms;	/* adapt batch_size to this; 0: fixed */
 	double		max_failure_ratio;	/* of the last failure_window attempts; 0: off */
 	int32		failure_window; /* batch attempts looked at; 0: off */

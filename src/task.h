@@ -47,6 +47,9 @@ typedef struct IterjobTask
 	bool		failed;			/* that death was its last attempt */
 	char	   *death_message;	/* a death that is not a plain one: why */
 	int64		retry_batch;	/* the batch that failed last, until it commits */
+	/* pgWalUsage.wal_bytes as counted in the task's wal_bytes (committed) */
+	uint64		wal_counted;
+	uint64		wal_checkpointed;	/* ... by the batch in flight */
 	bool		yielded;		/* left running for a worker of another database */
 	bool		foreground_paced;	/* paced for the foreground since its last
 									 * batch (foreground_pacing.c) */

@@ -44,7 +44,7 @@
 "       COALESCE(j.max_rows_per_second, 0),"\
 "       COALESCE(pg_catalog.date_part('epoch', j.target_batch_time) OPERATOR(pg_catalog.*) 1000, 0)::pg_catalog.int4,"\
 "       j.key_opclasses, j.key_collations, j.key_descending, j.key_nulls_first,"\
-"       j.health_check"
+"       j.health_check, COALESCE(j.max_wal_per_second, 0)"
 
 /* their positions, counted from the first */
 enum
@@ -74,7 +74,8 @@ enum
 	JCOL_KEY_COLLATIONS,
 	JCOL_KEY_DESCENDING,
 	JCOL_KEY_NULLS_FIRST,
-	JCOL_HEALTH_CHECK
+	JCOL_HEALTH_CHECK,
+	JCOL_MAX_WAL_PER_SECOND
 };
 
 static const char *const lock_orphan_sql =
@@ -293,6 +294,7 @@ read_job_columns(HeapTuple tup, TupleDesc desc, int first, IterjobSpec *spec,
 	spec->target_batch_ms = int4_column(tup, desc, first + JCOL_TARGET_BATCH_TIME);
 	read_key_order(spec, tup, desc, first);
 	spec->health_check = SPI_getvalue(tup, desc, first + JCOL_HEALTH_CHECK);
+	spec->max_wal_per_second = int8_column(tup, desc, first + JCOL_MAX_WAL_PER_SECOND);
 }
 
 /* partition => 'shard': the task's shards, and the one its cursor is on */

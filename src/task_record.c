@@ -18,6 +18,7 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "executor/instrument.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/array.h"
@@ -30,11 +31,13 @@
 
 /* the job's pacing settings, read back with every checkpoint and hold */
 static const char *const pacing_sql =
-"(SELECT ARRAY[j.batch_size,"
-"     (pg_catalog.date_part('epoch', j.batch_pause) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int4,"
-"     COALESCE(j.max_rows_per_second, 0),"
-"     COALESCE(pg_catalog.date_part('epoch', j.target_batch_time) OPERATOR(pg_catalog.*) 1000, 0)::pg_catalog.int4]"
+"(SELECT ARRAY[j.batch_size::pg_catalog.int8,"
+"     (pg_catalog.date_part('epoch', j.batch_pause) OPERATOR(pg_catalog.*) 1000)::pg_catalog.int8,"
+"     COALESCE(j.max_rows_per_second, 0)::pg_catalog.int8,"
+"     COALESCE(pg_catalog.date_part('epoch', j.target_batch_time) OPERATOR(pg_catalog.*) 1000, 0)::pg_catalog.int8,"
+"     COALESCE(j.max_wal_per_second, 0)]"
 "   FROM iterjob.job j WHERE j.id OPERATOR(pg_catalog.=) job_id)";
+#define PACING_VALUES 5
 
 /*
  * The rate and the failed attempts a batch of $2 rows sets in the task row,
@@ -67,7 +70,8 @@ static const char *const pacing_sql =
  * resumed task is claimed again from that cursor.  When $5 says the batch
  * was the instance's last (nothing follows it), the same update ends a
  * task still running, as iterjob_finish_task() would: one write of the
- * task row, not two, in the batch's transaction.
+ * task row, not two, in the batch's transaction.  $6 is the WAL the task's
+ * worker wrote since its last checkpoint (see iterjob_record_checkpoint()).
  */
 static const char *const checkpoint_sql =
 "UPDATE iterjob.task"
@@ -84,6 +88,7 @@ static const char *const checkpoint_sql =
 "                         ::pg_catalog.int8, 0) OPERATOR(pg_catalog.+) $2)"
 "         ELSE shard_rows END,"
 "       batches_done = batches_done OPERATOR(pg_catalog.+) 1,"
+"       wal_bytes = wal_bytes OPERATOR(pg_catalog.+) $6,"
 RATE_AND_ATTEMPTS_SQL
 "       held_reason = NULL, updated_at = pg_catalog.clock_timestamp(),"
 "       state = CASE WHEN $5 AND state OPERATOR(pg_catalog.=) 'running'"
@@ -122,8 +127,11 @@ RATE_AND_ATTEMPTS_SQL
 "   AND state OPERATOR(pg_catalog.=) ANY ('{running,paused,queued,cancelled,failed}'::pg_catalog.text[])"
 " RETURNING state OPERATOR(pg_catalog.=) ANY ('{running,succeeded}'::pg_catalog.text[]), %s";
 
-/* $4 is the failed batch, $5 whether it was the last, then $6.. the key's columns */
-#define CHECKPOINT_KEY_PARAM 6
+/*
+ * $4 is the failed batch, $5 whether it was the last, $6 its WAL, then $7..
+ * the key's columns
+ */
+#define CHECKPOINT_KEY_PARAM 7
 
 static const char *const hold_sql =
 "UPDATE iterjob.task SET held_reason = $2, held_summary = $3"
@@ -185,7 +193,7 @@ static const char *const log_error_sql =
  * key it met: a stream of jobs over one table plans its checkpoint once.
  * The cursor arrives as jsonb computed as the owner ($3) when the key's
  * types could carry the owner's code into it; otherwise as the key's
- * values ($6..), made jsonb here by built-in functions only (saving a
+ * values ($7..), made jsonb here by built-in functions only (saving a
  * statement per batch).  SPI connected.
  */
 #define KEPT_CHECKPOINTS 8
@@ -203,7 +211,7 @@ iterjob_checkpoint_plan(const IterjobSpec *spec)
 {
 	static KeptCheckpoint kept[KEPT_CHECKPOINTS];
 	static int	next_slot = 0;
-	Oid			types[CHECKPOINT_KEY_PARAM - 1 + ITERJOB_MAX_KEYS] = {INT8OID, INT8OID, JSONBOID, INT8OID, BOOLOID};
+	Oid			types[CHECKPOINT_KEY_PARAM - 1 + ITERJOB_MAX_KEYS] = {INT8OID, INT8OID, JSONBOID, INT8OID, BOOLOID, INT8OID};
 	bool		user_defined = iterjob_key_types_user_defined(spec);
 	KeptCheckpoint *slot;
 	StringInfoData cursor;
@@ -278,16 +286,17 @@ read_state_and_pacing(IterjobTask *task)
 		Datum	   *values;
 		int			n;
 
-		deconstruct_array(DatumGetArrayTypeP(pacing), INT4OID, 4, true, TYPALIGN_INT,
-						  &values, NULL, &n);
-		if (n == 4)
+		deconstruct_array(DatumGetArrayTypeP(pacing), INT8OID, sizeof(int64), true,
+						  TYPALIGN_DOUBLE, &values, NULL, &n);
+		if (n == PACING_VALUES)
 		{
 			IterjobPacing p;
 
-			p.batch_size = DatumGetInt32(values[0]);
-			p.batch_pause_ms = DatumGetInt32(values[1]);
-			p.max_rows_per_second = DatumGetInt32(values[2]);
-			p.target_batch_ms = DatumGetInt32(values[3]);
+			p.batch_size = (int32) DatumGetInt64(values[0]);
+			p.batch_pause_ms = (int32) DatumGetInt64(values[1]);
+			p.max_rows_per_second = (int32) DatumGetInt64(values[2]);
+			p.target_batch_ms = (int32) DatumGetInt64(values[3]);
+			p.max_wal_per_second = DatumGetInt64(values[4]);
 			iterjob_throttle_set_pacing(&task->throttle, &p);
 		}
 	}
@@ -301,6 +310,12 @@ read_state_and_pacing(IterjobTask *task)
  * instance's hook, locks the job and settles it, and the transaction
  * commits durably; a task paused meanwhile ends when it is resumed, with
  * an empty batch).
+ *
+ * The task's wal_bytes grows by the WAL this process wrote since the
+ * task's last checkpoint (task->wal_counted, which the caller moves to
+ * task->wal_checkpointed once the batch commits): the batch's own, and
+ * that of the previous checkpoint's update and commit, of attempts rolled
+ * back since, and of holds.
  */
 bool
 iterjob_record_checkpoint(IterjobTask *task, SPIPlanPtr plan, uint64 rows,
@@ -314,6 +329,8 @@ iterjob_record_checkpoint(IterjobTask *task, SPIPlanPtr plan, uint64 rows,
 	int			ret;
 	bool		running;
 
+	task->wal_checkpointed = pgWalUsage.wal_bytes;
+	args[5] = Int64GetDatum((int64) (task->wal_checkpointed - task->wal_counted));
 	memset(nulls, ' ', sizeof(nulls));
 	nulls[2] = cursor == (Datum) 0 ? 'n' : ' ';
 	for (int i = 0; i < task->spec.nkeys; i++)

@@ -623,6 +623,7 @@ run_batch(IterjobTask *task, IterjobTaskPlans *plans, long *retry_ms)
 			Datum		old_key = task->cursor[0];
 
 			advance_cursor(task, plans, pending);
+			task->wal_counted = task->wal_checkpointed;
 			if (task->batches_done >= task->retry_batch)
 				task->retry_batch = 0;
 			iterjob_trail_advanced(task, had_cursor, old_key);
@@ -645,6 +646,8 @@ iterjob_run_task(IterjobTask *task)
 	bool		must_recheck = false;
 
 	memset(&plans, 0, sizeof(plans));
+	/* its checkpoints count the WAL this process writes from now on */
+	task->wal_counted = task->wal_checkpointed = pgWalUsage.wal_bytes;
 	/* its last worker died in a batch: back off as after any failure */
 	if (task->retry_ms > 0)
 	{
@@ -706,7 +709,8 @@ iterjob_run_task(IterjobTask *task)
 			int64		batch_us = GetCurrentTimestamp() - start;
 
 			batch_ms = (long) (batch_us / 1000);
-			wal_ms = iterjob_wal_pace_ms(pgWalUsage.wal_bytes - wal_before, batch_ms);
+			wal_ms = iterjob_wal_pace_ms(&task->throttle, task->spec.instances,
+										 pgWalUsage.wal_bytes - wal_before, batch_ms);
 			sleep_ms = iterjob_throttle_after_batch(&task->throttle, task->spec.instances,
 													task->last_batch_rows, batch_ms);
 			/* the workers' phase says which limit holds it */

@@ -5,9 +5,11 @@
  *
  *	  After each committed batch the worker sleeps for batch_pause, and
  *	  long enough that the instance stays under its share of the job's
- *	  max_rows_per_second (the cap divided by the job's instances).  With a
- *	  target_batch_time, the next batch size is scaled by target / actual,
- *	  by at most a factor of 2 per batch.  A batch that times out (statement
+ *	  max_rows_per_second (the cap divided by the job's instances), and
+ *	  under its shares of the WAL limits (the job's max_wal_per_second and
+ *	  the cluster's iterjob.max_wal_per_second) for the WAL the batch
+ *	  wrote.  With a target_batch_time, the next batch size is scaled by
+ *	  target / actual, by at most a factor of 2 per batch.  A batch that times out (statement
  *	  or lock timeout) is retried at half its size, down to one key, with or
  *	  without a target; without one, the size then doubles per committed
  *	  batch back to the job's batch_size.  The
@@ -76,6 +78,7 @@ iterjob_throttle_init(IterjobThrottle *throttle, const IterjobSpec *spec)
 	throttle->pacing.batch_pause_ms = spec->batch_pause_ms;
 	throttle->pacing.max_rows_per_second = spec->max_rows_per_second;
 	throttle->pacing.target_batch_ms = spec->target_batch_ms;
+	throttle->pacing.max_wal_per_second = spec->max_wal_per_second;
 	throttle->batch_size = spec->batch_size;
 }
 
@@ -129,20 +132,30 @@ iterjob_throttle_after_batch(IterjobThrottle *throttle, int instances,
 }
 
 /*
- * iterjob.max_wal_per_second, cluster-wide: a batch that wrote wal_bytes of
- * WAL in batch_ms waits until its worker's share of the rate (the limit
- * over the workers running a task now, in every database) allows them.
- * Returns the milliseconds to wait.
+ * The WAL limits, after a batch that wrote wal_bytes of WAL in batch_ms:
+ * iterjob.max_wal_per_second, cluster-wide, of which each worker running a
+ * task now (in every database) takes an equal share, and the job's own
+ * max_wal_per_second, of which each of its instances takes an equal
+ * share.  The batch waits until the smaller share allows the WAL it wrote
+ * (the longer of the two waits).  Returns the milliseconds to wait.
  */
 long
-iterjob_wal_pace_ms(uint64 wal_bytes, long batch_ms)
+iterjob_wal_pace_ms(const IterjobThrottle *throttle, int instances,
+					uint64 wal_bytes, long batch_ms)
 {
-	double		share;
+	double		share = 0;
 	long		min_ms;
 
-	if (iterjob_max_wal_per_second_kb <= 0 || wal_bytes == 0)
+	if (iterjob_max_wal_per_second_kb > 0)
+		share = 1024.0 * iterjob_max_wal_per_second_kb / Max(1, iterjob_busy_workers());
+	if (throttle->pacing.max_wal_per_second > 0)
+	{
+		double		job_share = (double) throttle->pacing.max_wal_per_second / Max(1, instances);
+
+		share = share > 0 ? Min(share, job_share) : job_share;
+	}
+	if (share <= 0 || wal_bytes == 0)
 		return 0;
-	share = 1024.0 * iterjob_max_wal_per_second_kb / Max(1, iterjob_busy_workers());
 	min_ms = (long) Min(1000.0 * wal_bytes / share, (double) LONG_MAX / 2);
 	return Max(0, min_ms - batch_ms);
 }

@@ -2,10 +2,10 @@
  *
  * throttle.h
  *	  Pacing one instance so a backfill does not hurt production: pauses
- *	  between batches, a job-wide rows-per-second cap, batch sizes adapted
- *	  to a target batch time, and the health gate (replication lag, WAL
- *	  archiving falling behind, autovacuum of the relation, the
- *	  iterjob.enabled switch).
+ *	  between batches, job-wide rows-per-second and WAL-per-second caps
+ *	  (and the cluster's WAL limit), batch sizes adapted to a target batch
+ *	  time, and the health gate (replication lag, WAL archiving falling
+ *	  behind, autovacuum of the relation, the iterjob.enabled switch).
  *
  *-------------------------------------------------------------------------
  */
@@ -23,6 +23,7 @@ typedef struct IterjobPacing
 	int32		batch_pause_ms;
 	int32		max_rows_per_second;
 	int32		target_batch_ms;
+	int64		max_wal_per_second; /* bytes; 0: none */
 } IterjobPacing;
 
 typedef struct IterjobThrottle
@@ -38,7 +39,8 @@ typedef struct IterjobThrottle
 extern void iterjob_throttle_init(IterjobThrottle *throttle, const IterjobSpec *spec);
 extern void iterjob_throttle_set_pacing(IterjobThrottle *throttle,
 										const IterjobPacing *pacing);
-extern long iterjob_wal_pace_ms(uint64 wal_bytes, long batch_ms);
+extern long iterjob_wal_pace_ms(const IterjobThrottle *throttle, int instances,
+								uint64 wal_bytes, long batch_ms);
 extern long iterjob_throttle_after_batch(IterjobThrottle *throttle, int instances,
 										 uint64 rows, long batch_ms);
 extern bool iterjob_throttle_after_timeout(IterjobThrottle *throttle, uint64 keys);

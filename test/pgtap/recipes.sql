@@ -5,7 +5,7 @@
 -- fresh database, autocommit, as the superuser postgres.
 
 SET client_min_messages = warning;
-SELECT plan(25);
+SELECT plan(26);
 
 CREATE TABLE items (id bigint PRIMARY KEY, v int, w int);
 INSERT INTO items SELECT g, g % 1000, CASE WHEN g % 10 = 0 THEN -1 END FROM generate_series(1, 20000) g;
@@ -86,6 +86,8 @@ SELECT is((SELECT count(*) FROM line_items WHERE total IS DISTINCT FROM qty * pr
 \o
 SELECT is((SELECT max_rows_per_second FROM iterjob.job WHERE name = 'reencode'), 5000,
           'recipe 5 (throttled): iterjob.set raised the running job''s rate');
+SELECT is((SELECT max_wal_per_second FROM iterjob.job WHERE name = 'reencode'), 50 * 1024 * 1024::bigint,
+          'recipe 5: ... and its WAL limit, kept in bytes per second');
 SELECT is(recipe_job_state(), 'succeeded', 'recipe 5: the job succeeds');
 SELECT is((SELECT count(*) FROM documents WHERE body <> upper('doc ' || id)), 0::bigint,
           'recipe 5: every document was re-encoded once');

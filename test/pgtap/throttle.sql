@@ -50,10 +50,17 @@
 --      running); a job enqueued meanwhile is claimed and holds; pause works;
 --      on again (reload) both go on by themselves and succeed exactly once
 --      (test/t/013_archiving.pl tests iterjob.max_archive_backlog)
+--   9. max_wal_per_second (a job's own WAL limit): enqueue stores bytes,
+--      job_progress shows them; a worker waiting for it shows phase 'wal
+--      paced'; set() changes it, '0' turns it off (the job, which needs
+--      more than 40 s under a 1kB/s limit, ends within 20 s), NULL leaves
+--      it, bad values are refused (22023) and change nothing; wal_bytes
+--      counts the job's WAL in task_progress and job_progress
+--      (test/t/020_foreground.pl measures the rate against the limit)
 
 SET client_min_messages = warning;
 
-SELECT plan(130);
+SELECT plan(149);
 
 -- Helpers -----------------------------------------------------------------
 
@@ -874,5 +881,75 @@ SELECT is((SELECT count(held_reason) FROM iterjob.task_progress WHERE job_id IN 
           'iterjob.enabled: their held_reason is cleared');
 SELECT is((SELECT count(*) FROM iterjob.errors WHERE job_id IN (:sw_job, :swq_job)), 0::bigint,
           'iterjob.enabled: holding failed no batch');
+
+-- 9. max_wal_per_second ----------------------------------------------------------
+
+-- 600 keys in batches of 20 under a limit of 1kB of WAL per second: each
+-- batch writes more than 1kB (its rows' new versions, the checkpoint of
+-- its task), so the job needs well over 30 x 1 s.
+CREATE TABLE wal_cap (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0) WITH (autovacuum_enabled = false);
+INSERT INTO wal_cap (id) SELECT generate_series(1, 600);
+
+SELECT iterjob.enqueue('wal_cap', 'UPDATE wal_cap SET n = n + 1 WHERE id = ANY($1)',
+                       batch_size => 20, max_wal_per_second => '1kB') AS wal_job \gset
+SELECT is((SELECT max_wal_per_second FROM iterjob.job_progress WHERE job_id = :wal_job), 1024::bigint,
+          'max_wal_per_second: job_progress shows the limit in bytes per second');
+SELECT ok(tap_wait_until(format('''wal paced'' = ANY (tap_phases(%s))', :wal_job), '20 s'),
+          'max_wal_per_second: the worker waits for it after a batch, phase ''wal paced''');
+SELECT ok(tap_wait_until(format('(SELECT wal_bytes FROM iterjob.task_progress WHERE job_id = %s) > 1024', :wal_job),
+                         '20 s'),
+          'max_wal_per_second: task_progress.wal_bytes counts the WAL of the batches committed (> 1kB)');
+
+SELECT diag(format('max_wal_per_second: %s bytes of WAL in the first %s batches',
+                   wal_bytes, batches_done))
+  FROM iterjob.job_progress WHERE job_id = :wal_job;
+SELECT iterjob.set(:wal_job, max_wal_per_second => '1.5 kB') AS ignored \gset
+SELECT is((SELECT max_wal_per_second FROM iterjob.job_progress WHERE job_id = :wal_job), 1536::bigint,
+          'set(max_wal_per_second => ''1.5 kB''): job_progress shows 1536');
+SELECT iterjob.set(:wal_job, batch_pause => '0') AS ignored \gset
+SELECT is((SELECT max_wal_per_second FROM iterjob.job_progress WHERE job_id = :wal_job), 1536::bigint,
+          'set() without max_wal_per_second (NULL) leaves it');
+SELECT throws_ok(format('SELECT iterjob.set(%s, max_wal_per_second => ''-1kB'')', :wal_job), '22023',
+                 'max_wal_per_second must not be negative',
+                 'set(max_wal_per_second => ''-1kB''): 22023, must not be negative');
+SELECT throws_ok(format('SELECT iterjob.set(%s, max_wal_per_second => ''fast'')', :wal_job), '22023',
+                 'invalid max_wal_per_second: "fast"',
+                 'set(max_wal_per_second => ''fast''): 22023, not a size');
+SELECT throws_ok(format('SELECT iterjob.set(%s, max_wal_per_second => ''512'')', :wal_job), '22023',
+                 'max_wal_per_second must be between 1kB and 1TB',
+                 'set(max_wal_per_second => ''512''): 22023, less than 1kB');
+SELECT throws_ok(format('SELECT iterjob.set(%s, batch_size => 5, max_wal_per_second => ''2TB'')', :wal_job),
+                 '22023', 'max_wal_per_second must be between 1kB and 1TB',
+                 'set(batch_size => 5, max_wal_per_second => ''2TB''): 22023, more than 1TB');
+SELECT is((SELECT (batch_size, max_wal_per_second)::text FROM iterjob.job_progress WHERE job_id = :wal_job),
+          (20, 1536)::text,
+          'set(): the refused calls changed nothing');
+
+SELECT iterjob.set(:wal_job, max_wal_per_second => '1kB') AS ignored \gset
+SELECT ok(tap_wait_until(format('''wal paced'' = ANY (tap_phases(%s))', :wal_job), '20 s'),
+          'set(max_wal_per_second => ''1kB''): the worker waits for it again');
+SELECT clock_timestamp() AS wal_off_at \gset
+SELECT iterjob.set(:wal_job, max_wal_per_second => '0') AS ignored \gset
+SELECT is((SELECT max_wal_per_second FROM iterjob.job_progress WHERE job_id = :wal_job), NULL,
+          'set(max_wal_per_second => ''0''): the limit is off (NULL)');
+SELECT is(iterjob.wait(:wal_job, '20 s'), 'succeeded',
+          'set(max_wal_per_second => ''0''): the job, that needs over 40 s at 1kB/s, succeeds within 20 s');
+SELECT diag(format('max_wal_per_second: the job ended %s s after the limit was turned off',
+                   round(extract(epoch FROM clock_timestamp() - :'wal_off_at'::timestamptz), 2)));
+SELECT is((SELECT count(*) FROM wal_cap WHERE n <> 1), 0::bigint,
+          'max_wal_per_second: every row processed exactly once');
+SELECT is((SELECT wal_bytes FROM iterjob.job_progress WHERE job_id = :wal_job),
+          (SELECT sum(wal_bytes)::bigint FROM iterjob.task_progress WHERE job_id = :wal_job),
+          'wal_bytes: job_progress shows the sum of its instances''');
+SELECT cmp_ok((SELECT wal_bytes FROM iterjob.job_progress WHERE job_id = :wal_job), '>', 600 * 50::bigint,
+              'wal_bytes: the finished job wrote more than 50 bytes of WAL per row updated');
+SELECT throws_ok(format('SELECT iterjob.set(%s, max_wal_per_second => ''1MB'')', :wal_job), '55000', NULL,
+                 'set(max_wal_per_second) on a succeeded job: 55000');
+
+-- a job enqueued without one has none; its WAL is counted all the same
+SELECT is((SELECT max_wal_per_second FROM iterjob.job_progress WHERE job_id = :bp_slow_job), NULL,
+          'max_wal_per_second: NULL for a job enqueued without it');
+SELECT cmp_ok((SELECT wal_bytes FROM iterjob.job_progress WHERE job_id = :bp_slow_job), '>', 0::bigint,
+              'wal_bytes: counted for a job without a WAL limit too');
 
 SELECT * FROM finish();

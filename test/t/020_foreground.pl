@@ -6,9 +6,12 @@
 # cancelled for a wait of another iterjob worker, for a session waiting on
 # another session, nor with the setting at -1.
 #
-# iterjob.max_wal_per_second: a job's WAL, over its run, comes within 20%
-# of the limit (the WAL written from the enqueue to its end, from the WAL
-# positions, over the job's run time).
+# iterjob.max_wal_per_second, and a job's own max_wal_per_second (shared by
+# its instances), alone and together (the smaller holds): a job's WAL, over
+# its run, comes within 20% of the limit, by the WAL positions (the WAL
+# written from the enqueue to its end) and by the job's own wal_bytes, over
+# the job's run time; the job's wal_bytes are 90% to 100% of the WAL the
+# cluster wrote meanwhile.
 #
 # The batches are held where the test needs them: the action updates its
 # rows, then waits for an advisory lock a gate session holds until the end.
@@ -143,30 +146,85 @@ is(q1(q{SELECT count(*) FILTER (WHERE n = 2) || ' of ' || count(*) FROM items}),
 is(q1("SELECT count(*) FROM iterjob.errors WHERE job_id IN ($job, $other_job)"), 0,
 	'the cancelled batch is no failed attempt (none logged; with max_attempts 1 one would have failed the job)');
 
-# the WAL rate limit: 2 MB/s over a job that writes about 10 MB (full page
-# images of every page after the checkpoint, then the rows)
+# The WAL rate limits: jobs over a table whose every page gets a full page
+# image after the checkpoint before each run, then its rows' new versions:
+# about 10 MB each.  The WAL the cluster wrote is measured from the WAL
+# positions (pg_stat_wal's counters are flushed by each process at most
+# once a second, and an idle worker's last ones may not be yet), from the
+# enqueue to the job's end, over the job's run time; the job's own count
+# is its wal_bytes, which cannot exceed the cluster's WAL and leaves out
+# only the little WAL iterjob writes between its instances' checkpoints
+# (claims, the job's end).
 q1(q{
 CREATE TABLE wide (id bigint PRIMARY KEY, pad text NOT NULL);
-INSERT INTO wide SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g;
-VACUUM wide;
-CHECKPOINT;});
-q1("ALTER SYSTEM SET iterjob.max_wal_per_second = '2MB'");
-q1('SELECT pg_reload_conf()');
-sleep 1;
-my $lsn = q1('SELECT pg_current_wal_insert_lsn()');
-$job = q1(q{
-SELECT iterjob.enqueue('wide', 'UPDATE wide SET pad = repeat(''y'', 120) WHERE id = ANY($1)',
-                       batch_size => 1000)});
-is(q1("SELECT iterjob.wait($job, '120 s')"), 'succeeded', 'WAL rate: the job succeeds');
-my ($bytes, $secs) = split /\|/, q1(qq{
-SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$lsn'),
-       extract(epoch FROM finished_at - started_at)
-  FROM iterjob.job WHERE id = $job});
-my $rate = $bytes / $secs / (2 * 1024 * 1024);
-note(sprintf('WAL rate: %.1f MB in %.2f s, %.2f x the limit', $bytes / 1048576, $secs, $rate));
-cmp_ok($bytes, '>', 6 * 1024 * 1024, '(precondition) the job writes more than 3 s of the limit');
-ok($rate >= 0.8 && $rate <= 1.2,
-	sprintf('WAL rate: %.2f MB/s over the run, within 20%% of max_wal_per_second (2 MB/s)', $rate * 2));
+INSERT INTO wide SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g;});
+
+my $MB = 1024 * 1024;
+
+# Run a job over wide with the cluster-wide limit $cluster (a setting, or
+# undef: none) and enqueue's further arguments $args; check that it
+# succeeds, that it wrote more than 3 s of $limit_mb MB/s, and that its WAL
+# rate, by the cluster's WAL and by its own wal_bytes, comes within 20% of
+# that; and that its wal_bytes are the cluster's WAL, within reason.
+sub wal_rate
+{
+	my ($what, $cluster, $args, $limit_mb) = @_;
+	if (defined $cluster)
+	{
+		q1("ALTER SYSTEM SET iterjob.max_wal_per_second = '$cluster'");
+	}
+	else
+	{
+		q1('ALTER SYSTEM RESET iterjob.max_wal_per_second');
+	}
+	q1('SELECT pg_reload_conf()');
+	sleep 1;
+	q1('VACUUM wide');
+	q1('CHECKPOINT');
+	my $lsn = q1('SELECT pg_current_wal_insert_lsn()');
+	my $job = q1(qq{
+SELECT iterjob.enqueue('wide', 'UPDATE wide SET pad = repeat(''y'', 120) WHERE id = ANY(\$1)', $args)});
+	is(q1("SELECT iterjob.wait($job, '120 s')"), 'succeeded', "$what: the job succeeds");
+	my ($bytes, $own, $secs) = split /\|/, q1(qq{
+SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$lsn'), p.wal_bytes,
+       extract(epoch FROM p.finished_at - p.started_at)
+  FROM iterjob.job_progress p WHERE p.job_id = $job});
+	note("$what: instance $_") foreach split /\n/, q1(qq{
+SELECT format('%s: %s MB in %s s from %s s after the job began', t.instance,
+              round(t.wal_bytes / 1048576.0, 2), round(extract(epoch FROM t.finished_at - t.started_at), 2),
+              round(extract(epoch FROM t.started_at - j.started_at), 2))
+  FROM iterjob.task t JOIN iterjob.job j ON j.id = t.job_id WHERE t.job_id = $job ORDER BY t.instance});
+	my $rate = $bytes / $secs / ($limit_mb * $MB);
+	my $own_rate = $own / $secs / ($limit_mb * $MB);
+	note(sprintf('%s: %.1f MB in %.2f s, %.2f x the limit; by its wal_bytes (%.1f MB) %.2f x',
+			$what, $bytes / $MB, $secs, $rate, $own / $MB, $own_rate));
+	cmp_ok($bytes, '>', 3 * $limit_mb * $MB, "(precondition) $what: the job writes more than 3 s of the limit");
+	ok($rate >= 0.8 && $rate <= 1.2,
+		sprintf('%s: %.2f MB/s over the run, within 20%% of %s MB/s', $what, $rate * $limit_mb, $limit_mb));
+	ok($own_rate >= 0.8 && $own_rate <= 1.2,
+		sprintf('%s: by the job\'s wal_bytes %.2f MB/s, within 20%% of %s MB/s',
+			$what, $own_rate * $limit_mb, $limit_mb));
+	ok($own >= 0.9 * $bytes && $own <= $bytes,
+		sprintf('%s: the job\'s wal_bytes are %.1f%% of the WAL the cluster wrote meanwhile (90%% to 100%%)',
+			$what, 100 * $own / $bytes));
+	return;
+}
+
+# the cluster's limit alone: 2 MB/s
+wal_rate('WAL rate', '2MB', 'batch_size => 1000', 2);
+# the job's own limit alone, shared by its 2 instances: 2 MB/s.  Each
+# instance keeps to its half whatever the other writes: under the range
+# partition they write as much WAL each (under the modulo partition, the
+# instance ahead writes the full page images of pages the one trailing it
+# then changes too, and the job stays below its limit)
+wal_rate('job WAL rate', undef,
+	q{instances => 2, partition => 'range', batch_size => 500, max_wal_per_second => '2MB'}, 2);
+# both: the smaller holds, the job's (2 MB/s, against the cluster's 16), or
+# the cluster's (2 MB/s, against the job's 8)
+wal_rate('both WAL limits, the job\'s smaller', '16MB',
+	q{instances => 2, partition => 'range', batch_size => 500, max_wal_per_second => '2MB'}, 2);
+wal_rate('both WAL limits, the cluster\'s smaller', '2MB',
+	q{batch_size => 1000, max_wal_per_second => '8MB'}, 2);
 q1("ALTER SYSTEM RESET iterjob.max_wal_per_second");
 q1('SELECT pg_reload_conf()');
 
