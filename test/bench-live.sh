@@ -9,7 +9,7 @@
 #   test/bench-live.sh                        scale 20 (2,000,000 accounts), PostgreSQL 15
 #   SCALE=5 test/bench-live.sh                a smaller table
 #   LIVE_CASES="0 1 3 3n" test/bench-live.sh  only these cases (by their number)
-#   RATE=300 CLIENTS=4 BASELINE_S=10 NICE=10 FIRST_S=20 WAL_CAP=20MB test/bench-live.sh
+#   RATE=300 CLIENTS=4 BASELINE_S=10 NICE=10 FIRST_S=20 WAL_CAP=20MB COMMIT_WAIT=5ms test/bench-live.sh
 #   PG_CONFIG=/path/to/bin/pg_config test/bench-live.sh   on any installation
 #
 # While each case runs, a session samples pg_stat_activity every 5 ms and
@@ -24,7 +24,8 @@
 # iterjob.max_foreground_wait = -1 (no batch cancelled for a waiting
 # session); (3w) case 3 with iterjob.max_wal_per_second = WAL_CAP; (2p,
 # 3p) cases 2 and 3 with iterjob.max_foreground_commit_wait = -1 (no
-# pacing for the sessions' WAL waits).  Before each case the column is dropped and
+# pacing for the sessions' WAL waits); (2a, 3a) with
+# iterjob.max_foreground_commit_wait = COMMIT_WAIT.  Before each case the column is dropped and
 # added again, the table vacuumed and a checkpoint taken.
 #
 # pgbench runs with its per-transaction log, FIRST_S seconds, then in
@@ -50,6 +51,7 @@ FIRST_S=${FIRST_S:-20}
 CHUNK_S=${CHUNK_S:-4}
 NICE=${NICE:-10}
 WAL_CAP=${WAL_CAP:-20MB}
+COMMIT_WAIT=${COMMIT_WAIT:-5ms}
 
 setup_iterjob
 # durable commits, as in production; no checkpoint in the middle of a run
@@ -187,13 +189,14 @@ case_setting() {
 	2f* | 3f*) echo "iterjob.max_foreground_wait = -1" ;;
 	3w*) echo "iterjob.max_wal_per_second = '$WAL_CAP'" ;;
 	2p* | 3p*) echo "iterjob.max_foreground_commit_wait = -1" ;;
+	2a* | 3a*) echo "iterjob.max_foreground_commit_wait = '$COMMIT_WAIT'" ;;
 	esac
 }
 
 RESULTS=$LOGS/results
 : >"$RESULTS"
 run_case() {
-	local name=$1 t0 t1 setting load wal0 wal1
+	local name=$1 t0 t1 setting load wal0 wal1 log0 paced
 	reset_column
 	setting=$(case_setting "$name")
 	if [ -n "$setting" ]; then
@@ -205,15 +208,18 @@ run_case() {
 	sleep "$WARMUP_S"
 	start_sampler "${name%% *}"
 	wal0=$(wal_bytes)
+	log0=$(stat -c %s "$CLUSTER_DIR/server.log")
 	t0=$(now)
 	case "$name" in
 	0*) sleep "$BASELINE_S"; t1=$(now) ;;
 	1*) q -c "UPDATE pgbench_accounts SET w = aid % 1000"; t1=$(now) ;;
-	"2 "* | 2n* | 2f* | 2p*) t1=$(run_iterjob "instances => 1, batch_size => 1000") ;;
-	"3 "* | 3n* | 3f* | 3w* | 3p*) t1=$(run_iterjob "instances => 2, batch_size => 1000, partition => 'range'") ;;
+	"2 "* | 2n* | 2f* | 2p* | 2a*) t1=$(run_iterjob "instances => 1, batch_size => 1000") ;;
+	"3 "* | 3n* | 3f* | 3w* | 3p* | 3a*) t1=$(run_iterjob "instances => 2, batch_size => 1000, partition => 'range'") ;;
 	4*) t1=$(run_iterjob "instances => 1, batch_size => 1000, target_batch_time => '100ms'") ;;
 	esac
 	wal1=$(wal_bytes)
+	# the instances that slowed down for the sessions' WAL waits, and how often
+	paced=$(tail -c +$((log0 + 1)) "$CLUSTER_DIR/server.log" | grep -c "slowing down for the foreground" || true)
 	stop_sampler
 	stop_traffic
 	if [ -n "$setting" ]; then
@@ -224,8 +230,8 @@ run_case() {
 			{ echo "$name left rows unfilled" >&2; exit 1; }
 	fi
 	q -c "DELETE FROM iterjob.job"
-	# name|seconds|p50 p99 max count|load before|load after|WAL bytes|END ms
-	echo "$name|$(echo "$t1 - $t0" | bc)|$(latencies "${name%% *}" "$t0" "$t1")|$load|$(cut -d' ' -f1 /proc/loadavg)|$((wal1 - wal0))|$(end_latency "${name%% *}")" >>"$RESULTS"
+	# name|seconds|p50 p99 max count|load before|load after|WAL bytes|END ms|paced
+	echo "$name|$(echo "$t1 - $t0" | bc)|$(latencies "${name%% *}" "$t0" "$t1")|$load|$(cut -d' ' -f1 /proc/loadavg)|$((wal1 - wal0))|$(end_latency "${name%% *}")|$paced" >>"$RESULTS"
 	echo "   $(tail -1 "$RESULTS")"
 }
 
@@ -235,7 +241,9 @@ CASES=("0 no backfill" "1 one UPDATE" "2 iterjob 1 instance, batch 1000"
 	"2f iterjob 1 instance, max_foreground_wait -1" "3f iterjob 2 instances, range, max_foreground_wait -1"
 	"3w iterjob 2 instances, range, max_wal_per_second $WAL_CAP"
 	"2p iterjob 1 instance, max_foreground_commit_wait -1"
-	"3p iterjob 2 instances, range, max_foreground_commit_wait -1")
+	"3p iterjob 2 instances, range, max_foreground_commit_wait -1"
+	"2a iterjob 1 instance, max_foreground_commit_wait $COMMIT_WAIT"
+	"3a iterjob 2 instances, range, max_foreground_commit_wait $COMMIT_WAIT")
 for c in "${CASES[@]}"; do
 	if [ -n "${LIVE_CASES:-}" ] && ! [[ " $LIVE_CASES " == *" ${c%% *} "* ]]; then
 		continue
@@ -267,10 +275,11 @@ done <"$RESULTS"
 echo
 echo "== where the application's active time went while each case ran (share of the samples" \
 	"of active pgbench sessions, every 5 ms), the WAL written per second, and pgbench's mean" \
-	"commit (END) latency"
-echo "| case | samples | lock held by iterjob | other lock | WAL | CPU | other waits | WAL MB/s | commit ms |"
-echo "|---|---|---|---|---|---|---|---|---|"
-while IFS='|' read -r name secs _ _ _ wal end; do
+	"commit (END) latency, and how many times an instance slowed down for the foreground" \
+	"(iterjob.max_foreground_commit_wait)"
+echo "| case | samples | lock held by iterjob | other lock | WAL | CPU | other waits | WAL MB/s | commit ms | paced |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+while IFS='|' read -r name secs _ _ _ wal end paced; do
 	shares=$(q -F' ' -c "
 SELECT count(*),
        round(100.0 * count(*) FILTER (WHERE kind = 'lock (iterjob)') / greatest(count(*), 1)),
@@ -281,5 +290,5 @@ SELECT count(*),
   FROM live_samples WHERE case_name = '${name%% *}'")
 	read -r n lk lo wl cpu oth <<<"$shares"
 	mbs=$(printf "%.1f" "$(echo "$wal / $secs / 1048576" | bc -l)")
-	echo "| $name | $n | $lk% | $lo% | $wl% | $cpu% | $oth% | $mbs | $end |"
+	echo "| $name | $n | $lk% | $lo% | $wl% | $cpu% | $oth% | $mbs | $end | $paced |"
 done <"$RESULTS"
