@@ -45,7 +45,7 @@ int			iterjob_worker_nice = 0;
 int			iterjob_max_workers_per_node = 4;
 int			iterjob_max_statement_timeout_ms = 3600000;
 int			iterjob_max_foreground_wait = 100;
-int			iterjob_max_foreground_commit_wait = 20;
+int			iterjob_max_foreground_commit_wait = -1;
 int			iterjob_max_wal_per_second_kb = 0;
 
 /* this copy of the library reads the GUCs another copy defined */
@@ -219,7 +219,7 @@ iterjob_define_gucs(void)
 							"A session seen waiting this long to write or flush WAL, or for a synchronous standby, while the workers wrote most of the WAL, "
 							"doubles the time workers pause per unit of batch time; it halves again after each second without such a wait. -1 never paces for that.",
 							&iterjob_max_foreground_commit_wait,
-							20, -1, INT_MAX,
+							-1, -1, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS,
 							NULL, NULL, NULL);
 

@@ -9,7 +9,7 @@
 #   test/bench-live.sh                        scale 20 (2,000,000 accounts), PostgreSQL 15
 #   SCALE=5 test/bench-live.sh                a smaller table
 #   LIVE_CASES="0 1 3 3n" test/bench-live.sh  only these cases (by their number)
-#   RATE=300 CLIENTS=4 BASELINE_S=10 NICE=10 FIRST_S=20 WAL_CAP=20MB COMMIT_WAIT=5ms test/bench-live.sh
+#   RATE=300 CLIENTS=4 BASELINE_S=10 NICE=10 FIRST_S=20 WAL_CAP=20MB COMMIT_WAIT=20ms test/bench-live.sh
 #   PG_CONFIG=/path/to/bin/pg_config test/bench-live.sh   on any installation
 #
 # While each case runs, a session samples pg_stat_activity every 5 ms and
@@ -22,10 +22,9 @@
 # (4) 1 instance, target_batch_time => '100ms'; (2n, 3n) cases 2 and 3 with
 # iterjob.worker_nice = NICE; (2f, 3f) cases 2 and 3 with
 # iterjob.max_foreground_wait = -1 (no batch cancelled for a waiting
-# session); (3w) case 3 with iterjob.max_wal_per_second = WAL_CAP; (2p,
-# 3p) cases 2 and 3 with iterjob.max_foreground_commit_wait = -1 (no
-# pacing for the sessions' WAL waits); (2a, 3a) with
-# iterjob.max_foreground_commit_wait = COMMIT_WAIT.  Before each case the column is dropped and
+# session); (3w) case 3 with iterjob.max_wal_per_second = WAL_CAP; (2a,
+# 3a) cases 2 and 3 with iterjob.max_foreground_commit_wait = COMMIT_WAIT
+# (adaptive pacing for the sessions' WAL waits).  Before each case the column is dropped and
 # added again, the table vacuumed and a checkpoint taken.
 #
 # pgbench runs with its per-transaction log, FIRST_S seconds, then in
@@ -51,7 +50,7 @@ FIRST_S=${FIRST_S:-20}
 CHUNK_S=${CHUNK_S:-4}
 NICE=${NICE:-10}
 WAL_CAP=${WAL_CAP:-20MB}
-COMMIT_WAIT=${COMMIT_WAIT:-5ms}
+COMMIT_WAIT=${COMMIT_WAIT:-20ms}
 
 setup_iterjob
 # durable commits, as in production; no checkpoint in the middle of a run
@@ -188,7 +187,6 @@ case_setting() {
 	2n* | 3n*) echo "iterjob.worker_nice = $NICE" ;;
 	2f* | 3f*) echo "iterjob.max_foreground_wait = -1" ;;
 	3w*) echo "iterjob.max_wal_per_second = '$WAL_CAP'" ;;
-	2p* | 3p*) echo "iterjob.max_foreground_commit_wait = -1" ;;
 	2a* | 3a*) echo "iterjob.max_foreground_commit_wait = '$COMMIT_WAIT'" ;;
 	esac
 }
@@ -213,8 +211,8 @@ run_case() {
 	case "$name" in
 	0*) sleep "$BASELINE_S"; t1=$(now) ;;
 	1*) q -c "UPDATE pgbench_accounts SET w = aid % 1000"; t1=$(now) ;;
-	"2 "* | 2n* | 2f* | 2p* | 2a*) t1=$(run_iterjob "instances => 1, batch_size => 1000") ;;
-	"3 "* | 3n* | 3f* | 3w* | 3p* | 3a*) t1=$(run_iterjob "instances => 2, batch_size => 1000, partition => 'range'") ;;
+	"2 "* | 2n* | 2f* | 2a*) t1=$(run_iterjob "instances => 1, batch_size => 1000") ;;
+	"3 "* | 3n* | 3f* | 3w* | 3a*) t1=$(run_iterjob "instances => 2, batch_size => 1000, partition => 'range'") ;;
 	4*) t1=$(run_iterjob "instances => 1, batch_size => 1000, target_batch_time => '100ms'") ;;
 	esac
 	wal1=$(wal_bytes)
@@ -240,8 +238,6 @@ CASES=("0 no backfill" "1 one UPDATE" "2 iterjob 1 instance, batch 1000"
 	"2n iterjob 1 instance, worker_nice $NICE" "3n iterjob 2 instances, range, worker_nice $NICE"
 	"2f iterjob 1 instance, max_foreground_wait -1" "3f iterjob 2 instances, range, max_foreground_wait -1"
 	"3w iterjob 2 instances, range, max_wal_per_second $WAL_CAP"
-	"2p iterjob 1 instance, max_foreground_commit_wait -1"
-	"3p iterjob 2 instances, range, max_foreground_commit_wait -1"
 	"2a iterjob 1 instance, max_foreground_commit_wait $COMMIT_WAIT"
 	"3a iterjob 2 instances, range, max_foreground_commit_wait $COMMIT_WAIT")
 for c in "${CASES[@]}"; do
