@@ -1,7 +1,10 @@
 # iterjob: PGXS build
 EXTENSION = iterjob
 MODULE_big = iterjob
-OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+# src/ holds the ground (module entry, GUCs, identity); each folder under it
+# one layer (see README.md, "How the code is laid out")
+SRCS = $(sort $(wildcard src/*.c src/*/*.c))
+OBJS = $(patsubst %.c,%.o,$(SRCS))
 DATA = $(wildcard sql/iterjob--*.sql)
 PGFILEDESC = "iterjob - parallel, resumable batch-iteration jobs"
 
@@ -10,7 +13,7 @@ REGRESS_OPTS = --inputdir=. --outputdir=. --load-extension=iterjob
 EXTRA_CLEAN = .pg-build
 
 # libpq: the connections a worker keeps to the nodes of a Citus cluster
-PG_CPPFLAGS = -I$(libpq_srcdir)
+PG_CPPFLAGS = -I$(srcdir)/src -I$(libpq_srcdir)
 SHLIB_LINK_INTERNAL = $(libpq)
 
 PG_CONFIG ?= pg_config
@@ -20,7 +23,7 @@ include $(PGXS)
 override CFLAGS += -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers $(EXTRA_CFLAGS)
 
 # every object depends on the shared headers
-$(OBJS): $(wildcard src/*.h)
+$(OBJS): $(wildcard src/*.h src/*/*.h)
 
 # and on the installation it was built against: switching PG_CONFIG to
 # another major (or another build of it) rebuilds everything
@@ -34,7 +37,7 @@ lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,style,performance,portability \
 		-I $(PG_INCLUDEDIR_SERVER) --suppress='*:$(PG_INCLUDEDIR_SERVER)/*' \
 		--suppress=toomanyconfigs src/
-	clang-tidy --quiet --warnings-as-errors='*' src/*.c -- -I$(PG_INCLUDEDIR_SERVER) -Isrc
+	clang-tidy --quiet --warnings-as-errors='*' $(SRCS) -- -I$(PG_INCLUDEDIR_SERVER) -Isrc
 
 .PHONY: lint
 

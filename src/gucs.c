@@ -22,7 +22,6 @@
 #include "utils/guc.h"
 
 #include "iterjob.h"
-#include "job_spec.h"
 
 bool		iterjob_enabled = true;
 char	   *iterjob_health_check_expr = NULL;

@@ -15,6 +15,7 @@
 #include "utils/varlena.h"
 
 #include "iterjob.h"
+#include "launcher/launcher.h"
 
 ITERJOB_MODULE_MAGIC;
 
