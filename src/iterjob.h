@@ -121,6 +121,8 @@ extern int	iterjob_begin_owner_section(Oid owner, const char *search_path,
 										int lock_timeout_ms, bool keyset_planner,
 										IterjobSavedUser *saved);
 extern void iterjob_end_owner_section(int nest, const IterjobSavedUser *saved);
+extern int	iterjob_begin_owner_statement(bool keyset_planner);
+extern void iterjob_end_owner_statement(int nest);
 extern int	iterjob_begin_internal(IterjobSavedUser *saved);
 extern void iterjob_end_internal(int nest, const IterjobSavedUser *saved);
 extern char *iterjob_owner_search_path(const char *search_path);

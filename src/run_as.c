@@ -31,7 +31,9 @@
  *	  temporary schema first for relations and types unless the path
  *	  names it), and iterjob's per-statement settings; every setting
  *	  changed in it, by iterjob or by the owner's SQL, is undone when it
- *	  ends.  Only processes bound to the owner enter owner sections for the
+ *	  ends.  A section may run several statements (a batch's), each in a
+ *	  level of its own whose settings are undone when it ends
+ *	  (iterjob_begin_owner_statement()).  Only processes bound to the owner enter owner sections for the
  *	  owner's SQL (iteration workers, recount's worker); a backend enters
  *	  one only for its caller's own SQL (enqueue's and preview's checks and
  *	  plans, preview's sample).
@@ -155,6 +157,17 @@ iterjob_owner_search_path(const char *search_path)
 	return buf.data;
 }
 
+/* For a keyset query: the planner can only choose an ordered index scan. */
+static void
+set_keyset_planner(void)
+{
+	set_local("enable_seqscan", "off");
+	set_local("enable_bitmapscan", "off");
+	set_local("enable_sort", "off");
+	set_local("enable_hashagg", "off");
+	set_local("max_parallel_workers_per_gather", "0");
+}
+
 /*
  * Enter an owner section.  lock_timeout_ms > 0 bounds each lock wait.
  * With keyset_planner, the planner can only choose an ordered index scan
@@ -176,13 +189,7 @@ iterjob_begin_owner_section(Oid owner, const char *search_path,
 		set_local("lock_timeout", value);
 	}
 	if (keyset_planner)
-	{
-		set_local("enable_seqscan", "off");
-		set_local("enable_bitmapscan", "off");
-		set_local("enable_sort", "off");
-		set_local("enable_hashagg", "off");
-		set_local("max_parallel_workers_per_gather", "0");
-	}
+		set_keyset_planner();
 	become_owner(owner, saved);
 	return nest;
 }
@@ -192,6 +199,29 @@ iterjob_end_owner_section(int nest, const IterjobSavedUser *saved)
 {
 	restore_user(saved);
 	/* false: also undo settings the user's SQL changed, SET or not */
+	AtEOXact_GUC(false, nest);
+}
+
+/*
+ * One statement of an owner section that runs several: whatever it sets
+ * is undone when it ends, so that each statement starts from the
+ * section's settings, as if it had a section of its own; no identity
+ * changes.  With keyset_planner, as iterjob_begin_owner_section()'s.
+ * Returns the GUC nest level to end it with.
+ */
+int
+iterjob_begin_owner_statement(bool keyset_planner)
+{
+	int			nest = NewGUCNestLevel();
+
+	if (keyset_planner)
+		set_keyset_planner();
+	return nest;
+}
+
+void
+iterjob_end_owner_statement(int nest)
+{
 	AtEOXact_GUC(false, nest);
 }
 

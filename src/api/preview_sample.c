@@ -111,10 +111,14 @@ run_batches(IterjobTask *task, IterjobTaskPlans *plans, int32 limit,
 		instr_time	start;
 		instr_time	took;
 		uint64		n;
+		IterjobSavedUser saved;
+		int			section;
 
 		CHECK_FOR_INTERRUPTS();
 		ctx.batch = sample->batches + 1;
 		INSTR_TIME_SET_CURRENT(start);
+		/* the batch's SQL in one owner section, as a worker runs it */
+		section = iterjob_enter_owner_statements(task, &saved);
 		n = iterjob_fetch_keys(task, plans, task->has_cursor ? task->cursor : NULL,
 							   task->spec.batch_size);
 		if (n > 0)
@@ -122,6 +126,7 @@ run_batches(IterjobTask *task, IterjobTaskPlans *plans, int32 limit,
 			iterjob_batch_key_arrays(task, plans, n, arrays, pending);
 			iterjob_run_action(task, plans, arrays);
 		}
+		iterjob_leave_owner_statements(section, &saved);
 		INSTR_TIME_SET_CURRENT(took);
 		INSTR_TIME_SUBTRACT(took, start);
 		MemoryContextSwitchTo(old);

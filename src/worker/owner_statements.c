@@ -8,7 +8,12 @@
  *
  *	  All of it runs in owner sections (run_as.c): as the owner, as a
  *	  security-restricted operation, under the search_path captured at
- *	  enqueue.  Whatever the owner defined that these reach (type I/O,
+ *	  enqueue.  A batch enters one section for all of the owner's SQL it
+ *	  runs (iterjob_enter_owner_statements(): the keyset query, the action,
+ *	  the last key's jsonb form, the look for a next batch) and leaves it
+ *	  once, for iterjob's checkpoint; each statement in it undoes what it
+ *	  set when it ends (iterjob_begin_owner_statement()), as it did in a
+ *	  section of its own.  Whatever the owner defined that these reach (type I/O,
  *	  casts to json, domain checks, operators and operator classes,
  *	  triggers, functions in the filter or action) runs with the owner's
  *	  rights and no more.  Plans are prepared once per task and kept until
@@ -20,6 +25,7 @@
 
 #include "catalog/pg_type.h"
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -31,12 +37,22 @@
 #include "citus/citus.h"
 #include "worker/worker_internal.h"
 
-static int
-begin_owner(IterjobTask *task, bool keyset_planner, IterjobSavedUser *saved)
+/*
+ * Enter the task's owner section, for the owner's statements that follow
+ * (of a batch, or of its preparation).  Returns the GUC nest level to leave
+ * it with.
+ */
+int
+iterjob_enter_owner_statements(IterjobTask *task, IterjobSavedUser *saved)
 {
 	return iterjob_begin_owner_section(task->owner, task->search_path,
-									   task->spec.lock_timeout_ms,
-									   keyset_planner, saved);
+									   task->spec.lock_timeout_ms, false, saved);
+}
+
+void
+iterjob_leave_owner_statements(int nest, const IterjobSavedUser *saved)
+{
+	iterjob_end_owner_section(nest, saved);
 }
 
 static SPIPlanPtr
@@ -104,7 +120,6 @@ push_key_conversion(ErrorContextCallback *errcb, KeyConversion *ctx)
 static void
 decode_cursor(IterjobTask *task)
 {
-	IterjobSavedUser saved;
 	ErrorContextCallback errcb;
 	KeyConversion ctx = {task, false, 0};
 	int			nest;
@@ -114,7 +129,7 @@ decode_cursor(IterjobTask *task)
 		return;
 	MemoryContextReset(task->cursor_cxt);
 	push_key_conversion(&errcb, &ctx);
-	nest = begin_owner(task, false, &saved);
+	nest = iterjob_begin_owner_statement(false);
 	for (int i = 0; i < task->spec.nkeys; i++)
 	{
 		Oid			input;
@@ -127,7 +142,7 @@ decode_cursor(IterjobTask *task)
 											   ioparam, -1);
 		MemoryContextSwitchTo(old);
 	}
-	iterjob_end_owner_section(nest, &saved);
+	iterjob_end_owner_statement(nest);
 	error_context_stack = errcb.previous;
 }
 
@@ -164,6 +179,7 @@ iterjob_prepare_owner_plans(IterjobTask *task, IterjobTaskPlans *plans, bool kee
 	SPIPlanPtr	made[NPLANS] = {0};
 	SPIPlanPtr	checkpoint;
 	int			keyset_options;
+	int			section;
 	int			nest;
 
 	Assert(!plans->ready);
@@ -176,7 +192,6 @@ iterjob_prepare_owner_plans(IterjobTask *task, IterjobTaskPlans *plans, bool kee
 	}
 	next_types[spec->nkeys] = INT4OID;	/* the batch size */
 
-	decode_cursor(task);
 	if (OidIsValid(spec->relid))
 		task->source_name = MemoryContextStrdup(task->cxt, iterjob_source_sql(spec));
 
@@ -190,23 +205,28 @@ iterjob_prepare_owner_plans(IterjobTask *task, IterjobTaskPlans *plans, bool kee
 		 iterjob_citus_can_coordinate());
 	keyset_options = task->on_citus ? CURSOR_OPT_CUSTOM_PLAN : CURSOR_OPT_GENERIC_PLAN;
 
+	/* the cursor read back and the statements prepared in one owner section */
+	section = iterjob_enter_owner_statements(task, &saved);
+	decode_cursor(task);
+
 	/* partition => 'shard' runs its keyset queries on the shards' nodes */
 	if (spec->partition != ITERJOB_PARTITION_SHARD)
 	{
-		nest = begin_owner(task, true, &saved);
+		nest = iterjob_begin_owner_statement(true);
 		made[0] = prepare(iterjob_keyset_query(spec, task->instance, &task->range, false, true),
 						  1, next_types + spec->nkeys, keyset_options);
 		made[1] = prepare(iterjob_keyset_query(spec, task->instance, &task->range, true, true),
 						  spec->nkeys + 1, next_types, keyset_options);
-		iterjob_end_owner_section(nest, &saved);
+		iterjob_end_owner_statement(nest);
 	}
 
-	nest = begin_owner(task, false, &saved);
+	nest = iterjob_begin_owner_statement(false);
 	made[2] = prepare(spec->action, spec->nkeys, arraytypes,
 					  task->on_citus ? CURSOR_OPT_CUSTOM_PLAN : 0);
 	if (iterjob_key_types_user_defined(spec))
 		made[3] = prepare(psprintf("SELECT %s", iterjob_key_jsonb_sql(spec, true)), spec->nkeys, next_types, 0);
-	iterjob_end_owner_section(nest, &saved);
+	iterjob_end_owner_statement(nest);
+	iterjob_leave_owner_statements(section, &saved);
 
 	/* iterjob's, kept already (a failure here leaves the others unkept) */
 	checkpoint = keep ? iterjob_checkpoint_plan(spec) : NULL;
@@ -241,29 +261,31 @@ iterjob_free_plans(IterjobTaskPlans *plans)
 
 /*
  * The instance's next limit keys, after the key in after[] (NULL: from
- * the start), in SPI_tuptable.  Returns how many.
+ * the start), in SPI_tuptable.  Returns how many.  In the owner's section
+ * (iterjob_enter_owner_statements()), as are the action and the key's
+ * jsonb form below.
  */
 uint64
 iterjob_fetch_keys(IterjobTask *task, IterjobTaskPlans *plans, const Datum *after,
 				   int32 limit)
 {
 	Datum		args[ITERJOB_MAX_KEYS + 1];
-	IterjobSavedUser saved;
 	int			nkeys = task->spec.nkeys;
 	int			nest;
 	int			ret;
 
+	Assert(InSecurityRestrictedOperation());
 	if (after != NULL)
 		for (int k = 0; k < nkeys; k++)
 			args[k] = after[k];
 	args[nkeys] = Int32GetDatum(limit);
-	nest = begin_owner(task, true, &saved);
+	nest = iterjob_begin_owner_statement(true);
 	iterjob_guard_relation(task);
 	if (after != NULL)
 		ret = SPI_execute_plan(plans->next, args, NULL, false, limit);
 	else
 		ret = SPI_execute_plan(plans->first, args + nkeys, NULL, false, limit);
-	iterjob_end_owner_section(nest, &saved);
+	iterjob_end_owner_statement(nest);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "keyset query failed: %s", SPI_result_code_string(ret));
 	/* a re-planned query may return other types than the keys' */
@@ -319,11 +341,13 @@ iterjob_batch_key_arrays(IterjobTask *task, IterjobTaskPlans *plans, uint64 n,
 void
 iterjob_run_action(IterjobTask *task, IterjobTaskPlans *plans, Datum *arrays)
 {
-	IterjobSavedUser saved;
-	int			nest = begin_owner(task, false, &saved);
-	int			ret = SPI_execute_plan(plans->action, arrays, NULL, false, 0);
+	int			nest;
+	int			ret;
 
-	iterjob_end_owner_section(nest, &saved);
+	Assert(InSecurityRestrictedOperation());
+	nest = iterjob_begin_owner_statement(false);
+	ret = SPI_execute_plan(plans->action, arrays, NULL, false, 0);
+	iterjob_end_owner_statement(nest);
 	if (ret < 0)
 		elog(ERROR, "action failed: %s", SPI_result_code_string(ret));
 }
@@ -336,7 +360,6 @@ iterjob_run_action(IterjobTask *task, IterjobTaskPlans *plans, Datum *arrays)
 Datum
 iterjob_encode_key(IterjobTask *task, IterjobTaskPlans *plans, Datum *key)
 {
-	IterjobSavedUser saved;
 	ErrorContextCallback errcb;
 	KeyConversion ctx = {task, true, 0};
 	int			nest;
@@ -346,13 +369,14 @@ iterjob_encode_key(IterjobTask *task, IterjobTaskPlans *plans, Datum *key)
 
 	if (plans->encode == NULL)
 		return (Datum) 0;
+	Assert(InSecurityRestrictedOperation());
 	push_key_conversion(&errcb, &ctx);
-	nest = begin_owner(task, false, &saved);
+	nest = iterjob_begin_owner_statement(false);
 	ret = SPI_execute_plan(plans->encode, key, NULL, false, 1);
 
 	if (ret == SPI_OK_SELECT && SPI_processed == 1)
 		json = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	iterjob_end_owner_section(nest, &saved);
+	iterjob_end_owner_statement(nest);
 	error_context_stack = errcb.previous;
 	if (isnull)
 	{
@@ -367,7 +391,11 @@ iterjob_encode_key(IterjobTask *task, IterjobTaskPlans *plans, Datum *key)
 	return datumCopy(json, false, -1);
 }
 
-/* on_instance_complete, with $1 = the instance. */
+/*
+ * on_instance_complete, with $1 = the instance: after the checkpoint that
+ * ended it (which took only if the instance was still running), in an
+ * owner section of its own, once per instance.
+ */
 void
 iterjob_run_instance_hook(IterjobTask *task)
 {
@@ -378,9 +406,9 @@ iterjob_run_instance_hook(IterjobTask *task)
 
 	if (task->spec.on_instance_complete == NULL)
 		return;
-	nest = begin_owner(task, false, &saved);
+	nest = iterjob_enter_owner_statements(task, &saved);
 	if (SPI_execute_with_args(task->spec.on_instance_complete, 1, &type,
 							  &arg, NULL, false, 0) < 0)
 		elog(ERROR, "on_instance_complete failed");
-	iterjob_end_owner_section(nest, &saved);
+	iterjob_leave_owner_statements(nest, &saved);
 }

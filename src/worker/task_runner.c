@@ -196,23 +196,28 @@ do_node_batch(IterjobTask *task, IterjobTaskPlans *plans, Datum *pending)
 		Oid			ioparam;
 		MemoryContext old;
 		IterjobSavedUser saved;
+		Datum		cursor;
+		int			section;
 		int			nest;
 
-		/* the node's cursor, as a key, as the owner (the key type's input) */
+		/*
+		 * The node's cursor, as a key, and its jsonb form, as the owner (the
+		 * key type's input and cast to json)
+		 */
 		MemoryContextReset(plans->pending_cxt);
-		nest = iterjob_begin_owner_section(task->owner, task->search_path,
-										   task->spec.lock_timeout_ms, false, &saved);
+		section = iterjob_enter_owner_statements(task, &saved);
+		nest = iterjob_begin_owner_statement(false);
 		getTypeInputInfo(task->spec.key_types[0], &input, &ioparam);
 		old = MemoryContextSwitchTo(plans->pending_cxt);
 		pending[0] = OidInputFunctionCall(input, r.cursor, ioparam, -1);
 		MemoryContextSwitchTo(old);
-		iterjob_end_owner_section(nest, &saved);
+		iterjob_end_owner_statement(nest);
+		cursor = iterjob_encode_key(task, plans, pending);
+		iterjob_leave_owner_statements(section, &saved);
 
 		task->last_batch_rows = (uint64) r.rows;
 		if (!iterjob_record_node_checkpoint(task, task->shards[task->shard_index],
-											(uint64) r.rows,
-											iterjob_encode_key(task, plans, pending),
-											r.shard_rows))
+											(uint64) r.rows, cursor, r.shard_rows))
 			return BATCH_STOPPED;
 		if (!r.done)
 			return BATCH_MORE;
@@ -235,6 +240,8 @@ do_batch(IterjobTask *task, IterjobTaskPlans *plans, Datum *pending)
 	bool		last;
 	bool		ended;			/* or, unless last, still running */
 	uint64		n;
+	IterjobSavedUser saved;
+	int			section;
 
 	iterjob_check_owner(task->owner, task->job_id);
 	if (!plans->ready)
@@ -255,12 +262,20 @@ do_batch(IterjobTask *task, IterjobTaskPlans *plans, Datum *pending)
 	if (spec->partition == ITERJOB_PARTITION_SHARD)
 		return do_node_batch(task, plans, pending);
 
+	/*
+	 * All of the owner's SQL of the batch in one owner section, left once
+	 * for iterjob's checkpoint.
+	 */
+	section = iterjob_enter_owner_statements(task, &saved);
 	iterjob_set_phase("keyset query");
 	n = iterjob_fetch_keys(task, plans, task->has_cursor ? task->cursor : NULL,
 						   task->throttle.batch_size);
 	task->batch_keys = n;
 	if (n == 0)
+	{
+		iterjob_leave_owner_statements(section, &saved);
 		return finish_instance(task);
+	}
 
 	iterjob_batch_key_arrays(task, plans, n, arrays, pending);
 
@@ -282,6 +297,7 @@ do_batch(IterjobTask *task, IterjobTaskPlans *plans, Datum *pending)
 	last = n < (uint64) task->throttle.batch_size &&
 		spec->partition != ITERJOB_PARTITION_SHARD &&
 		iterjob_fetch_keys(task, plans, pending, 1) == 0;
+	iterjob_leave_owner_statements(section, &saved);
 	if (last)
 	{
 		/* the end of an instance must survive a crash */

@@ -130,6 +130,8 @@ extern bool iterjob_load_job(int64 job_id, IterjobSpec *spec, Oid *owner,
 /* owner_statements.c: the job's SQL, as its owner */
 extern void iterjob_prepare_owner_plans(IterjobTask *task, IterjobTaskPlans *plans,
 										bool keep);
+extern int	iterjob_enter_owner_statements(IterjobTask *task, IterjobSavedUser *saved);
+extern void iterjob_leave_owner_statements(int nest, const IterjobSavedUser *saved);
 extern uint64 iterjob_fetch_keys(IterjobTask *task, IterjobTaskPlans *plans,
 								 const Datum *after, int32 limit);
 extern void iterjob_batch_key_arrays(IterjobTask *task, IterjobTaskPlans *plans,
