@@ -1,6 +1,7 @@
-/* iterjob--0.5.sql: jobs, their instances (tasks), the functions and views.
+/* iterjob--0.12.sql: jobs, their instances (tasks), the functions and views.
  * Must define exactly what iterjob--0.1.sql followed by the upgrade scripts does
- * (the upgrade test compares the two). */
+ * (the upgrade test compares the two): the same columns in the same order,
+ * constraints, indexes, definitions and privileges. */
 
 \echo Use "CREATE EXTENSION iterjob" to load this file. \quit
 
@@ -105,7 +106,9 @@ CREATE TABLE iterjob.job (
     max_attempts integer NOT NULL CHECK (max_attempts >= 1),
     statement_timeout interval NOT NULL,
     lock_timeout interval NOT NULL,
-    partition   text NOT NULL CHECK (partition IN ('modulo', 'range')),
+    -- 'shard' (a hash-distributed Citus table): instances iterate whole
+    -- shards, each batch's keys read on the shard's node
+    partition   text NOT NULL CHECK (partition IN ('modulo', 'range', 'shard')),
     follow      boolean NOT NULL,
     upper_bound jsonb,
     on_complete text,
@@ -136,7 +139,16 @@ CREATE TABLE iterjob.job (
     max_failure_ratio double precision CHECK (max_failure_ratio BETWEEN 0 AND 1),
     failure_window integer CHECK (failure_window >= 0),
     -- iterjob.retry() starts the window afresh: failures before it do not count
-    failures_counted_from timestamptz
+    failures_counted_from timestamptz,
+    -- the jobs this one runs after: it stays queued until every one of them
+    -- succeeded, and fails when one of them fails or is cancelled
+    after       bigint[],
+    -- the job's own health check: an expression run as the owner at each
+    -- batch boundary; a non-null text (or true) holds the job
+    health_check text,
+    -- the most WAL the job writes per second, in bytes, shared equally by its
+    -- instances (NULL: no limit of its own)
+    max_wal_per_second bigint CHECK (max_wal_per_second > 0)
 );
 
 CREATE TABLE iterjob.task (
@@ -162,6 +174,23 @@ CREATE TABLE iterjob.task (
     rows_per_second double precision,
     -- why a running instance holds at a batch boundary (the health gate)
     held_reason  text,
+    -- partition => 'shard': the shards an instance iterates, in order (its
+    -- cursor says which one it is on), and the rows done in each
+    shards       bigint[],
+    shard_rows   jsonb,
+    -- why a running instance holds, without the figures held_reason has that
+    -- come from statistics only pg_read_all_stats may read ("a standby is
+    -- behind"); written with held_reason, read only while held_reason is set
+    held_summary text,
+    -- A batch cancelled because a session (an application's) waited for one of
+    -- its locks longer than iterjob.max_foreground_wait: how many, the latest
+    -- when, and for whom.
+    foreground_cancels bigint NOT NULL DEFAULT 0,
+    slowed_at    timestamptz,
+    slowed_reason text,
+    -- the WAL the task's workers wrote for it, counted at each checkpoint
+    -- (batches run on a Citus node's shard write theirs there: not counted)
+    wal_bytes    bigint NOT NULL DEFAULT 0,
     UNIQUE (job_id, instance)
 );
 
@@ -184,6 +213,28 @@ CREATE TABLE iterjob.error_log (
 );
 CREATE INDEX error_log_job_idx ON iterjob.error_log (job_id);
 
+-- On every node: the cursor of each shard that a job iterates there, one
+-- row per job, shard and owner (the role the coordinator's worker connects
+-- as; the row of one role is out of reach of the others).  job_stamp is the
+-- job's enqueue time in microseconds: a row with another stamp belongs to
+-- an earlier job of that id (the extension dropped and created again on the
+-- coordinator) and starts over.
+CREATE TABLE iterjob.node_cursor (
+    job_id     bigint NOT NULL,
+    shard_id   bigint NOT NULL,
+    owner      oid NOT NULL,
+    job_stamp  bigint NOT NULL,
+    cursor     text,
+    batches    bigint NOT NULL DEFAULT 0,
+    rows_done  bigint NOT NULL DEFAULT 0,
+    done       boolean NOT NULL DEFAULT false,
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (job_id, shard_id, owner)
+);
+
+COMMENT ON TABLE iterjob.node_cursor
+    IS 'on a node of a Citus cluster: the cursor of each shard a job iterates there, moved by each batch in its transaction';
+
 -- Claims look at runnable tasks only, however many finished ones pile up.
 CREATE INDEX task_runnable_idx ON iterjob.task (id)
     WHERE state IN ('queued', 'running');
@@ -192,8 +243,28 @@ CREATE INDEX task_runnable_idx ON iterjob.task (id)
 CREATE INDEX job_finished_idx ON iterjob.job (finished_at)
     WHERE state IN ('succeeded', 'failed', 'cancelled');
 
-REVOKE ALL ON iterjob.job, iterjob.task, iterjob.error_log FROM PUBLIC;
+-- the jobs that wait for a job that ends
+CREATE INDEX job_after_idx ON iterjob.job USING gin (after) WHERE after IS NOT NULL;
 
+-- a job's runnable tasks, by job (a claim looks at one job's tasks: through
+-- task_runnable_idx, on the task id, the planner scanned every runnable
+-- task of every job while the statistics were those of an empty queue)
+CREATE INDEX task_runnable_job_idx ON iterjob.task (job_id, instance)
+    WHERE state IN ('queued', 'running');
+
+-- the active jobs by owner: a claim reads each owner's first job that no
+-- worker is on, through a skip scan over the owners, not every active job;
+-- with the jobs each waits for, so that the scan reads the index only.
+-- Only the claim's statements say "owner <> 0" (every job has an owner):
+-- other statements on active jobs keep to the primary key whatever the
+-- statistics say.
+CREATE INDEX job_active_owner_idx ON iterjob.job (owner, id) INCLUDE (after)
+    WHERE state IN ('queued', 'running') AND owner OPERATOR(pg_catalog.<>) 0::pg_catalog.oid;
+
+REVOKE ALL ON iterjob.job, iterjob.task, iterjob.error_log, iterjob.node_cursor FROM PUBLIC;
+
+-- partition 'auto' (the default): 'shard' for a hash-distributed Citus
+-- table, 'modulo' otherwise
 CREATE FUNCTION iterjob.enqueue(
     relation   regclass DEFAULT NULL,
     action     text DEFAULT NULL,
@@ -205,7 +276,7 @@ CREATE FUNCTION iterjob.enqueue(
     max_attempts integer DEFAULT 5,
     statement_timeout interval DEFAULT '10min',
     lock_timeout interval DEFAULT '5s',
-    partition  text DEFAULT 'modulo',
+    partition  text DEFAULT 'auto',
     query      text DEFAULT NULL,
     follow     boolean DEFAULT false,
     on_complete text DEFAULT NULL,
@@ -214,12 +285,15 @@ CREATE FUNCTION iterjob.enqueue(
     max_rows_per_second integer DEFAULT NULL,
     target_batch_time interval DEFAULT NULL,
     max_failure_ratio double precision DEFAULT 0.5,
-    failure_window integer DEFAULT 50)
+    failure_window integer DEFAULT 50,
+    after      bigint[] DEFAULT NULL,
+    health_check text DEFAULT NULL,
+    max_wal_per_second text DEFAULT NULL)
 RETURNS bigint
 LANGUAGE C VOLATILE
 AS 'MODULE_PATHNAME', 'iterjob_enqueue';
 
-COMMENT ON FUNCTION iterjob.enqueue(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval, double precision, integer)
+COMMENT ON FUNCTION iterjob.enqueue(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval, double precision, integer, bigint[], text, text)
     IS 'create a job that runs action on every batch of keys of relation (or query), in instances parallel instances';
 
 -- A list of values as a job's source: iterated like a one-column table.
@@ -347,6 +421,30 @@ AS $$
                                            / rows_per_second) END
 $$;
 
+-- node:port of the shard's placement, or NULL (no such shard, no Citus)
+CREATE FUNCTION iterjob.shard_node(shard bigint)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog
+AS $$
+DECLARE
+    node text;
+BEGIN
+    IF shard IS NULL OR to_regclass('pg_catalog.pg_dist_placement') IS NULL THEN
+        RETURN NULL;
+    END IF;
+    EXECUTE 'SELECT n.nodename || '':'' || n.nodeport
+               FROM pg_catalog.pg_dist_placement p
+               JOIN pg_catalog.pg_dist_node n ON n.groupid = p.groupid
+              WHERE p.shardid = $1 LIMIT 1'
+       INTO node USING shard;
+    RETURN node;
+END
+$$;
+
+COMMENT ON FUNCTION iterjob.shard_node(bigint)
+    IS 'node:port of the Citus node that holds the shard, or NULL';
+
 CREATE VIEW iterjob.task_progress WITH (security_barrier) AS
 SELECT t.job_id,
        t.instance,
@@ -369,7 +467,16 @@ SELECT t.job_id,
        iterjob.eta(t.state, t.rows_done, t.rows_total, t.rows_per_second) AS eta,
        coalesce(t.finished_at, clock_timestamp()) - t.started_at AS elapsed,
        iterjob.progress_bar(iterjob.percent(t.state, t.rows_done, t.rows_total)) AS bar,
-       t.held_reason
+       -- the figures of the statistics views, for those who may read them
+       CASE WHEN t.held_reason IS NULL THEN NULL
+            WHEN pg_has_role('pg_read_all_stats', 'USAGE') THEN t.held_reason
+            ELSE coalesce(t.held_summary, 'held') END AS held_reason,
+       (t.cursor ->> 'shard')::bigint AS shard_id,
+       iterjob.shard_node((t.cursor ->> 'shard')::bigint) AS shard_node,
+       t.foreground_cancels,
+       t.slowed_at,
+       t.slowed_reason,
+       t.wal_bytes
   FROM iterjob.task t
   JOIN iterjob.job j ON j.id = t.job_id
   LEFT JOIN pg_stat_activity a
@@ -406,16 +513,56 @@ SELECT j.id AS job_id,
        coalesce(j.finished_at, clock_timestamp()) - j.started_at AS elapsed,
        iterjob.progress_bar(iterjob.percent(j.state, coalesce(sum(t.rows_done), 0)::bigint,
                                             j.rows_total)) AS bar,
-       string_agg(DISTINCT t.held_reason, '; ') FILTER (WHERE t.state = 'running') AS held,
+       -- the figures of the statistics views, for those who may read them
+       string_agg(DISTINCT CASE WHEN t.held_reason IS NULL THEN NULL
+                                WHEN pg_has_role('pg_read_all_stats', 'USAGE') THEN t.held_reason
+                                ELSE coalesce(t.held_summary, 'held') END, '; ')
+           FILTER (WHERE t.state = 'running') AS held,
        j.batch_pause,
        j.max_rows_per_second,
        j.target_batch_time,
        j.max_failure_ratio,
-       j.failure_window
+       j.failure_window,
+       j.after,
+       -- the jobs of after that have not succeeded yet
+       CASE WHEN j.state = 'queued' AND j.after IS NOT NULL
+            THEN ARRAY(SELECT p.id FROM iterjob.job p
+                        WHERE p.id = ANY (j.after) AND p.state <> 'succeeded' ORDER BY p.id)
+       END AS waiting_for,
+       j.health_check,
+       coalesce(sum(t.foreground_cancels), 0)::bigint AS foreground_cancels,
+       max(t.slowed_at) AS slowed_at,
+       (array_agg(t.slowed_reason ORDER BY t.slowed_at DESC NULLS LAST))[1] AS slowed_reason,
+       coalesce(sum(t.wal_bytes), 0)::bigint AS wal_bytes,
+       j.max_wal_per_second
   FROM iterjob.job j
   LEFT JOIN iterjob.task t ON t.job_id = j.id
  WHERE iterjob.can_steer(j.owner)
  GROUP BY j.id;
+
+-- One row per shard of each job with partition 'shard'.
+CREATE VIEW iterjob.shard_progress WITH (security_barrier) AS
+SELECT t.job_id,
+       t.instance,
+       s.shard_id,
+       iterjob.shard_node(s.shard_id) AS node,
+       CASE WHEN t.state = 'succeeded' OR s.position < c.position THEN 'done'
+            WHEN s.position = c.position THEN t.state
+            ELSE 'waiting' END AS state,
+       CASE WHEN s.position = c.position AND t.state <> 'succeeded'
+            THEN t.cursor -> 'inner_cursor' END AS cursor,
+       coalesce((t.shard_rows ->> s.shard_id::text)::bigint, 0) AS rows_done,
+       CASE WHEN s.position = c.position AND t.state = 'running'
+            THEN round(t.rows_per_second::numeric, 1) END AS rows_per_second
+  FROM iterjob.task t
+  JOIN iterjob.job j ON j.id = t.job_id
+ CROSS JOIN LATERAL unnest(t.shards) WITH ORDINALITY AS s(shard_id, position)
+ CROSS JOIN LATERAL (SELECT coalesce(array_position(t.shards, (t.cursor ->> 'shard')::bigint), 1)
+                            AS position) AS c
+ WHERE iterjob.can_steer(j.owner);
+
+COMMENT ON VIEW iterjob.shard_progress
+    IS 'per shard of each job with partition ''shard'': its node, state, cursor, rows done and rate';
 
 CREATE VIEW iterjob.errors WITH (security_barrier) AS
 SELECT e.logged_at,
@@ -482,22 +629,25 @@ CREATE FUNCTION iterjob.preview(
     max_attempts integer DEFAULT 5,
     statement_timeout interval DEFAULT '10min',
     lock_timeout interval DEFAULT '5s',
-    partition  text DEFAULT 'modulo',
+    partition  text DEFAULT 'auto',
     query      text DEFAULT NULL,
     follow     boolean DEFAULT false,
     on_complete text DEFAULT NULL,
     on_instance_complete text DEFAULT NULL,
     batch_pause interval DEFAULT '0',
     max_rows_per_second integer DEFAULT NULL,
-    target_batch_time interval DEFAULT NULL)
+    target_batch_time interval DEFAULT NULL,
+    sample_batches integer DEFAULT 0)
 RETURNS TABLE (instance integer, keyset_query text, action text, plan text,
                estimated_rows bigint, estimated_batches bigint,
-               next_keyset_query text, next_plan text)
+               next_keyset_query text, next_plan text,
+               sampled_batches integer, sampled_rows bigint, sampled_time interval,
+               estimated_duration interval, touched jsonb)
 LANGUAGE C VOLATILE
 AS 'MODULE_PATHNAME', 'iterjob_preview';
 
-COMMENT ON FUNCTION iterjob.preview(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval)
-    IS 'check a job as enqueue would and show, per instance, its first and next keyset queries, their plans and estimates; creates nothing';
+COMMENT ON FUNCTION iterjob.preview(regclass, text, integer, integer, text, text, text, integer, interval, interval, text, text, boolean, text, text, interval, integer, interval, integer)
+    IS 'check a job as enqueue would and show, per instance, its first and next keyset queries, their plans and estimates, and with sample_batches its first batches run and rolled back, timed, with an estimated duration; leaves nothing behind';
 
 CREATE FUNCTION iterjob.recount(job_id bigint)
 RETURNS bigint
@@ -530,13 +680,36 @@ CREATE FUNCTION iterjob.set(
     max_rows_per_second integer DEFAULT NULL,
     target_batch_time interval DEFAULT NULL,
     max_failure_ratio double precision DEFAULT NULL,
-    failure_window integer DEFAULT NULL)
+    failure_window integer DEFAULT NULL,
+    max_wal_per_second text DEFAULT NULL)
 RETURNS void
 LANGUAGE C VOLATILE
 AS 'MODULE_PATHNAME', 'iterjob_set';
 
-COMMENT ON FUNCTION iterjob.set(bigint, integer, interval, integer, interval, double precision, integer)
+COMMENT ON FUNCTION iterjob.set(bigint, integer, interval, integer, interval, double precision, integer, text)
     IS 'change a job''s pacing or failure-ratio stop while it runs (NULL: unchanged, 0: no limit); workers apply it at their next batch';
+
+CREATE FUNCTION iterjob.node_batch(job_id bigint, job_stamp bigint, shard_id bigint,
+                                   first_query text, next_query text, action text,
+                                   key_type regtype, batch_size integer, durable boolean,
+                                   start_after text,
+                                   OUT rows_done bigint, OUT cursor text, OUT done boolean,
+                                   OUT shard_rows bigint)
+    RETURNS record
+    AS 'MODULE_PATHNAME', 'iterjob_node_batch'
+    LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION iterjob.node_batch(bigint, bigint, bigint, text, text, text, regtype, integer, boolean, text)
+    IS 'one batch of a shard on its node: the next keys after the shard''s cursor, the action on them, the cursor moved past them, in the caller''s transaction (called by iterjob''s workers)';
+
+CREATE FUNCTION iterjob.node_cursor_of(job_id bigint, job_stamp bigint, shard_id bigint,
+                                       OUT found boolean, OUT cursor text, OUT done boolean)
+    RETURNS record
+    AS 'MODULE_PATHNAME', 'iterjob_node_cursor_of'
+    LANGUAGE C STABLE;
+
+COMMENT ON FUNCTION iterjob.node_cursor_of(bigint, bigint, bigint)
+    IS 'the cursor this node keeps for the caller''s job on a shard (read by iterjob''s workers when a shard moved)';
 
 -- Nothing for PUBLIC.  iterjob_user may use iterjob (GRANT iterjob_user TO alice);
 -- iterjob_admin also sees and steers every role's jobs.  Roles are cluster-wide:
@@ -555,11 +728,11 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON iterjob.task_progress, iterjob.job_progress, iterjob.errors, iterjob.workers FROM PUBLIC;
+REVOKE ALL ON iterjob.task_progress, iterjob.job_progress, iterjob.shard_progress, iterjob.errors, iterjob.workers FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA iterjob FROM PUBLIC;
 REVOKE ALL ON SCHEMA iterjob FROM PUBLIC;
 GRANT USAGE ON SCHEMA iterjob TO iterjob_user;
-GRANT SELECT ON iterjob.task_progress, iterjob.job_progress, iterjob.errors, iterjob.workers TO iterjob_user;
+GRANT SELECT ON iterjob.task_progress, iterjob.job_progress, iterjob.shard_progress, iterjob.errors, iterjob.workers TO iterjob_user;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA iterjob TO iterjob_user;
 REVOKE EXECUTE ON FUNCTION iterjob.wake_workers() FROM iterjob_user;
 -- the views call it for every role that reads them
