@@ -115,6 +115,9 @@ setup_iterjob() {
 	# (objects built against another installation are rebuilt: see Makefile)
 	echo "== building iterjob for $("$PG_CONFIG" --version) (-Werror)"
 	make -C "$ITERJOB_ROOT" -s PG_CONFIG="$PG_CONFIG" EXTRA_CFLAGS=-Werror >/dev/null
+	# only the scripts this tree ships: none left from an earlier install
+	# (a full script of an older version) may stand in for the upgrade chain
+	as_root rm -f "$("$PG_CONFIG" --sharedir)"/extension/iterjob--*.sql
 	as_root make -C "$ITERJOB_ROOT" -s PG_CONFIG="$PG_CONFIG" install >/dev/null
 }
 
