@@ -35,9 +35,9 @@ $(OBJS): .pg-build
 PG_INCLUDEDIR_SERVER := $(shell $(PG_CONFIG) --includedir-server)
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,style,performance,portability \
-		-I $(PG_INCLUDEDIR_SERVER) --suppress='*:$(PG_INCLUDEDIR_SERVER)/*' \
+		-I $(PG_INCLUDEDIR_SERVER) -I src --suppress='*:$(PG_INCLUDEDIR_SERVER)/*' \
 		--suppress=toomanyconfigs src/
-	clang-tidy --quiet --warnings-as-errors='*' $(SRCS) -- -I$(PG_INCLUDEDIR_SERVER) -Isrc
+	clang-tidy --quiet --warnings-as-errors='*' $(SRCS) -- -I$(PG_INCLUDEDIR_SERVER) -I$(includedir) -Isrc
 
 .PHONY: lint
 
