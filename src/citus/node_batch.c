@@ -229,11 +229,9 @@ iterjob_node_batch(PG_FUNCTION_ARGS)
 	/* the shard's cursor row, locked until this transaction ends */
 	nest = iterjob_begin_internal(&saved);
 	{
-		Oid			types[5] = {INT8OID, INT8OID, INT8OID, OIDOID, TEXTOID};
 		Datum		args[5] = {Int64GetDatum(job_id), Int64GetDatum(job_stamp),
 			Int64GetDatum(shard_id), ObjectIdGetDatum(owner),
 		start_after ? CStringGetTextDatum(start_after) : (Datum) 0};
-		char		argnulls[5] = {' ', ' ', ' ', ' ', start_after ? ' ' : 'n'};
 		Oid			lock_types[4] = {INT8OID, INT8OID, OIDOID, INT8OID};
 		Datum		lock_args[4] = {args[0], args[2], args[3], args[1]};
 		bool		isnull;
@@ -244,6 +242,9 @@ iterjob_node_batch(PG_FUNCTION_ARGS)
 			elog(ERROR, "could not lock the cursor of shard " INT64_FORMAT, shard_id);
 		if (SPI_processed != 1)
 		{
+			Oid			types[5] = {INT8OID, INT8OID, INT8OID, OIDOID, TEXTOID};
+			char		argnulls[5] = {' ', ' ', ' ', ' ', start_after ? ' ' : 'n'};
+
 			if (SPI_execute_plan(node_plan(claim_cursor_sql, 5, types), args, argnulls,
 								 false, 0) != SPI_OK_INSERT)
 				elog(ERROR, "could not record the cursor of shard " INT64_FORMAT, shard_id);
