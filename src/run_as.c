@@ -33,8 +33,9 @@
  *	  changed in it, by iterjob or by the owner's SQL, is undone when it
  *	  ends.  A section may run several statements (a batch's), each in a
  *	  level of its own whose settings are undone when it ends
- *	  (iterjob_begin_owner_statement()).  Only processes bound to the owner enter owner sections for the
- *	  owner's SQL (iteration workers, recount's worker); a backend enters
+ *	  (iterjob_begin_owner_statement()).  Only processes bound to the
+ *	  owner enter owner sections for the owner's SQL (iteration workers,
+ *	  recount's worker); a backend enters
  *	  one only for its caller's own SQL (enqueue's and preview's checks and
  *	  plans, preview's sample).
  *

@@ -13,10 +13,10 @@
  *	  the last key's jsonb form, the look for a next batch) and leaves it
  *	  once, for iterjob's checkpoint; each statement in it undoes what it
  *	  set when it ends (iterjob_begin_owner_statement()), as it did in a
- *	  section of its own.  Whatever the owner defined that these reach (type I/O,
- *	  casts to json, domain checks, operators and operator classes,
- *	  triggers, functions in the filter or action) runs with the owner's
- *	  rights and no more.  Plans are prepared once per task and kept until
+ *	  section of its own.  Whatever the owner defined that these reach
+ *	  (type I/O, casts to json, domain checks, operators and operator
+ *	  classes, triggers, functions in the filter or action) runs with the
+ *	  owner's rights and no more.  Plans are prepared once per task and kept until
  *	  the worker leaves it.
  *
  *-------------------------------------------------------------------------
@@ -53,6 +53,21 @@ void
 iterjob_leave_owner_statements(int nest, const IterjobSavedUser *saved)
 {
 	iterjob_end_owner_section(nest, saved);
+}
+
+/*
+ * The owner's statements below run only in the task's owner section: as
+ * the owner, restricted.  Not in iterjob's internal sections, which run as
+ * the bootstrap superuser: a caller that got that wrong would hand the
+ * owner's SQL (and whatever the owner defined that it reaches) superuser
+ * rights.
+ */
+static void
+check_owner_section(const IterjobTask *task)
+{
+	if (GetUserId() != task->owner || !InSecurityRestrictedOperation())
+		elog(ERROR, "the SQL of iterjob job " INT64_FORMAT " may run only as its owner, in its owner's section",
+			 task->job_id);
 }
 
 static SPIPlanPtr
@@ -274,7 +289,7 @@ iterjob_fetch_keys(IterjobTask *task, IterjobTaskPlans *plans, const Datum *afte
 	int			nest;
 	int			ret;
 
-	Assert(InSecurityRestrictedOperation());
+	check_owner_section(task);
 	if (after != NULL)
 		for (int k = 0; k < nkeys; k++)
 			args[k] = after[k];
@@ -344,7 +359,7 @@ iterjob_run_action(IterjobTask *task, IterjobTaskPlans *plans, Datum *arrays)
 	int			nest;
 	int			ret;
 
-	Assert(InSecurityRestrictedOperation());
+	check_owner_section(task);
 	nest = iterjob_begin_owner_statement(false);
 	ret = SPI_execute_plan(plans->action, arrays, NULL, false, 0);
 	iterjob_end_owner_statement(nest);
@@ -369,7 +384,7 @@ iterjob_encode_key(IterjobTask *task, IterjobTaskPlans *plans, Datum *key)
 
 	if (plans->encode == NULL)
 		return (Datum) 0;
-	Assert(InSecurityRestrictedOperation());
+	check_owner_section(task);
 	push_key_conversion(&errcb, &ctx);
 	nest = iterjob_begin_owner_statement(false);
 	ret = SPI_execute_plan(plans->encode, key, NULL, false, 1);
