@@ -10,6 +10,12 @@
 #   BENCH_PARTS="latency tiny" test/bench.sh   only these parts (default: backfill
 #                                 latency tiny memory)
 #   TINY_REPS=5 test/bench.sh     repetitions of the latency and tiny-job cases (default 3)
+#   BENCH_BEFORE=<git revision> BENCH_PARTS=backfill test/bench.sh
+#                                 each iterjob backfill case also with the library
+#                                 built from that revision (same extension version),
+#                                 the two alternating in each repetition, the server
+#                                 restarted before each run; reports both and the
+#                                 change, paired by repetition
 #   BENCH_PGSS=1 test/bench.sh    with pg_stat_statements (track = all): the statements
 #                                 of the tiny-job cases, by total time
 #   ITERJOB_PG_MAJOR=18 test/bench.sh      on 18 (built by test/build-pg18.sh), or
@@ -65,6 +71,41 @@ cluster_start "fsync = on" "max_wal_size = 8GB" "checkpoint_timeout = 1h" \
 q() { psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
 now() { date +%s.%N; }
 
+# BENCH_BEFORE: the revision's library is built from `git archive` in a
+# directory of its own; the installed library is swapped while the server is
+# stopped (a running server maps it), and the tree's is put back at exit.
+BENCH_LIBRARY=""
+if [ -n "${BENCH_BEFORE:-}" ]; then
+	before_version=$(git -C "$ITERJOB_ROOT" show "$BENCH_BEFORE:iterjob.control" | sed -n "s/^default_version = '\(.*\)'/\1/p")
+	tree_version=$(sed -n "s/^default_version = '\(.*\)'/\1/p" "$ITERJOB_ROOT/iterjob.control")
+	if [ "$before_version" != "$tree_version" ]; then
+		echo "BENCH_BEFORE=$BENCH_BEFORE is iterjob $before_version, this tree $tree_version: only libraries of the same version can share a database" >&2
+		exit 1
+	fi
+	LIB_DIR=$(mktemp -d /tmp/iterjob-bench-libs.XXXXXX)
+	PKGLIB=$("$PG_CONFIG" --pkglibdir)
+	cp "$PKGLIB/iterjob.so" "$LIB_DIR/after.so"
+	mkdir "$LIB_DIR/before"
+	git -C "$ITERJOB_ROOT" archive "$BENCH_BEFORE" | tar -x -C "$LIB_DIR/before"
+	echo "== building $BENCH_BEFORE's library"
+	make -C "$LIB_DIR/before" -s PG_CONFIG="$PG_CONFIG" EXTRA_CFLAGS=-Werror iterjob.so >/dev/null
+	cp "$LIB_DIR/before/iterjob.so" "$LIB_DIR/before.so"
+	bench_restore_library() {
+		cluster_stop
+		as_root install -m 755 "$LIB_DIR/after.so" "$PKGLIB/iterjob.so"
+		rm -rf "$LIB_DIR"
+	}
+	trap bench_restore_library EXIT
+fi
+
+# use_library before|after: restart the server with that library
+use_library() {
+	as_postgres "$PGBIN/pg_ctl" -D "$CLUSTER_DIR/data" -m fast -w stop >/dev/null
+	as_root install -m 755 "$LIB_DIR/$1.so" "$PKGLIB/iterjob.so"
+	as_postgres "$PGBIN/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -w start >/dev/null
+	BENCH_LIBRARY=$1
+}
+
 q <<SQL
 CREATE EXTENSION iterjob;
 CREATE TABLE items (id bigint PRIMARY KEY, v int, w int);
@@ -101,7 +142,8 @@ BEGIN
     END LOOP;
 END
 \$\$;
-CREATE TABLE results (name text, rep int, seconds float8, wal_bytes numeric);
+CREATE TABLE results (name text, rep int, seconds float8, wal_bytes numeric,
+                      library text NOT NULL DEFAULT '');
 SQL
 
 reset_table() {
@@ -178,7 +220,7 @@ run_case() {
 	[ "$(q -c "SELECT count(*) FROM items WHERE w IS DISTINCT FROM v * 2")" = 0 ] ||
 		{ echo "$name left rows unprocessed" >&2; exit 1; }
 	q -c "INSERT INTO results VALUES ('$name', $rep, $t1 - $t0,
-	        pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn0'))"
+	        pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn0'), '$BENCH_LIBRARY')"
 	q -c "DELETE FROM iterjob.job"
 }
 
@@ -195,10 +237,28 @@ if part backfill; then
 			if [ -n "${BENCH_CASES:-}" ] && ! [[ " $BENCH_CASES " == *" ${c%% *} "* ]]; then
 				continue
 			fi
+			if [ -n "${BENCH_BEFORE:-}" ] && [[ "$c" == *iterjob* ]]; then
+				# before first in odd repetitions, after first in even ones
+				if [ $((rep % 2)) = 1 ]; then order="before after"; else order="after before"; fi
+				for lib in $order; do
+					use_library "$lib"
+					echo "== rep $rep: $c ($lib)"
+					run_case "$c" "$rep"
+				done
+				continue
+			fi
+			if [ -n "${BENCH_BEFORE:-}" ]; then
+				use_library after
+				BENCH_LIBRARY=""
+			fi
 			echo "== rep $rep: $c"
 			run_case "$c" "$rep"
 		done
 	done
+	if [ -n "${BENCH_BEFORE:-}" ]; then
+		use_library after
+		BENCH_LIBRARY=""
+	fi
 
 	echo
 	echo "== backfill of $ROWS rows, median of $REPS runs (cases interleaved), $("$PG_CONFIG" --version)"
@@ -207,7 +267,7 @@ if part backfill; then
 	    SELECT name,
 	           percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS seconds,
 	           percentile_cont(0.5) WITHIN GROUP (ORDER BY wal_bytes) AS wal
-	      FROM results GROUP BY name)
+	      FROM results WHERE library <> 'before' GROUP BY name)
 	SELECT name AS "case",
 	       round(seconds::numeric, 2) AS "seconds",
 	       round($ROWS / seconds) AS "rows/s",
@@ -218,6 +278,34 @@ if part backfill; then
 	       round((wal / $ROWS)::numeric) AS "WAL bytes/row"
 	  FROM m ORDER BY name;
 	SQL
+	if [ -n "${BENCH_BEFORE:-}" ]; then
+		echo
+		echo "== the iterjob cases with $BENCH_BEFORE's library (before) and this tree's (after):"
+		echo "   medians, and the change of speed paired by repetition (median of before/after - 1;"
+		echo "   the baselines are the same runs for both, so a ratio's change is the same)"
+		psql -X -q -v ON_ERROR_STOP=1 <<-SQL
+		WITH m AS (
+		    SELECT name, library,
+		           percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS seconds
+		      FROM results GROUP BY name, library),
+		paired AS (
+		    SELECT b.name, percentile_cont(0.5) WITHIN GROUP (ORDER BY b.seconds / a.seconds) AS speed
+		      FROM results b JOIN results a USING (name, rep)
+		     WHERE b.library = 'before' AND a.library = 'after' GROUP BY b.name),
+		diy AS (SELECT seconds FROM m WHERE name = '2 DIY procedure'),
+		upd AS (SELECT seconds FROM m WHERE name = '1 UPDATE')
+		SELECT b.name AS "case",
+		       round(b.seconds::numeric, 2) AS "s before", round(a.seconds::numeric, 2) AS "s after",
+		       round(((SELECT seconds FROM diy) / b.seconds)::numeric, 2) AS "x DIY before",
+		       round(((SELECT seconds FROM diy) / a.seconds)::numeric, 2) AS "x DIY after",
+		       round(((SELECT seconds FROM upd) / b.seconds)::numeric, 2) AS "x UPDATE before",
+		       round(((SELECT seconds FROM upd) / a.seconds)::numeric, 2) AS "x UPDATE after",
+		       to_char(100 * (p.speed - 1), 'FMSG990.0') || '%' AS "change, paired"
+		  FROM m b JOIN m a USING (name) JOIN paired p USING (name)
+		 WHERE b.library = 'before' AND a.library = 'after'
+		 ORDER BY b.name;
+		SQL
+	fi
 fi
 
 # What a worker process costs, for the latency and tiny-job cases: CPU ticks
