@@ -143,7 +143,55 @@ BEGIN
 END
 \$\$;
 CREATE TABLE results (name text, rep int, seconds float8, wal_bytes numeric,
-                      library text NOT NULL DEFAULT '');
+                      library text NOT NULL DEFAULT '', worker_cpu float8);
+SQL
+
+# What iterjob's workers cost: CPU ticks (1/100 s) from /proc.
+# bench_worker_ticks() is the postmaster's reaped children (every iterjob
+# worker that exited, and the backends of the polls) plus the live iterjob
+# workers.  A case starts with no worker and is counted once its (warm)
+# workers have exited.
+q <<'SQL'
+CREATE FUNCTION bench_stat(pid int) RETURNS text[] LANGUAGE sql AS
+$$ SELECT string_to_array(split_part(pg_read_file('/proc/' || pid || '/stat'), ') ', 2), ' ') $$;
+CREATE FUNCTION bench_ticks(backend_type text) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    total bigint := 0;
+    f text[];
+    p int;
+BEGIN
+    FOR p IN SELECT a.pid FROM pg_stat_activity a WHERE a.backend_type = bench_ticks.backend_type LOOP
+        BEGIN
+            f := bench_stat(p);
+            total := total + f[12]::bigint + f[13]::bigint;   -- utime, stime
+        EXCEPTION WHEN OTHERS THEN
+            NULL;                                           -- it has just exited
+        END;
+    END LOOP;
+    RETURN total;
+END $$;
+CREATE FUNCTION bench_worker_ticks() RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    f text[] := bench_stat(split_part(pg_read_file('postmaster.pid'), E'\n', 1)::int);
+BEGIN
+    RETURN bench_ticks('iterjob worker') + f[14]::bigint + f[15]::bigint;  -- cutime, cstime
+END $$;
+-- wait until no iterjob worker is connected, and the postmaster has reaped
+-- them: a worker that exits while it is counted is counted once
+CREATE PROCEDURE bench_no_workers() LANGUAGE plpgsql AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + interval '60 s';
+BEGIN
+    LOOP
+        PERFORM pg_stat_clear_snapshot();
+        EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'iterjob worker');
+        IF clock_timestamp() > deadline THEN
+            RAISE EXCEPTION 'iterjob workers still running after 60 s';
+        END IF;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+    PERFORM pg_sleep(0.2);
+END $$;
 SQL
 
 reset_table() {
@@ -180,7 +228,7 @@ case_setting() {
 }
 
 run_case() {
-	local name=$1 rep=$2 t0 t1 lsn0 setting
+	local name=$1 rep=$2 t0 t1 lsn0 setting ticks0 cpu
 	reset_table
 	setting=$(case_setting "$name")
 	if [ -n "$setting" ]; then
@@ -188,6 +236,7 @@ run_case() {
 		sleep 0.5
 	fi
 	lsn0=$(q -c "SELECT pg_current_wal_lsn()")
+	ticks0=$(q -c "CALL bench_no_workers()" -c "SELECT bench_worker_ticks()")
 	t0=$(now)
 	case "$name" in
 	"1 UPDATE") q -c "UPDATE items SET w = v * 2"; t1=$(now) ;;
@@ -214,13 +263,17 @@ run_case() {
 	"6a iterjob batch 100") t1=$(run_iterjob "instances => 1, batch_size => 100") ;;
 	"6b iterjob batch 10000") t1=$(run_iterjob "instances => 1, batch_size => 10000") ;;
 	esac
+	cpu=NULL
+	if [[ "$name" == *iterjob* ]]; then
+		cpu=$(q -c "CALL bench_no_workers()" -c "SELECT (bench_worker_ticks() - $ticks0) / 100.0")
+	fi
 	if [ -n "$setting" ]; then
 		q -c "ALTER SYSTEM RESET ${setting%% *}" -c "SELECT pg_reload_conf()" >/dev/null
 	fi
 	[ "$(q -c "SELECT count(*) FROM items WHERE w IS DISTINCT FROM v * 2")" = 0 ] ||
 		{ echo "$name left rows unprocessed" >&2; exit 1; }
 	q -c "INSERT INTO results VALUES ('$name', $rep, $t1 - $t0,
-	        pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn0'), '$BENCH_LIBRARY')"
+	        pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn0'), '$BENCH_LIBRARY', $cpu)"
 	q -c "DELETE FROM iterjob.job"
 }
 
@@ -266,7 +319,8 @@ if part backfill; then
 	WITH m AS (
 	    SELECT name,
 	           percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS seconds,
-	           percentile_cont(0.5) WITHIN GROUP (ORDER BY wal_bytes) AS wal
+	           percentile_cont(0.5) WITHIN GROUP (ORDER BY wal_bytes) AS wal,
+	           percentile_cont(0.5) WITHIN GROUP (ORDER BY worker_cpu) AS cpu
 	      FROM results WHERE library <> 'before' GROUP BY name)
 	SELECT name AS "case",
 	       round(seconds::numeric, 2) AS "seconds",
@@ -275,21 +329,25 @@ if part backfill; then
 	           AS "x DIY (2)",
 	       round(((SELECT seconds FROM m WHERE name = '1 UPDATE') / seconds)::numeric, 2)
 	           AS "x UPDATE (1)",
-	       round((wal / $ROWS)::numeric) AS "WAL bytes/row"
+	       round((wal / $ROWS)::numeric) AS "WAL bytes/row",
+	       round(cpu::numeric, 2) AS "workers' CPU s"
 	  FROM m ORDER BY name;
 	SQL
 	if [ -n "${BENCH_BEFORE:-}" ]; then
 		echo
 		echo "== the iterjob cases with $BENCH_BEFORE's library (before) and this tree's (after):"
-		echo "   medians, and the change of speed paired by repetition (median of before/after - 1;"
-		echo "   the baselines are the same runs for both, so a ratio's change is the same)"
+		echo "   medians, and the changes paired by repetition (median of before/after - 1: + is"
+		echo "   faster, or less CPU; the baselines are the same runs for both, so a ratio's"
+		echo "   change is the speed's)"
 		psql -X -q -v ON_ERROR_STOP=1 <<-SQL
 		WITH m AS (
 		    SELECT name, library,
-		           percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS seconds
+		           percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS seconds,
+		           percentile_cont(0.5) WITHIN GROUP (ORDER BY worker_cpu) AS cpu
 		      FROM results GROUP BY name, library),
 		paired AS (
-		    SELECT b.name, percentile_cont(0.5) WITHIN GROUP (ORDER BY b.seconds / a.seconds) AS speed
+		    SELECT b.name, percentile_cont(0.5) WITHIN GROUP (ORDER BY b.seconds / a.seconds) AS speed,
+		           percentile_cont(0.5) WITHIN GROUP (ORDER BY b.worker_cpu / a.worker_cpu) AS cpu
 		      FROM results b JOIN results a USING (name, rep)
 		     WHERE b.library = 'before' AND a.library = 'after' GROUP BY b.name),
 		diy AS (SELECT seconds FROM m WHERE name = '2 DIY procedure'),
@@ -300,7 +358,9 @@ if part backfill; then
 		       round(((SELECT seconds FROM diy) / a.seconds)::numeric, 2) AS "x DIY after",
 		       round(((SELECT seconds FROM upd) / b.seconds)::numeric, 2) AS "x UPDATE before",
 		       round(((SELECT seconds FROM upd) / a.seconds)::numeric, 2) AS "x UPDATE after",
-		       to_char(100 * (p.speed - 1), 'FMSG990.0') || '%' AS "change, paired"
+		       to_char(100 * (p.speed - 1), 'FMSG990.0') || '%' AS "speed change",
+		       round(b.cpu::numeric, 2) AS "CPU s before", round(a.cpu::numeric, 2) AS "CPU s after",
+		       to_char(100 * (p.cpu - 1), 'FMSG990.0') || '%' AS "CPU change"
 		  FROM m b JOIN m a USING (name) JOIN paired p USING (name)
 		 WHERE b.library = 'before' AND a.library = 'after'
 		 ORDER BY b.name;
@@ -308,11 +368,7 @@ if part backfill; then
 	fi
 fi
 
-# What a worker process costs, for the latency and tiny-job cases: CPU ticks
-# (1/100 s) from /proc.  bench_worker_ticks() is the postmaster's reaped
-# children (every iterjob worker that exited: the measuring session stays, so
-# nothing else ends during a run) plus the live iterjob workers.  A case
-# starts with no worker and is counted once its (warm) workers have exited.
+# The latency and tiny-job cases, with the workers' CPU (bench_worker_ticks()).
 if part latency || part tiny; then
 	q <<'SQL'
 CREATE TABLE tiny (id int PRIMARY KEY);
@@ -322,46 +378,6 @@ CREATE TABLE tiny_many (id int PRIMARY KEY, n int NOT NULL DEFAULT 0);
 INSERT INTO tiny_many SELECT g FROM generate_series(1, 1000) g;
 CREATE TABLE tiny_results (name text, rep int, jobs_per_s float8, enqueue_s float8,
                            worker_ms_per_job float8, launcher_ms float8, workers_started int);
-CREATE FUNCTION bench_stat(pid int) RETURNS text[] LANGUAGE sql AS
-$$ SELECT string_to_array(split_part(pg_read_file('/proc/' || pid || '/stat'), ') ', 2), ' ') $$;
-CREATE FUNCTION bench_ticks(backend_type text) RETURNS bigint LANGUAGE plpgsql AS $$
-DECLARE
-    total bigint := 0;
-    f text[];
-    p int;
-BEGIN
-    FOR p IN SELECT a.pid FROM pg_stat_activity a WHERE a.backend_type = bench_ticks.backend_type LOOP
-        BEGIN
-            f := bench_stat(p);
-            total := total + f[12]::bigint + f[13]::bigint;   -- utime, stime
-        EXCEPTION WHEN OTHERS THEN
-            NULL;                                           -- it has just exited
-        END;
-    END LOOP;
-    RETURN total;
-END $$;
-CREATE FUNCTION bench_worker_ticks() RETURNS bigint LANGUAGE plpgsql AS $$
-DECLARE
-    f text[] := bench_stat(split_part(pg_read_file('postmaster.pid'), E'\n', 1)::int);
-BEGIN
-    RETURN bench_ticks('iterjob worker') + f[14]::bigint + f[15]::bigint;  -- cutime, cstime
-END $$;
--- wait until no iterjob worker is connected, and the postmaster has reaped
--- them: a worker that exits while it is counted is counted once
-CREATE PROCEDURE bench_no_workers() LANGUAGE plpgsql AS $$
-DECLARE
-    deadline timestamptz := clock_timestamp() + interval '60 s';
-BEGIN
-    LOOP
-        PERFORM pg_stat_clear_snapshot();
-        EXIT WHEN NOT EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'iterjob worker');
-        IF clock_timestamp() > deadline THEN
-            RAISE EXCEPTION 'iterjob workers still running after 60 s';
-        END IF;
-        PERFORM pg_sleep(0.05);
-    END LOOP;
-    PERFORM pg_sleep(0.2);
-END $$;
 -- 1000 one-batch jobs, enqueued in one transaction or one per transaction
 CREATE PROCEDURE bench_tiny(label text, rep int, per_txn bool) LANGUAGE plpgsql AS $$
 DECLARE

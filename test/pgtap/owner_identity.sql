@@ -19,7 +19,8 @@
 --       per owner
 --    8. enqueue(query => ...) without relation
 --    9. hooks commit only with their state change (cancel, pause races)
---   10. DROP EXTENSION and CREATE EXTENSION while a worker sleeps
+--   10. settings an action changes are undone before the next statement
+--   11. DROP EXTENSION and CREATE EXTENSION while a worker sleeps
 --
 -- Autocommit, as the superuser postgres, acting as other roles with SET
 -- ROLE; run by test/pgtap-exec.sh in a fresh database.
@@ -46,7 +47,7 @@ GRANT USAGE ON SCHEMA own_s TO own_bob;
 CREATE TABLE own_log (what text, who name, outcome text, at timestamptz DEFAULT clock_timestamp());
 GRANT INSERT, SELECT ON own_log TO PUBLIC;
 
-SELECT plan(49);
+SELECT plan(53);
 
 SET ROLE own_alice;
 CREATE FUNCTION own_s.grab(what text) RETURNS boolean LANGUAGE plpgsql AS $$
@@ -368,7 +369,67 @@ SELECT is(:'race_state' || ' with ' || (SELECT count(*) FROM own_hooks WHERE job
           'succeeded with 1 hook run',
           'pause and resume race: the instance ended once and its hook ran once');
 
--- 10. DROP EXTENSION and CREATE EXTENSION while a worker sleeps ---------------------------
+-- 10. settings an action changes are undone before the next statement ------------------
+
+-- Every batch runs the filter (keyset query), the action, the key's cast
+-- to json (its cursor), and at the end the instance's hook, all in one
+-- process; the action sets work_mem and search_path for the session and
+-- statement_timeout for the transaction.  Each statement notes what it
+-- sees, in order.
+CREATE TABLE own_settings (seq serial, stmt text, pid int, work_mem text, search_path text,
+                           statement_timeout text);
+GRANT INSERT ON own_settings TO own_alice;
+GRANT USAGE ON SEQUENCE own_settings_seq_seq TO own_alice;
+SET ROLE own_alice;
+CREATE FUNCTION own_s.note(stmt text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.own_settings (stmt, pid, work_mem, search_path, statement_timeout)
+    VALUES (stmt, pg_backend_pid(), current_setting('work_mem'), current_setting('search_path'),
+            current_setting('statement_timeout'));
+    RETURN true;
+END
+$$;
+CREATE FUNCTION own_s.meddle() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM own_s.note('action');
+    PERFORM set_config('work_mem', '77MB', false);
+    PERFORM set_config('search_path', 'own_s', false);
+    PERFORM set_config('statement_timeout', '77s', true);
+    PERFORM own_s.note('action, after setting');
+    RETURN true;
+END
+$$;
+CREATE TYPE own_s.shade AS ENUM ('s01', 's02', 's03', 's04', 's05', 's06', 's07', 's08', 's09');
+CREATE FUNCTION own_s.shade_json(own_s.shade) RETURNS json LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM own_s.note('cast');
+    RETURN to_json($1::text);
+END
+$$;
+CREATE CAST (own_s.shade AS json) WITH FUNCTION own_s.shade_json(own_s.shade);
+CREATE TABLE own_s.shades (c own_s.shade PRIMARY KEY, n int NOT NULL DEFAULT 0);
+INSERT INTO own_s.shades (c) SELECT unnest(enum_range(NULL::own_s.shade));
+SELECT iterjob.enqueue('own_s.shades',
+                       'WITH m AS (SELECT own_s.meddle()) UPDATE own_s.shades SET n = n + 1 FROM m WHERE c = ANY($1)',
+                       filter => 'own_s.note(''keyset'')', batch_size => 3,
+                       on_instance_complete => 'SELECT own_s.note(''hook'') WHERE $1 IS NOT NULL') AS j_settings \gset
+RESET ROLE;
+SELECT is(iterjob.wait(:j_settings, '60 s') || ', ' || own_rows('own_s.shades', 'n <> 1') || ' rows not once',
+          'succeeded, 0 rows not once', 'an action that changes settings: the job succeeds, every row once');
+SELECT is((SELECT string_agg(DISTINCT work_mem || ' ' || search_path || ' ' || statement_timeout, '; ')
+             FROM own_settings WHERE stmt = 'action, after setting'),
+          '77MB own_s 77s', 'the action''s settings took effect within the action');
+SELECT is((SELECT count(*) FROM own_settings
+            WHERE stmt <> 'action, after setting'
+              AND (work_mem = '77MB' OR search_path = 'own_s' OR statement_timeout = '77s')),
+          0::bigint, 'no later filter, action, cast to json or hook saw them');
+SELECT is((SELECT string_agg(DISTINCT s.stmt, ', ' ORDER BY s.stmt)
+             FROM own_settings a JOIN own_settings s ON s.pid = a.pid AND s.seq > a.seq
+            WHERE a.stmt = 'action, after setting' AND s.stmt <> 'action, after setting'),
+          'action, cast, hook, keyset',
+          'each of them ran after an action had changed the settings, in the same process');
+
+-- 11. DROP EXTENSION and CREATE EXTENSION while a worker sleeps ---------------------------
 
 CREATE TABLE own_old (id int PRIMARY KEY, n int NOT NULL DEFAULT 0);
 INSERT INTO own_old (id) SELECT g FROM generate_series(1, 100) g;
