@@ -71,37 +71,15 @@ cluster_start "fsync = on" "max_wal_size = 8GB" "checkpoint_timeout = 1h" \
 q() { psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
 now() { date +%s.%N; }
 
-# BENCH_BEFORE: the revision's library is built from `git archive` in a
-# directory of its own; the installed library is swapped while the server is
-# stopped (a running server maps it), and the tree's is put back at exit.
+# BENCH_BEFORE: that revision's library beside this tree's (test/lib.sh)
 BENCH_LIBRARY=""
 if [ -n "${BENCH_BEFORE:-}" ]; then
-	before_version=$(git -C "$ITERJOB_ROOT" show "$BENCH_BEFORE:iterjob.control" | sed -n "s/^default_version = '\(.*\)'/\1/p")
-	tree_version=$(sed -n "s/^default_version = '\(.*\)'/\1/p" "$ITERJOB_ROOT/iterjob.control")
-	if [ "$before_version" != "$tree_version" ]; then
-		echo "BENCH_BEFORE=$BENCH_BEFORE is iterjob $before_version, this tree $tree_version: only libraries of the same version can share a database" >&2
-		exit 1
-	fi
-	LIB_DIR=$(mktemp -d /tmp/iterjob-bench-libs.XXXXXX)
-	PKGLIB=$("$PG_CONFIG" --pkglibdir)
-	cp "$PKGLIB/iterjob.so" "$LIB_DIR/after.so"
-	mkdir "$LIB_DIR/before"
-	git -C "$ITERJOB_ROOT" archive "$BENCH_BEFORE" | tar -x -C "$LIB_DIR/before"
-	echo "== building $BENCH_BEFORE's library"
-	make -C "$LIB_DIR/before" -s PG_CONFIG="$PG_CONFIG" EXTRA_CFLAGS=-Werror iterjob.so >/dev/null
-	cp "$LIB_DIR/before/iterjob.so" "$LIB_DIR/before.so"
-	bench_restore_library() {
-		cluster_stop
-		as_root install -m 755 "$LIB_DIR/after.so" "$PKGLIB/iterjob.so"
-		rm -rf "$LIB_DIR"
-	}
-	trap bench_restore_library EXIT
+	revision_libraries "$BENCH_BEFORE"
 fi
 
 # use_library before|after: restart the server with that library
 use_library() {
-	as_postgres "$PGBIN/pg_ctl" -D "$CLUSTER_DIR/data" -m fast -w stop >/dev/null
-	as_root install -m 755 "$LIB_DIR/$1.so" "$PKGLIB/iterjob.so"
+	library_swap "$1"
 	as_postgres "$PGBIN/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -w start >/dev/null
 	BENCH_LIBRARY=$1
 }

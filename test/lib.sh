@@ -183,6 +183,43 @@ cluster_start() {
 	echo "== throwaway cluster in $CLUSTER_DIR, port $PGPORT"
 }
 
+# revision_libraries REV: beside this tree's installed library (after.so),
+# REV's, built from `git archive` (before.so), both in LIB_DIR, for
+# library_swap.  REV must be of this tree's extension version (the two share
+# a database).  At exit the cluster is stopped and the tree's library put
+# back.  Call after cluster_start.
+revision_libraries() {
+	local rev=$1 rev_version tree_version
+	rev_version=$(git -C "$ITERJOB_ROOT" show "$rev:iterjob.control" | sed -n "s/^default_version = '\(.*\)'/\1/p")
+	tree_version=$(sed -n "s/^default_version = '\(.*\)'/\1/p" "$ITERJOB_ROOT/iterjob.control")
+	if [ "$rev_version" != "$tree_version" ]; then
+		echo "$rev is iterjob $rev_version, this tree $tree_version: only libraries of the same version can share a database" >&2
+		exit 1
+	fi
+	LIB_DIR=$(mktemp -d /tmp/iterjob-libs.XXXXXX)
+	PKGLIB=$("$PG_CONFIG" --pkglibdir)
+	cp "$PKGLIB/iterjob.so" "$LIB_DIR/after.so"
+	mkdir "$LIB_DIR/before"
+	git -C "$ITERJOB_ROOT" archive "$rev" | tar -x -C "$LIB_DIR/before"
+	echo "== building $rev's library"
+	make -C "$LIB_DIR/before" -s PG_CONFIG="$PG_CONFIG" EXTRA_CFLAGS=-Werror iterjob.so >/dev/null
+	cp "$LIB_DIR/before/iterjob.so" "$LIB_DIR/before.so"
+	trap restore_tree_library EXIT
+}
+
+restore_tree_library() {
+	cluster_stop
+	as_root install -m 755 "$LIB_DIR/after.so" "$PKGLIB/iterjob.so"
+	rm -rf "$LIB_DIR"
+}
+
+# library_swap before|after: stop the cluster and install that library (a
+# running server maps the file); the caller starts the cluster again
+library_swap() {
+	as_postgres "$PGBIN/pg_ctl" -D "$CLUSTER_DIR/data" -m fast -w stop >/dev/null
+	as_root install -m 755 "$LIB_DIR/$1.so" "$PKGLIB/iterjob.so"
+}
+
 psql_q() {
 	psql -X -q -v ON_ERROR_STOP=1 "$@"
 }
