@@ -186,12 +186,14 @@ reset_table() {
 ANY_ACTION='UPDATE items SET w = v * 2 WHERE id = ANY($1)'
 SPAN_ACTION='UPDATE items SET w = v * 2 WHERE id BETWEEN $1[1] AND $1[cardinality($1)]'
 run_iterjob() {
-	local args=$1 action=${2:-$ANY_ACTION} id
+	local args=$1 action=${2:-$ANY_ACTION} id state
 	id=$(q -v action="$action" <<<"SELECT iterjob.enqueue('items', :'action', $args)")
-	until [ "$(q -c "SELECT state IN ('succeeded','failed','cancelled') FROM iterjob.job WHERE id = $id")" = t ]; do
+	# (a poll that fails ends the run: the server is gone)
+	while state=$(q -c "SELECT state FROM iterjob.job WHERE id = $id"); do
+		case "$state" in succeeded | failed | cancelled) break ;; esac
 		sleep 1
 	done
-	[ "$(q -c "SELECT state FROM iterjob.job WHERE id = $id")" = succeeded ] || { echo "job $id failed" >&2; exit 1; }
+	[ "$state" = succeeded ] || { echo "job $id: ${state:-no answer}" >&2; exit 1; }
 	q -c "SELECT extract(epoch FROM finished_at) FROM iterjob.job WHERE id = $id"
 }
 
